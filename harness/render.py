@@ -1,0 +1,44 @@
+"""The one jinja2 Environment that renders every template of the project.
+
+StrictUndefined: a template that names a value the caller did not pass is a
+bug, and it must fail loudly rather than render an empty string.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jinja2
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    loader = jinja2.PrefixLoader(
+        {
+            "vm": jinja2.PackageLoader("vm", "templates"),
+            "kmod": jinja2.PackageLoader("kmod", "templates"),
+        }
+    )
+    return jinja2.Environment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # noqa: S701 - we render config files and argv, not HTML
+    )
+
+
+def render(name: str, **context: Any) -> str:
+    """Render template `name` (e.g. "vm/ssh_config.j2") with `context`."""
+    return environment().get_template(name).render(**context)
+
+
+def render_argv(name: str, **context: Any) -> list[str]:
+    """Render a template that lists one argument per line into an argv list.
+
+    Blank lines are dropped, so conditionals can leave gaps; no shell quoting
+    is involved at any point.
+    """
+    return [line.strip() for line in render(name, **context).splitlines() if line.strip()]

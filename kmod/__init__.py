@@ -1,0 +1,1 @@
+"""Kernel and aufs module: sources, patch series, config, build, load."""

@@ -1,0 +1,1 @@
+"""Virtual machines: images, provisioning, QEMU, SSH."""
