@@ -6,6 +6,7 @@ whole tree (make -j, qemu helpers), not just the direct child.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -41,10 +42,8 @@ def kill_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str], grace: flo
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
 
 
@@ -109,7 +108,5 @@ def run(
         tail = (stderr or "").strip().splitlines()
         where = f"; log: {logfile}" if logfile else ""
         last = f": {tail[-1]}" if tail else ""
-        raise InfraError(
-            f"{shlex.join(args)[:160]} exited {proc.returncode}{last}{where}"
-        )
+        raise InfraError(f"{shlex.join(args)[:160]} exited {proc.returncode}{last}{where}")
     return result

@@ -26,7 +26,7 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        autoescape=False,  # noqa: S701 - we render config files and argv, not HTML
+        autoescape=False,
     )
 
 
