@@ -30,15 +30,15 @@ def environment() -> jinja2.Environment:
     )
 
 
-def render(name: str, **context: Any) -> str:
-    """Render template `name` (e.g. "vm/ssh_config.j2") with `context`."""
-    return environment().get_template(name).render(**context)
+def render(template: str, /, **context: Any) -> str:
+    """Render `template` (e.g. "vm/ssh_config.j2") with `context`."""
+    return environment().get_template(template).render(**context)
 
 
-def render_argv(name: str, **context: Any) -> list[str]:
+def render_argv(template: str, /, **context: Any) -> list[str]:
     """Render a template that lists one argument per line into an argv list.
 
     Blank lines are dropped, so conditionals can leave gaps; no shell quoting
     is involved at any point.
     """
-    return [line.strip() for line in render(name, **context).splitlines() if line.strip()]
+    return [line.strip() for line in render(template, **context).splitlines() if line.strip()]

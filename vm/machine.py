@@ -1,0 +1,276 @@
+"""A VM's whole life: keys, seed, overlay, QEMU, SSH, and teardown.
+
+BootSpec says what to boot (data); Machine boots it (behaviour). A Machine's
+working directory holds everything about one VM (console log, keys,
+ssh_config, state.json), so a detached VM can be found again by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from harness.deadline import Deadline
+from harness.errors import DeadlineExceeded, InfraError, UserError
+from harness.paths import state_dir
+from harness.render import render
+from vm import accel as accel_mod
+from vm.keys import generate
+from vm.qemu import (
+    LaunchSpec,
+    QemuProcess,
+    free_port,
+    kill_pid,
+    make_overlay,
+    port_taken,
+    qemu_binary,
+)
+from vm.seed import SeedInput, build_seed
+from vm.ssh import Endpoint, Guest
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
+PANIC_RE = re.compile(r"Kernel panic - not syncing.*|end Kernel panic.*")
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    """What to boot: a base disk and, unless the disk boots itself, a kernel."""
+
+    disk: Path
+    disk_format: str  # "raw" or "qcow2"
+    label: str  # human description, e.g. "debian bookworm, stock 6.1.0-40-amd64"
+    kernel: Path | None = None
+    initrd: Path | None = None
+    cmdline: tuple[str, ...] = ()
+    user: str = "root"
+    kernel_release: str = ""
+
+
+@dataclass
+class VMState:
+    name: str
+    pid: int
+    ssh_port: int
+    workdir: str
+    label: str
+    accel: str
+    started: float = field(default_factory=time.time)
+
+    @property
+    def ssh_config(self) -> Path:
+        return Path(self.workdir) / "ssh_config"
+
+
+def vms_root() -> Path:
+    root = state_dir() / "vms"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise UserError(f"bad VM name {name!r}: use lowercase letters, digits and dashes")
+    return name
+
+
+class Machine:
+    def __init__(
+        self,
+        name: str,
+        boot: BootSpec,
+        workdir: Path,
+        *,
+        accel: str = "auto",
+        ssh_port: int | None = None,
+        memory_mb: int = 1024,
+        smp: int = 2,
+    ) -> None:
+        self.name = check_name(name)
+        self.boot = boot
+        self.workdir = workdir
+        self.requested_accel = accel
+        self.requested_port = ssh_port
+        self.memory_mb = memory_mb
+        self.smp = smp
+        self.qemu: QemuProcess | None = None
+        self.guest: Guest | None = None
+        self.accel: accel_mod.Accel | None = None
+        self.boot_seconds: float | None = None
+
+    # -- start ------------------------------------------------------------
+    def start(self, deadline: Deadline, detach: bool = False) -> None:
+        if not self.boot.disk.exists():
+            raise UserError(f"image {self.boot.disk} does not exist: give an existing image path")
+        if self.requested_port is not None and port_taken(self.requested_port):
+            raise UserError(
+                f"SSH port {self.requested_port} on 127.0.0.1 is already taken: "
+                "choose another with --ssh-port or stop what listens there"
+            )
+        qemu = qemu_binary()
+        self.accel = accel_mod.choose(self.requested_accel, qemu, self.boot.kernel, deadline)
+        log.info("accelerator: %s (%s)", self.accel.name, self.accel.reason)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        client = generate(self.workdir / "id_ed25519", f"aufs-harness@{self.name}")
+        hostkey = generate(self.workdir / "ssh_host_ed25519_key", f"root@{self.name}")
+        seed = build_seed(
+            SeedInput(
+                self.name,
+                client.public_line,
+                hostkey.private.read_text(),
+                hostkey.public_line,
+            ),
+            self.workdir,
+            deadline,
+        )
+        overlay = self.workdir / "disk.qcow2"
+        make_overlay(self.boot.disk, self.boot.disk_format, overlay, deadline)
+        port = self.requested_port or free_port()
+        spec = LaunchSpec(
+            name=self.name,
+            accel=self.accel.name,
+            cpu=self.accel.cpu,
+            disk=overlay,
+            console_log=self.workdir / "console.log",
+            qmp_socket=self.workdir / "qmp.sock",
+            pidfile=self.workdir / "qemu.pid",
+            ssh_port=port,
+            kernel=self.boot.kernel,
+            initrd=self.boot.initrd,
+            cmdline=self.boot.cmdline,
+            seed=seed,
+            memory_mb=self.memory_mb,
+            smp=self.smp,
+        )
+        self._write_ssh_config(port, client.private, hostkey.public_line)
+        self._t0 = time.monotonic()
+        self.qemu = QemuProcess.start(spec, detach=detach)
+        self.endpoint = Endpoint("127.0.0.1", port, self.boot.user, client.private,
+                                 hostkey.public_line)  # fmt: skip
+        self._save_state()
+
+    def _write_ssh_config(self, port: int, identity: Path, host_public: str) -> None:
+        known = self.workdir / "known_hosts"
+        keytype, b64 = host_public.split()[:2]
+        known.write_text(render("vm/known_hosts.j2", name=self.name, host_key=f"{keytype} {b64}"))
+        (self.workdir / "ssh_config").write_text(
+            render(
+                "vm/ssh_config.j2",
+                name=self.name,
+                port=port,
+                user=self.boot.user,
+                identity=identity,
+                known_hosts=known,
+            )
+        )
+
+    def _save_state(self) -> None:
+        assert self.qemu is not None and self.accel is not None
+        state = VMState(
+            name=self.name,
+            pid=self.qemu.pid,
+            ssh_port=self.qemu.spec.ssh_port,
+            workdir=str(self.workdir),
+            label=self.boot.label,
+            accel=self.accel.name,
+        )
+        (self.workdir / "state.json").write_text(json.dumps(asdict(state), indent=2))
+
+    # -- wait -------------------------------------------------------------
+    def wait_ssh(self, deadline: Deadline) -> Guest:
+        """Wait for SSH; a dead or panicked VM fails at once with its console tail."""
+        assert self.qemu is not None
+        qemu = self.qemu
+        guest = Guest(self.endpoint)
+
+        def alive() -> bool:
+            if not qemu.alive():
+                return False
+            panic = PANIC_RE.search(qemu.console())
+            if panic:
+                raise InfraError(f"the guest kernel panicked during boot: {panic.group(0)}"
+                                 f" (console: {qemu.spec.console_log})")  # fmt: skip
+            return True
+
+        try:
+            guest.wait_ready(deadline, alive=alive)
+        except DeadlineExceeded as exc:
+            raise InfraError(
+                f"the VM never answered SSH within {deadline.seconds:.0f}s; console tail:\n"
+                f"{qemu.console_tail()}\n(console: {qemu.spec.console_log})"
+            ) from exc
+        except InfraError as exc:
+            if not qemu.alive():
+                raise InfraError(
+                    f"QEMU exited ({qemu.proc.returncode}) before SSH answered: "
+                    f"{qemu.qemu_output().strip()[-300:] or '(no QEMU output)'}; console tail:\n"
+                    f"{qemu.console_tail()}"
+                ) from exc
+            raise
+        self.boot_seconds = time.monotonic() - self._t0
+        self.guest = guest
+        return guest
+
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    # -- stop -------------------------------------------------------------
+    def stop(self) -> None:
+        if self.guest is not None:
+            self.guest.close()
+            self.guest = None
+        if self.qemu is not None:
+            self.qemu.kill()
+
+    def __enter__(self) -> Machine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# -- detached VMs (vm up / ssh / down / list) ------------------------------
+def load_state(name: str) -> VMState:
+    path = vms_root() / check_name(name) / "state.json"
+    if not path.exists():
+        raise UserError(f"no VM named {name!r}: start one with `aufs-harness vm up --name {name}`")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return VMState(**data)
+
+
+def is_running(state: VMState) -> bool:
+    try:
+        cmdline = Path(f"/proc/{state.pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"qemu-system" in cmdline and state.workdir.encode() in cmdline
+
+
+def list_states() -> list[VMState]:
+    states = []
+    for path in sorted(vms_root().glob("*/state.json")):
+        with contextlib.suppress(ValueError, TypeError):
+            states.append(VMState(**json.loads(path.read_text())))
+    return states
+
+
+def destroy(name: str) -> bool:
+    """Kill a detached VM and remove its directory. True if a QEMU was killed."""
+    state = load_state(name)
+    killed = kill_pid(state.pid, state.workdir)
+    shutil.rmtree(state.workdir, ignore_errors=True)
+    return killed
