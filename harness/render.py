@@ -20,14 +20,21 @@ def environment() -> jinja2.Environment:
             "kmod": jinja2.PackageLoader("kmod", "templates"),
         }
     )
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=loader,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        autoescape=False,
+        autoescape=False,  # config files and argv, not HTML
     )
+    env.filters["qemu_opt"] = qemu_opt
+    return env
+
+
+def qemu_opt(value: object) -> str:
+    """Escape a value inside a QEMU -option list, where ',' separates keys."""
+    return str(value).replace(",", ",,")
 
 
 def render(template: str, /, **context: Any) -> str:

@@ -1,0 +1,79 @@
+"""The guest's pytest stack: the host's exact versions, as pure-Python wheels.
+
+pytest-xdist copies the host's own pytest into the guest's working directory,
+where it shadows anything installed there, so pytest's dependencies in the
+guest must be the host's versions too. We download those wheels once from the
+package registry (cached, keyed by the versions), upload them, and unpack
+them into a site directory the guest's python3 finds through a .pth file.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import sys
+from pathlib import Path
+
+from harness.deadline import Deadline
+from harness.paths import cache_dir
+from harness.procs import run
+from harness.store import Store
+from vm.ssh import Guest
+
+log = logging.getLogger(__name__)
+
+# What pytest and xdist import at run time in the guest.
+HOST_PINNED = ("pytest", "pluggy", "iniconfig", "packaging", "pygments", "execnet", "pytest-xdist")
+# Needed only by guests older than Python 3.11 (bullseye's 3.9); not on the host.
+BACKPORTS = {"exceptiongroup": "1.3.0", "tomli": "2.2.1", "typing-extensions": "4.15.0"}
+
+GUEST_ROOT = "/opt/aufs-harness"
+GUEST_SITE = f"{GUEST_ROOT}/site"
+
+_INSTALL = r"""
+import os, site, sys, zipfile
+root, site_dir = sys.argv[1], sys.argv[2]
+os.makedirs(site_dir, exist_ok=True)
+for name in sorted(os.listdir(root)):
+    if name.endswith(".whl"):
+        zipfile.ZipFile(os.path.join(root, name)).extractall(site_dir)
+pth = os.path.join(site.getsitepackages()[0], "aufs-harness.pth")
+os.makedirs(os.path.dirname(pth), exist_ok=True)
+open(pth, "w").write(site_dir + "\n")
+print(pth)
+"""
+
+
+def pins() -> dict[str, str]:
+    versions = {name: importlib.metadata.version(name) for name in HOST_PINNED}
+    return {**versions, **BACKPORTS}
+
+
+def wheels(deadline: Deadline) -> Path:
+    """A directory of py3-none-any wheels for the pinned stack (cached)."""
+    wanted = pins()
+
+    def download(tmp: Path) -> dict[str, object]:
+        log.info("downloading the guest's pytest stack (%d wheels)", len(wanted))
+        run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+             "--only-binary=:all:", "--implementation", "py", "--abi", "none",
+             "--platform", "any", "--python-version", "3.9", "--dest", tmp,
+             *(f"{k}=={v}" for k, v in sorted(wanted.items()))],
+            deadline=deadline,
+        )  # fmt: skip
+        return {"wheels": sorted(p.name for p in tmp.glob("*.whl"))}
+
+    entry = Store(cache_dir() / "guest-wheels").get_or_build({"pins": wanted, "v": 1}, download)
+    return entry.path
+
+
+def install(guest: Guest, deadline: Deadline) -> None:
+    """Upload and unpack the stack in the guest (idempotent)."""
+    wheel_dir = wheels(deadline)
+    remote = f"{GUEST_ROOT}/wheels"
+    guest.run(["rm", "-rf", remote, GUEST_SITE], deadline, check=True)
+    guest.run(["mkdir", "-p", remote], deadline, check=True)
+    for whl in sorted(wheel_dir.glob("*.whl")):
+        guest.put(whl, f"{remote}/{whl.name}")
+    guest.run(["python3", "-c", _INSTALL, remote, GUEST_SITE], deadline, check=True)

@@ -1,0 +1,210 @@
+"""Run the union-filesystem suite: in a VM through pytest-xdist over SSH, or
+locally on this host.
+
+The host pytest is only the xdist controller; the checks run in the guest.
+Results stream into a JSON-lines log (harness.resultlog) as they happen, so a
+hang or a dead VM still leaves every earlier verdict, and the check that was
+running when it happened is reported as hung.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from harness import guestenv
+from harness.deadline import Deadline
+from harness.errors import InfraError, UserError
+from harness.procs import kill_group
+from harness.resultlog import ENV as RESULTLOG_ENV
+from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult
+from vm.machine import Machine
+
+log = logging.getLogger(__name__)
+
+GUEST_SUITE = f"{guestenv.GUEST_ROOT}/suite"
+PROGRESS_EVERY = 15.0
+
+
+def suite_dir() -> Path:
+    """The suite shipped with the tool (package data)."""
+    path = Path(str(resources.files("harness") / "suite"))
+    if not (path / "conftest.py").exists():
+        raise InfraError(f"the suite is missing from the installation: {path}")
+    return path
+
+
+@dataclass
+class SuiteOutcome:
+    checks: list[CheckResult]
+    returncode: int | None  # None: killed at the deadline
+    log: Path
+    workers_down: list[str]
+    timed_out: bool = False
+
+
+def _first_error_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("E "):
+            return line[1:].strip()[:300]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def parse_resultlog(path: Path) -> tuple[list[CheckResult], list[str]]:
+    """Fold start/report events into one CheckResult per test, in start order."""
+    order: list[str] = []
+    phases: dict[str, dict[str, dict[str, object]]] = {}
+    down: list[str] = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a kill
+            if ev["event"] == "start" and ev["nodeid"] not in phases:
+                order.append(ev["nodeid"])
+                phases[ev["nodeid"]] = {}
+            elif ev["event"] == "report":
+                if ev["nodeid"] not in phases:
+                    order.append(ev["nodeid"])
+                    phases[ev["nodeid"]] = {}
+                phases[ev["nodeid"]][ev["when"]] = ev
+            elif ev["event"] == "worker-down" and ev.get("error"):
+                down.append(f"{ev['worker']}: {ev['error']}")
+    checks = []
+    for nodeid in order:
+        ph = phases[nodeid]
+        setup, call, teardown = ph.get("setup"), ph.get("call"), ph.get("teardown")
+        duration = sum(float(str(p.get("duration", 0.0))) for p in ph.values())
+        if setup is None and call is None:
+            checks.append(CheckResult(nodeid, HUNG, 0.0, "started but never reported"))
+            continue
+        if setup and setup["outcome"] == "skipped":
+            reason = str(setup["longrepr"])
+            checks.append(CheckResult(nodeid, SKIPPED, duration, reason.removeprefix("Skipped: ")))
+            continue
+        if setup and setup["outcome"] == "failed":
+            text = str(setup["longrepr"])
+            checks.append(CheckResult(nodeid, ERROR, duration, _first_error_line(text), text))
+            continue
+        if call is None:
+            checks.append(CheckResult(nodeid, HUNG, duration, "set up, but the check never ended"))
+            continue
+        if call["outcome"] == "failed":
+            text = str(call["longrepr"])
+            checks.append(CheckResult(nodeid, FAILED, duration, _first_error_line(text), text))
+        elif call["outcome"] == "skipped":
+            reason = str(call["longrepr"]).removeprefix("Skipped: ")
+            checks.append(CheckResult(nodeid, SKIPPED, duration, reason))
+        elif teardown and teardown["outcome"] == "failed":
+            text = str(teardown["longrepr"])
+            checks.append(CheckResult(nodeid, ERROR, duration,
+                                      "teardown: " + _first_error_line(text), text))  # fmt: skip
+        else:
+            checks.append(CheckResult(nodeid, PASSED, duration))
+    return checks, down
+
+
+def _run_controller(
+    argv: list[str], env: dict[str, str], cwd: Path, logfile: Path, resultlog: Path,
+    deadline: Deadline,
+) -> tuple[int | None, bool]:  # fmt: skip
+    """Run the pytest controller, logging progress; kill it at the deadline."""
+    log.debug("suite argv: %s", argv)
+    with open(logfile, "w") as out:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        last = time.monotonic()
+        try:
+            while proc.poll() is None:
+                if deadline.expired():
+                    kill_group(proc)
+                    return None, True
+                time.sleep(0.5)
+                if time.monotonic() - last >= PROGRESS_EVERY:
+                    last = time.monotonic()
+                    checks, _ = parse_resultlog(resultlog)
+                    failed = sum(c.outcome in (FAILED, ERROR) for c in checks)
+                    log.info("suite: %d checks reported, %d failed", len(checks), failed)
+        except BaseException:
+            kill_group(proc)
+            raise
+    return proc.returncode, False
+
+
+def run_in_vm(
+    machine: Machine,
+    results_dir: Path,
+    suite_args: Sequence[str],
+    deadline: Deadline,
+    workers: int = 2,
+) -> SuiteOutcome:
+    """Ship the suite and the pytest stack into the guest and run it there."""
+    guest = machine.guest
+    if guest is None:
+        raise InfraError("the VM is not reachable over SSH")
+    step = Deadline(min(300.0, deadline.remaining()), "installing the suite in the guest")
+    guestenv.install(guest, step)
+    guest.run(["rm", "-rf", GUEST_SUITE], step, check=True)
+    count = guest.put_tree(suite_dir(), GUEST_SUITE)
+    log.info("suite: %d files shipped to the guest", count)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    resultlog = results_dir / "events.jsonl"
+    resultlog.unlink(missing_ok=True)
+    ssh_config = machine.workdir / "ssh_config"
+    tx = (
+        f"{workers}*ssh=-F {ssh_config} {machine.name}//python=python3//chdir={guestenv.GUEST_ROOT}"
+    )
+    with tempfile.TemporaryDirectory(prefix="aufs-harness-ctl-") as tmp:
+        # An empty ini in an empty directory: the controller must not pick up
+        # any project's pytest configuration, and "suite" must not exist here so
+        # xdist passes it through to the guest as a guest path.
+        Path(tmp, "pytest.ini").write_text("[pytest]\n")
+        argv = [
+            sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "unionfs.options",
+            "--dist", "load", "--tx", tx, "--max-worker-restart=0", "-v", "-rA",
+            "suite", *suite_args,
+        ]  # fmt: skip
+        env = {
+            "PYTEST_PLUGINS": "harness.resultlog",
+            RESULTLOG_ENV: str(resultlog),
+            "PYTHONPATH": str(suite_dir()),
+        }
+        code, timed_out = _run_controller(
+            argv, env, Path(tmp), results_dir / "pytest.log", resultlog, deadline
+        )
+    checks, down = parse_resultlog(resultlog)
+    return SuiteOutcome(checks, code, results_dir / "pytest.log", down, timed_out)
+
+
+def run_local(
+    results_dir: Path, suite_args: Sequence[str], deadline: Deadline, workers: int = 0
+) -> SuiteOutcome:
+    """Run the suite on this host (root: it mounts filesystems)."""
+    if os.geteuid() != 0:
+        raise UserError("the suite mounts filesystems: run `aufs-harness suite --local` as root")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    resultlog = results_dir / "events.jsonl"
+    resultlog.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA",
+            "--rootdir", str(suite_dir()), str(suite_dir()), *suite_args]  # fmt: skip
+    if workers:
+        argv += ["-n", str(workers), "--max-worker-restart=0"]
+    env = {"PYTEST_PLUGINS": "harness.resultlog", RESULTLOG_ENV: str(resultlog)}
+    code, timed_out = _run_controller(
+        argv, env, results_dir, results_dir / "pytest.log", resultlog, deadline
+    )
+    checks, down = parse_resultlog(resultlog)
+    return SuiteOutcome(checks, code, results_dir / "pytest.log", down, timed_out)

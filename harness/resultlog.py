@@ -1,0 +1,62 @@
+"""A pytest plugin for the HOST side of an xdist run: every test start and
+report is appended to a JSON-lines file as it happens.
+
+If the guest hangs and the run is killed, everything reported so far is
+kept, and the test that started but never finished is known. Loaded through
+PYTEST_PLUGINS on the controller only (workers in the guest never see it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import pytest
+
+ENV = "AUFS_HARNESS_RESULTLOG"
+
+
+def _write(record: dict[str, Any]) -> None:
+    path = os.environ.get(ENV)
+    if not path:
+        return
+    record["t"] = time.time()
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def pytest_runtest_logstart(nodeid: str, location: object) -> None:
+    _write({"event": "start", "nodeid": nodeid})
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    longrepr = ""
+    if report.failed or report.skipped:
+        if report.skipped and isinstance(report.longrepr, tuple):
+            longrepr = str(report.longrepr[2])  # the skip reason
+        else:
+            longrepr = str(report.longrepr)
+    _write(
+        {
+            "event": "report",
+            "nodeid": report.nodeid,
+            "when": report.when,
+            "outcome": report.outcome,
+            "duration": report.duration,
+            "longrepr": longrepr,
+            "sections": [[title, text] for title, text in report.sections],
+            "worker": _worker_id(report),
+        }
+    )
+
+
+def _worker_id(report: pytest.TestReport) -> str:
+    node = getattr(report, "node", None)  # set by xdist on the controller
+    gateway = getattr(node, "gateway", None)
+    return str(getattr(gateway, "id", ""))
+
+
+def pytest_testnodedown(node: Any, error: object) -> None:
+    _write({"event": "worker-down", "worker": node.gateway.id, "error": str(error or "")})

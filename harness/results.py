@@ -1,0 +1,154 @@
+"""Results of one target: plain data, written as JSON and JUnit XML, shown as a table.
+
+Every outcome a user can meet is a value here, so nothing is ever lost to a
+traceback: a check that hung, a VM that died (with its console log), a patch
+that failed to apply.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK
+
+PASSED, FAILED, SKIPPED, ERROR, HUNG = "passed", "failed", "skipped", "error", "hung"
+
+
+@dataclass
+class CheckResult:
+    nodeid: str
+    outcome: str  # passed | failed | skipped | error | hung
+    duration: float = 0.0
+    message: str = ""  # one line
+    details: str = ""  # the full report
+
+    @property
+    def name(self) -> str:
+        return self.nodeid.split("::", 1)[-1]
+
+    @property
+    def module(self) -> str:
+        return self.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+
+
+@dataclass
+class Stage:
+    """One step of the pipeline (image, build, boot, load, suite) and how it went."""
+
+    name: str
+    status: str  # ok | cached | failed | error | skipped
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class TargetReport:
+    target: str  # e.g. "debian:bookworm stock"
+    verdict: str = "pending"  # passed | failed | error
+    reason: str = ""  # one line when not passed
+    kernel_release: str = ""
+    accel: str = ""
+    console_log: str = ""
+    started: float = field(default_factory=time.time)
+    seconds: float = 0.0
+    stages: list[Stage] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def counts(self) -> Counter[str]:
+        return Counter(c.outcome for c in self.checks)
+
+    def settle(self) -> None:
+        """Derive the verdict from the checks, unless a stage already decided it."""
+        if self.verdict in (FAILED, ERROR):
+            return
+        counts = self.counts()
+        if counts[HUNG] or counts[FAILED] or counts[ERROR]:
+            self.verdict = FAILED
+            self.reason = self.reason or ", ".join(
+                f"{counts[k]} {k}" for k in (FAILED, ERROR, HUNG) if counts[k]
+            )
+        elif not self.checks or counts[PASSED] == 0:
+            self.verdict = ERROR
+            self.reason = self.reason or "no check ran"
+        else:
+            self.verdict = PASSED
+
+    def exit_code(self) -> int:
+        return {PASSED: EXIT_OK, FAILED: EXIT_FAILED}.get(self.verdict, EXIT_ERROR)
+
+
+def exit_code(reports: list[TargetReport]) -> int:
+    codes = [r.exit_code() for r in reports]
+    if EXIT_ERROR in codes:
+        return EXIT_ERROR
+    return EXIT_FAILED if EXIT_FAILED in codes else EXIT_OK
+
+
+def write_json(reports: list[TargetReport], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"version": 1, "targets": [asdict(r) for r in reports]}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> list[TargetReport]:
+    data = json.loads(path.read_text())
+    reports = []
+    for raw in data["targets"]:
+        raw["stages"] = [Stage(**s) for s in raw["stages"]]
+        raw["checks"] = [CheckResult(**c) for c in raw["checks"]]
+        reports.append(TargetReport(**raw))
+    return reports
+
+
+def write_junit(reports: list[TargetReport], path: Path) -> None:
+    suites = ET.Element("testsuites")
+    for r in reports:
+        counts = r.counts()
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=r.target,
+            tests=str(len(r.checks) + len(r.stages)),
+            failures=str(counts[FAILED] + counts[HUNG]),
+            errors=str(counts[ERROR]),
+            skipped=str(counts[SKIPPED]),
+            time=f"{r.seconds:.3f}",
+        )
+        props = ET.SubElement(suite, "properties")
+        for k, v in (("kernel", r.kernel_release), ("accel", r.accel), ("verdict", r.verdict),
+                     ("console_log", r.console_log)):  # fmt: skip
+            ET.SubElement(props, "property", name=k, value=v)
+        for st in r.stages:  # stages are testcases too, so a build failure shows in CI
+            case = ET.SubElement(suite, "testcase", classname="stage", name=st.name,
+                                 time=f"{st.seconds:.3f}")  # fmt: skip
+            if st.status in ("failed", "error"):
+                el = ET.SubElement(
+                    case,
+                    "failure" if st.status == "failed" else "error",
+                    message=st.detail.splitlines()[0] if st.detail else st.status,
+                )
+                el.text = st.detail  # fmt: skip
+            elif st.status == "skipped":
+                ET.SubElement(case, "skipped", message=st.detail)
+        for c in r.checks:
+            case = ET.SubElement(suite, "testcase", classname=c.module, name=c.name,
+                                 time=f"{c.duration:.3f}")  # fmt: skip
+            if c.outcome in (FAILED, HUNG):
+                el = ET.SubElement(case, "failure", message=c.message or c.outcome)
+                el.text = c.details
+            elif c.outcome == ERROR:
+                el = ET.SubElement(case, "error", message=c.message or "error")
+                el.text = c.details
+            elif c.outcome == SKIPPED:
+                ET.SubElement(case, "skipped", message=c.message)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.store import Store, key_of
+
+
+def test_key_is_stable_and_sensitive() -> None:
+    assert key_of({"a": 1, "b": [1, 2]}) == key_of({"b": [1, 2], "a": 1})
+    assert key_of({"a": 1}) != key_of({"a": 2})
+
+
+def test_miss_then_hit_builds_once(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    calls: list[Path] = []
+
+    def build(tmp: Path) -> dict[str, object]:
+        calls.append(tmp)
+        (tmp / "artifact").write_text("x")
+        return {"size": 1}
+
+    first = store.get_or_build({"k": 1}, build)
+    second = store.get_or_build({"k": 1}, build)
+    assert (first.hit, second.hit) == (False, True)
+    assert len(calls) == 1
+    assert (second.path / "artifact").read_text() == "x"
+    assert second.meta()["size"] == 1
+
+
+def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+
+    def build(tmp: Path) -> None:
+        (tmp / "half").write_text("x")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.get_or_build({"k": 1}, build)
+    assert store.lookup(key_of({"k": 1})) is None
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def _slow_build(root: str, out: str) -> None:
+    def build(tmp: Path) -> None:
+        time.sleep(0.5)
+        (tmp / "a").write_text("x")
+        with open(out, "a") as f:
+            f.write("built\n")
+
+    Store(Path(root)).get_or_build({"k": "shared"}, build)
+
+
+def test_concurrent_producers_build_once(tmp_path: Path) -> None:
+    log = tmp_path / "builds.log"
+    procs = [
+        multiprocessing.Process(target=_slow_build, args=(str(tmp_path / "s"), str(log)))
+        for _ in range(3)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert log.read_text() == "built\n"
