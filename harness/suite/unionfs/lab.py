@@ -1,0 +1,352 @@
+"""A per-check laboratory: fresh branch filesystems, branch directories, one union mount.
+
+Layout inside a fresh temporary directory T:
+
+    T/fs            the branch filesystem (tmpfs, or an ext4/xfs/btrfs loop device)
+    T/fs/rw         branch RW   (upper, writable)
+    T/fs/rw-work    overlayfs's workdir (overlay only)
+    T/fs/ro         branch RO   (first lower)
+    T/fs/ro2        branch RO2  (second lower)
+    T/u             the union mount point U
+
+With a mixed spec such as "ext4+tmpfs+ext4", branch i lives on its own
+filesystem T/fs<i>. Every mount and loop device the lab makes is undone by
+cleanup(), which also refuses to delete T while anything is still mounted
+below it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import evidence, sysapi
+from .drivers import Branch, Mount, UnionDriver
+
+LOOP_FS = ("ext4", "xfs", "btrfs")
+KNOWN_FS = ("tmpfs", *LOOP_FS)
+MIXED_ALIAS = {"mixed": "ext4+tmpfs+ext4"}
+LOOP_IMAGE_BYTES = 320 * 1024 * 1024  # sparse; xfs refuses anything below 300 MiB
+_MKFS_ARGS = {
+    "ext4": ["-q", "-F"],
+    "xfs": ["-q", "-f"],
+    "btrfs": ["-q", "-f"],
+}
+_SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+#: every temporary root any lab in this process made; see leaked_mounts()
+_LAB_ROOTS: set[str] = set()
+
+
+def find_tool(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in _SBIN:
+        cand = os.path.join(d, name)
+        if os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def parse_fs_spec(spec: str) -> list[str]:
+    """'ext4' -> ['ext4']; 'ext4+tmpfs' -> one filesystem per branch, in branch order."""
+    spec = MIXED_ALIAS.get(spec, spec)
+    kinds = spec.split("+")
+    for kind in kinds:
+        if kind not in KNOWN_FS:
+            raise ValueError(f"unknown branch filesystem {kind!r} in {spec!r}; know {KNOWN_FS}")
+    return kinds
+
+
+def fs_unavailable_reason(spec: str) -> str | None:
+    """Why the branch filesystems of spec cannot be made here, or None."""
+    have = sysapi.filesystems()
+    for kind in parse_fs_spec(spec):
+        if kind not in have:
+            return f"branch fs {kind}: {kind} not in /proc/filesystems"
+        if kind in LOOP_FS:
+            if find_tool(f"mkfs.{kind}") is None:
+                return f"branch fs {kind}: mkfs.{kind} not installed"
+            if not os.path.exists("/dev/loop-control"):
+                return f"branch fs {kind}: no /dev/loop-control (loop driver missing)"
+    return None
+
+
+class BackingFs:
+    """One mounted filesystem that holds branch directories."""
+
+    def __init__(self, kind: str, mountpoint: Path, image: Path | None = None) -> None:
+        self.kind = kind
+        self.mountpoint = mountpoint
+        self.image = image
+        self.loopdev: str | None = None
+        self.mounted = False
+
+    def setup(self) -> None:
+        self.mountpoint.mkdir()
+        if self.kind == "tmpfs":
+            sysapi.mount("tmpfs", self.mountpoint, "tmpfs", 0, "mode=0755,size=512m")
+            self.mounted = True
+            return
+        assert self.image is not None
+        with open(self.image, "wb") as fh:
+            fh.truncate(LOOP_IMAGE_BYTES)
+        mkfs = find_tool(f"mkfs.{self.kind}")
+        if mkfs is None:
+            raise RuntimeError(f"mkfs.{self.kind} not installed")
+        proc = subprocess.run(
+            [mkfs, *_MKFS_ARGS[self.kind], str(self.image)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"mkfs.{self.kind} {self.image} failed ({proc.returncode}): {proc.stderr.strip()}"
+            )
+        dev, fd = sysapi.loop_attach(self.image)
+        self.loopdev = dev
+        try:
+            sysapi.mount(dev, self.mountpoint, self.kind, 0, None)
+            self.mounted = True
+        finally:
+            os.close(fd)  # autoclear: the device now lives exactly as long as the mount
+
+    def cleanup(self) -> None:
+        if self.mounted:
+            _umount_retrying(self.mountpoint)
+            self.mounted = False
+        if self.loopdev is not None:
+            if sysapi.loop_backing_file(self.loopdev) == str(self.image):
+                sysapi.loop_detach(self.loopdev)
+            self.loopdev = None
+
+
+def _umount_retrying(target: Path, attempts: int = 20) -> None:
+    """umount, retrying EBUSY for a while (a lingering fd in a dying child),
+    then detaching lazily so that nothing stays visible in the namespace."""
+    for i in range(attempts):
+        try:
+            sysapi.umount(target)
+            return
+        except OSError as exc:
+            if exc.errno == errno.EINVAL and not os.path.ismount(target):
+                return  # not mounted (any more)
+            if exc.errno != errno.EBUSY:
+                raise
+            time.sleep(0.05 * (i + 1))
+    sysapi.umount(target, sysapi.MNT_DETACH)
+    raise OSError(errno.EBUSY, f"{target} stayed busy; detached lazily")
+
+
+class Lab:
+    """Branches RW, RO, RO2 on fresh filesystems, and the union mount U over them."""
+
+    def __init__(self, driver: UnionDriver, fs_spec: str, base: str | None = None) -> None:
+        self.driver = driver
+        self.fs_spec = fs_spec
+        self.kinds = parse_fs_spec(fs_spec)
+        self.tmp = Path(tempfile.mkdtemp(prefix="unionfs-", dir=base))
+        _LAB_ROOTS.add(str(self.tmp))
+        self.tmp.chmod(0o755)  # checks run some steps as unprivileged users
+        self.u = self.tmp / "u"
+        self.fss: list[BackingFs] = []
+        self.mounts: list[Mount] = []
+        self.other_mounts: list[Path] = []
+        self.branches: dict[str, Path] = {}
+        self.mnt: Mount | None = None
+
+    # --- setup ---
+
+    def setup(self) -> Lab:
+        self.u.mkdir()
+        if len(self.kinds) == 1:
+            self._add_fs(self.kinds[0], self.tmp / "fs")
+        else:
+            for i, kind in enumerate(self.kinds):
+                self._add_fs(kind, self.tmp / f"fs{i}")
+        for label in ("RW", "RO", "RO2"):
+            self.add_branch(label)
+        return self
+
+    def _add_fs(self, kind: str, mountpoint: Path) -> BackingFs:
+        image = self.tmp / f"{mountpoint.name}.{kind}.img" if kind in LOOP_FS else None
+        fs = BackingFs(kind, mountpoint, image)
+        self.fss.append(fs)
+        fs.setup()
+        return fs
+
+    def add_branch(self, label: str) -> Path:
+        """A fresh branch directory (root-owned 0755) named after label."""
+        index = len(self.branches)
+        fs = self.fss[min(index, len(self.fss) - 1)]
+        path = fs.mountpoint / label.lower()
+        path.mkdir()
+        path.chmod(0o755)
+        self.branches[label] = path
+        return path
+
+    def kind_of(self, label: str) -> str:
+        """The filesystem type (tmpfs, ext4, ...) holding branch label."""
+        index = list(self.branches).index(label)
+        return self.kinds[min(index, len(self.kinds) - 1)]
+
+    def same_fs(self, *labels: str) -> bool:
+        return len({self.branches[label].stat().st_dev for label in labels}) == 1
+
+    @property
+    def rw(self) -> Path:
+        return self.branches["RW"]
+
+    @property
+    def ro(self) -> Path:
+        return self.branches["RO"]
+
+    @property
+    def ro2(self) -> Path:
+        return self.branches["RO2"]
+
+    # --- mounting ---
+
+    def mount(
+        self,
+        options: Sequence[str] = (),
+        upper: Branch | Path | str | None = "RW",
+        lowers: Sequence[Branch | Path | str] = ("RO", "RO2"),
+        flags: int = 0,
+        target: Path | None = None,
+    ) -> Path:
+        """Mount the union (RW over RO over RO2 by default) at U; returns U."""
+
+        def resolve(x: Branch | Path | str, perm: str) -> Branch:
+            if isinstance(x, Branch):
+                return x
+            if isinstance(x, str):
+                return Branch(self.branches[x], perm)
+            return Branch(x, perm)
+
+        up = resolve(upper, "rw") if upper is not None else None
+        lows = [resolve(low, "ro") for low in lowers]
+        tgt = target or self.u
+        mnt = self.driver.mount(tgt, up, lows, options, flags)
+        self.mounts.append(mnt)
+        if tgt == self.u:
+            self.mnt = mnt
+        return tgt
+
+    def umount(self) -> None:
+        """Unmount U (the branches stay)."""
+        if self.mnt is not None:
+            self.mnt.umount()
+            self.mounts.remove(self.mnt)
+            self.mnt = None
+
+    def remount_fresh(self) -> Path:
+        """Unmount U and mount it again with the same branches and options."""
+        assert self.mnt is not None, "remount_fresh() before mount()"
+        old = self.mnt
+        self.umount()
+        new = self.driver.mount(self.u, old.upper, old.lowers, old.options, old.flags)
+        self.mounts.append(new)
+        self.mnt = new
+        return self.u
+
+    def mount_other(self, source: str, target: Path, fstype: str, data: str | None = None) -> None:
+        """Some other mount the check needs (e.g. a tmpfs below a branch)."""
+        sysapi.mount(source, target, fstype, 0, data)
+        self.other_mounts.append(target)
+
+    # --- evidence ---
+
+    def label_of(self, path: Path) -> str:
+        """'RW/d/f' for a path inside a branch, 'U/x' inside the union."""
+        for label, root in [("U", self.u), *self.branches.items()]:
+            try:
+                rel = path.relative_to(root)
+            except ValueError:
+                continue
+            return label if str(rel) == "." else f"{label}/{rel}"
+        return str(path)
+
+    def listings(self, include_union: bool = True) -> str:
+        parts = [(label, p) for label, p in self.branches.items()]
+        text = evidence.listings(parts)
+        if include_union and self.mnt is not None:
+            text += "\n" + evidence.listing(self.u, "U (through the union)")
+        return text
+
+    def explain(self, expected: str, observed: object = None, *paths: Path) -> str:
+        """A failure message: expectation, observation, then every branch listed."""
+        lines = [f"expected: {expected}"]
+        if observed is not None:
+            lines.append(f"observed: {observed}")
+        for p in paths:
+            lines.append(f"  {self.label_of(p)}: {evidence.describe(p)}")
+        mount_line = self.mnt.proc_mounts() if self.mnt is not None else None
+        lines.append(
+            f"driver {self.driver.name}, branch fs {self.fs_spec}; "
+            f"mount data {self.mnt.data if self.mnt else '(not mounted)'!r}"
+        )
+        if mount_line:
+            lines.append(f"/proc/mounts: {mount_line}")
+        lines.append("branches:")
+        lines.append(self.listings())
+        return "\n".join(lines)
+
+    def describe(self, path: Path) -> str:
+        return f"{self.label_of(path)}: {evidence.describe(path)}"
+
+    # --- teardown ---
+
+    def cleanup(self) -> None:
+        """Undo everything; raises if something could not be undone cleanly."""
+        problems: list[str] = []
+
+        def attempt(what: str, fn: Callable[[], None]) -> None:
+            try:
+                fn()
+            except Exception as exc:  # keep going: later steps must still run
+                problems.append(f"{what}: {exc}")
+
+        for mnt in reversed(self.mounts):
+            attempt(f"umount {mnt.target}", lambda m=mnt: _umount_mount(m))
+        self.mounts.clear()
+        self.mnt = None
+        for target in reversed(self.other_mounts):
+            attempt(f"umount {target}", lambda t=target: _umount_retrying(t))
+        self.other_mounts.clear()
+        for fs in reversed(self.fss):
+            attempt(f"umount {fs.mountpoint}", fs.cleanup)
+        left = sysapi.mounts_under(self.tmp)
+        for m in sorted(left, key=lambda m: -len(m.target)):
+            attempt(f"detach leftover {m.target}", lambda t=m.target: sysapi.umount(t, 2))
+            problems.append(f"leftover mount {m.target} ({m.fstype}) detached")
+        if sysapi.mounts_under(self.tmp):
+            problems.append(f"mounts remain under {self.tmp}; not deleting it")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            _LAB_ROOTS.discard(str(self.tmp))
+        if problems:
+            raise RuntimeError("lab cleanup: " + "; ".join(problems))
+
+
+def _umount_mount(mnt: Mount) -> None:
+    if mnt.mounted:
+        _umount_retrying(mnt.target)
+        mnt.mounted = False
+
+
+def leaked_mounts() -> list[sysapi.MountInfo]:
+    """Mounts still present below any lab root this process made (should be none)."""
+    found = []
+    for root in sorted(_LAB_ROOTS):
+        found.extend(sysapi.mounts_under(root))
+    return found

@@ -1,0 +1,346 @@
+"""Thin ctypes/ioctl wrappers: mount(2), umount2(2), statfs(2), readdir(3), loop devices.
+
+mount(2) is issued directly so that an installed /sbin/mount.<type> helper can
+neither rewrite the options nor turn an errno into a generic exit status.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import struct
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+_libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_void_p,
+]
+_libc.mount.restype = ctypes.c_int
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.umount2.restype = ctypes.c_int
+
+MS_RDONLY = 1
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_FORCE = 1
+MNT_DETACH = 2
+
+
+def _enc(value: str | os.PathLike[str] | None) -> bytes | None:
+    if value is None:
+        return None
+    return os.fsencode(os.fspath(value))
+
+
+def _raise_errno(call: str, target: object, detail: str = "") -> None:
+    err = ctypes.get_errno()
+    msg = f"{call}({target}{detail}): {os.strerror(err)} ({errno.errorcode.get(err, err)})"
+    raise OSError(err, msg)
+
+
+def mount(
+    source: str,
+    target: str | os.PathLike[str],
+    fstype: str | None,
+    flags: int = 0,
+    data: str | None = None,
+) -> None:
+    """mount(2); raises OSError carrying the kernel's errno."""
+    data_b = _enc(data)
+    buf = ctypes.create_string_buffer(data_b) if data_b is not None else None
+    rc = _libc.mount(_enc(source), _enc(target), _enc(fstype), flags, buf)
+    if rc != 0:
+        _raise_errno("mount", f"{source!r}, {os.fspath(target)!r}, {fstype!r}", f", {data!r}")
+
+
+def umount(target: str | os.PathLike[str], flags: int = 0) -> None:
+    """umount2(2); raises OSError carrying the kernel's errno."""
+    if _libc.umount2(_enc(target), flags) != 0:
+        _raise_errno("umount2", repr(os.fspath(target)), f", {flags}")
+
+
+class _StatFs(ctypes.Structure):
+    # struct statfs of 64-bit Linux (x86_64, aarch64, riscv64, ppc64le, s390x)
+    _fields_ = [
+        ("f_type", ctypes.c_long),
+        ("f_bsize", ctypes.c_long),
+        ("f_blocks", ctypes.c_ulong),
+        ("f_bfree", ctypes.c_ulong),
+        ("f_bavail", ctypes.c_ulong),
+        ("f_files", ctypes.c_ulong),
+        ("f_ffree", ctypes.c_ulong),
+        ("f_fsid", ctypes.c_int * 2),
+        ("f_namelen", ctypes.c_long),
+        ("f_frsize", ctypes.c_long),
+        ("f_flags", ctypes.c_long),
+        ("f_spare", ctypes.c_long * 4),
+    ]
+
+
+_libc.statfs.argtypes = [ctypes.c_char_p, ctypes.POINTER(_StatFs)]
+_libc.statfs.restype = ctypes.c_int
+
+
+class StatFs(NamedTuple):
+    f_type: int
+    f_bsize: int
+    f_blocks: int
+    f_bfree: int
+    f_files: int
+    f_ffree: int
+    f_namelen: int
+
+
+def statfs(path: str | os.PathLike[str]) -> StatFs:
+    buf = _StatFs()
+    if _libc.statfs(_enc(path), ctypes.byref(buf)) != 0:
+        _raise_errno("statfs", repr(os.fspath(path)))
+    return StatFs(
+        f_type=buf.f_type & 0xFFFFFFFF,
+        f_bsize=buf.f_bsize,
+        f_blocks=buf.f_blocks,
+        f_bfree=buf.f_bfree,
+        f_files=buf.f_files,
+        f_ffree=buf.f_ffree,
+        f_namelen=buf.f_namelen,
+    )
+
+
+# --- readdir(3): the d_type the filesystem reports, which os.scandir hides ---
+
+
+class _Dirent(ctypes.Structure):
+    # struct dirent of glibc on 64-bit Linux
+    _fields_ = [
+        ("d_ino", ctypes.c_uint64),
+        ("d_off", ctypes.c_int64),
+        ("d_reclen", ctypes.c_ushort),
+        ("d_type", ctypes.c_ubyte),
+        ("d_name", ctypes.c_char * 256),
+    ]
+
+
+_libc.opendir.argtypes = [ctypes.c_char_p]
+_libc.opendir.restype = ctypes.c_void_p
+_libc.readdir.argtypes = [ctypes.c_void_p]
+_libc.readdir.restype = ctypes.POINTER(_Dirent)
+_libc.closedir.argtypes = [ctypes.c_void_p]
+_libc.closedir.restype = ctypes.c_int
+
+DT_NAMES = {
+    0: "DT_UNKNOWN",
+    1: "DT_FIFO",
+    2: "DT_CHR",
+    4: "DT_DIR",
+    6: "DT_BLK",
+    8: "DT_REG",
+    10: "DT_LNK",
+    12: "DT_SOCK",
+    14: "DT_WHT",
+}
+DT_DIR = 4
+DT_REG = 8
+
+
+class DirEntry(NamedTuple):
+    name: str
+    d_type: int
+    d_ino: int
+
+    @property
+    def type_name(self) -> str:
+        return DT_NAMES.get(self.d_type, str(self.d_type))
+
+
+def readdir(path: str | os.PathLike[str]) -> list[DirEntry]:
+    """Every entry getdents returns, including '.' and '..', in order."""
+    handle = _libc.opendir(_enc(path))
+    if not handle:
+        _raise_errno("opendir", repr(os.fspath(path)))
+    entries = []
+    try:
+        while True:
+            ctypes.set_errno(0)
+            ent = _libc.readdir(handle)
+            if not ent:
+                if ctypes.get_errno():
+                    _raise_errno("readdir", repr(os.fspath(path)))
+                break
+            d = ent.contents
+            entries.append(DirEntry(os.fsdecode(d.d_name), d.d_type, d.d_ino))
+    finally:
+        _libc.closedir(handle)
+    return entries
+
+
+# --- /proc/self/mountinfo ---
+
+
+class MountInfo(NamedTuple):
+    mount_id: int
+    target: str
+    fstype: str
+    source: str
+    options: str  # per-mount options followed by super options, as /proc/mounts shows
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mountinfo() -> list[MountInfo]:
+    result = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+        for line in fh:
+            left, _, right = line.rstrip("\n").partition(" - ")
+            lf, rf = left.split(" "), right.split(" ")
+            result.append(
+                MountInfo(
+                    mount_id=int(lf[0]),
+                    target=_unescape(lf[4]),
+                    fstype=rf[0],
+                    source=_unescape(rf[1]),
+                    options=rf[2] if len(rf) > 2 else "",
+                )
+            )
+    return result
+
+
+def mounts_under(prefix: str | os.PathLike[str]) -> list[MountInfo]:
+    root = os.fspath(prefix).rstrip("/")
+    return [m for m in mountinfo() if m.target == root or m.target.startswith(root + "/")]
+
+
+def proc_mounts_line(target: str | os.PathLike[str]) -> str | None:
+    """The last /proc/mounts line whose mount point is target (octal escapes decoded)."""
+    found = None
+    with open("/proc/mounts", encoding="utf-8", errors="surrogateescape") as fh:
+        for line in fh:
+            fields = line.split(" ")
+            if len(fields) >= 4 and _unescape(fields[1]) == os.fspath(target):
+                found = line.rstrip("\n")
+    return found
+
+
+def filesystems() -> set[str]:
+    with open("/proc/filesystems", encoding="utf-8") as fh:
+        return {line.split()[-1] for line in fh if line.strip()}
+
+
+def drop_caches() -> None:
+    """sync, then drop dentries, inodes and the page cache."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w", encoding="ascii") as fh:
+        fh.write("3\n")
+
+
+# --- loop devices ---
+
+LOOP_SET_FD = 0x4C00
+LOOP_CLR_FD = 0x4C01
+LOOP_SET_STATUS64 = 0x4C04
+LOOP_CTL_GET_FREE = 0x4C82
+LO_FLAGS_AUTOCLEAR = 4
+_LOOP_INFO64 = struct.Struct("=QQQQQIIII64s64s32sQQ")
+
+
+def loop_attach(image: str | os.PathLike[str], read_only: bool = False) -> tuple[str, int]:
+    """Bind image to a free loop device with autoclear set.
+
+    Returns (device path, open fd). The caller keeps the fd open until the
+    device is mounted, then closes it: autoclear detaches the device when its
+    last user (the mount) goes away, so nothing is left behind even if the
+    caller dies before its own cleanup runs.
+    """
+    mode = os.O_RDONLY if read_only else os.O_RDWR
+    backing = os.open(os.fspath(image), mode | os.O_CLOEXEC)
+    try:
+        ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            for _attempt in range(50):
+                number = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
+                dev = f"/dev/loop{number}"
+                for _wait in range(100):  # devtmpfs may lag behind LOOP_CTL_GET_FREE
+                    if os.path.exists(dev):
+                        break
+                    time.sleep(0.01)
+                fd = os.open(dev, mode | os.O_CLOEXEC)
+                try:
+                    fcntl.ioctl(fd, LOOP_SET_FD, backing)
+                except OSError as exc:
+                    os.close(fd)
+                    if exc.errno == errno.EBUSY:  # another process took it first
+                        continue
+                    raise
+                info = _LOOP_INFO64.pack(
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    number,
+                    0,
+                    0,
+                    LO_FLAGS_AUTOCLEAR,
+                    os.fsencode(os.fspath(image))[:63],
+                    b"",
+                    b"",
+                    0,
+                    0,
+                )
+                try:
+                    fcntl.ioctl(fd, LOOP_SET_STATUS64, info)
+                except OSError:
+                    fcntl.ioctl(fd, LOOP_CLR_FD, 0)
+                    os.close(fd)
+                    raise
+                return dev, fd
+            raise OSError(errno.EBUSY, "no free loop device after 50 attempts")
+        finally:
+            os.close(ctl)
+    finally:
+        os.close(backing)
+
+
+def loop_detach(dev: str) -> None:
+    """Explicit LOOP_CLR_FD; harmless (ENXIO) when autoclear already did it."""
+    try:
+        fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.ioctl(fd, LOOP_CLR_FD, 0)
+    except OSError as exc:
+        if exc.errno not in (errno.ENXIO, errno.EBUSY):
+            raise
+    finally:
+        os.close(fd)
+
+
+def loop_backing_file(dev: str) -> str | None:
+    name = Path(dev).name
+    try:
+        return Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
+    except OSError:
+        return None

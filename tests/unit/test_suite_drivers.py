@@ -1,0 +1,128 @@
+"""The guest suite's driver helpers, where they need no root: mount data rendering,
+branch-spec parsing, mountinfo unescaping and aufs's on-disk markers.
+
+The suite is not an importable package of this project (it is uploaded into
+guests and imported there as top-level `unionfs`), so it is loaded by path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import stat
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SUITE = Path(__file__).resolve().parents[2] / "harness" / "suite"
+
+
+def _load(name: str) -> Any:
+    if str(SUITE) not in sys.path:
+        sys.path.insert(0, str(SUITE))
+    module: ModuleType = importlib.import_module(name)
+    return module
+
+
+drivers = _load("unionfs.drivers")
+lab = _load("unionfs.lab")
+sysapi = _load("unionfs.sysapi")
+expect = _load("unionfs.expect")
+
+
+def test_overlay_renders_lowerdir_top_first_with_workdir_beside_upper() -> None:
+    ovl = drivers.OverlayDriver()
+    data = ovl.render_data(
+        drivers.Branch(Path("/t/rw"), "rw"),
+        [drivers.Branch(Path("/t/ro")), drivers.Branch(Path("/t/ro2"))],
+        ["index=off"],
+    )
+    assert data == "lowerdir=/t/ro:/t/ro2,upperdir=/t/rw,workdir=/t/rw-work,index=off"
+
+
+def test_overlay_without_upper_renders_lowerdir_only() -> None:
+    data = drivers.OverlayDriver().render_data(None, [drivers.Branch(Path("/t/ro"))])
+    assert data == "lowerdir=/t/ro"
+
+
+def test_aufs_renders_br_with_permissions_in_branch_order() -> None:
+    data = drivers.AufsDriver().render_data(
+        drivers.Branch(Path("/t/rw"), "rw"),
+        [drivers.Branch(Path("/t/ro"), "ro+wh"), drivers.Branch(Path("/t/ro2"), "ro")],
+        ["dio", "xino=/dev/shm/aufs.xino", "dirperm1"],
+    )
+    assert data == "br=/t/rw=rw:/t/ro=ro+wh:/t/ro2=ro,dio,xino=/dev/shm/aufs.xino,dirperm1"
+
+
+@pytest.mark.parametrize("bad", ["/t/a,b", "/t/a:b", "/t/a=b", "relative"])
+@pytest.mark.parametrize("name", ["overlay", "aufs"])
+def test_paths_the_mount_data_cannot_carry_are_refused(name: str, bad: str) -> None:
+    drv = drivers.DRIVERS[name]
+    with pytest.raises(ValueError, match="branch path"):
+        drv.render_data(drivers.Branch(Path("/t/rw"), "rw"), [drivers.Branch(Path(bad))])
+
+
+def test_aufs_refuses_empty_permission() -> None:
+    with pytest.raises(ValueError, match="permission"):
+        drivers.AufsDriver().render_data(drivers.Branch(Path("/t/rw"), ""), [])
+
+
+def test_aufs_unavailable_reason_says_how_to_get_aufs() -> None:
+    reason = drivers.AufsDriver().unavailable_reason()
+    assert reason.startswith("aufs not in /proc/filesystems: boot an aufs kernel")
+
+
+@pytest.mark.parametrize(
+    ("spec", "kinds"),
+    [("tmpfs", ["tmpfs"]), ("mixed", ["ext4", "tmpfs", "ext4"]), ("xfs+btrfs", ["xfs", "btrfs"])],
+)
+def test_branch_fs_specs(spec: str, kinds: list[str]) -> None:
+    assert lab.parse_fs_spec(spec) == kinds
+
+
+def test_unknown_branch_fs_is_refused() -> None:
+    with pytest.raises(ValueError, match="zfs"):
+        lab.parse_fs_spec("ext4+zfs")
+
+
+def test_mountinfo_octal_escapes_are_decoded() -> None:
+    assert sysapi._unescape(r"/mnt/a\040b\134c") == "/mnt/a b\\c"
+    assert sysapi._unescape("/plain") == "/plain"
+    assert sysapi._unescape("/trailing\\04") == "/trailing\\04"
+
+
+def test_aufs_markers_round_trip(tmp_path: Path) -> None:
+    aufs = drivers.AufsDriver()
+    aufs.make_whiteout(tmp_path, "f")
+    wh = tmp_path / ".wh.f"
+    assert stat.S_IMODE(wh.lstat().st_mode) == 0o444
+    assert aufs.is_whiteout(tmp_path, "f")
+    assert not aufs.is_whiteout(tmp_path, "g")
+    assert not aufs.is_opaque(tmp_path)
+    aufs.make_opaque(tmp_path)
+    assert aufs.is_opaque(tmp_path)
+    assert aufs.is_internal_name(".wh..wh..opq")
+
+
+def test_aufs_whiteout_expectation_names_each_defect(tmp_path: Path) -> None:
+    (tmp_path / ".wh..wh.aufs").write_bytes(b"")
+    (tmp_path / ".wh.f").write_bytes(b"junk")
+    (tmp_path / ".wh.f").chmod(0o640)
+    (tmp_path / "f").write_bytes(b"still here")
+    problem = expect.whiteout_problem("aufs", tmp_path, "f", base_root=tmp_path)
+    assert problem is not None
+    for part in ("size 4", "mode 0640", "not a hardlink", "f itself still present"):
+        assert part in problem
+
+
+def test_aufs_whiteout_expectation_accepts_a_proper_whiteout(tmp_path: Path) -> None:
+    base = tmp_path / ".wh..wh.aufs"
+    base.write_bytes(b"")
+    base.chmod(0o444)
+    os.link(base, tmp_path / ".wh.f")
+    assert expect.whiteout_problem("aufs", tmp_path, "f", base_root=tmp_path) is None
+    assert expect.no_whiteout_problem("aufs", tmp_path, "g") is None
+    assert expect.no_whiteout_problem("aufs", tmp_path, "f") is not None
