@@ -594,66 +594,75 @@ def load_module(
 
 def _load(result: LoadResult, system: System, clock: _Clock) -> None:
     system.preflight(modprobe=result.method == "modprobe")
+    failure = _identify(result, system, clock)
+    if failure is None:
+        _check_not_loaded(result, system)
+        result.taint_before = system.taint()
+        argv = [result.method, result.target, *result.params]  # insmod PATH / modprobe NAME
+        seen = _run_observed(system, argv, "add", result.module, clock)
+        _record(result, seen)
+        if seen.cmd.returncode != 0:
+            failure = _explain(seen.cmd, seen.dmesg, result.module)
+        else:
+            failure = _inspect_loaded(result, system, clock)
+    if failure is None:
+        result.status, result.reason = LOADED, _loaded_reason(result)
+    else:
+        result.status, result.reason = LOAD_FAILED, failure
+
+
+def _identify(result: LoadResult, system: System, clock: _Clock) -> str | None:
+    """modinfo: the module's real name and vermagic. A reason when a .ko is
+    missing, unreadable or built for another kernel."""
     if result.method == "insmod" and not Path(result.target).is_file():
-        result.status, result.reason = LOAD_FAILED, f"{result.target}: no such file"
-        return
+        return f"{result.target}: no such file"
     info = system.runner(["modinfo", result.target], clock.remaining())
+    # The parsed fields go to result.modinfo; keep stdout only when it failed.
+    result.commands.append(info if info.returncode else dataclasses.replace(info, stdout=""))
     if info.returncode == 0:
         result.modinfo = parse_modinfo(info.stdout)
         result.vermagic = result.modinfo.get("vermagic")
         result.module = result.modinfo.get("name") or result.module
-    # The parsed fields are in result.modinfo; keep stdout only when it failed.
-    result.commands.append(info if info.returncode else dataclasses.replace(info, stdout=""))
-    if result.method == "insmod":
-        if info.returncode != 0:
-            result.status = LOAD_FAILED
-            result.reason = f"modinfo cannot read {result.target}: {_last_line(info.stderr)}"
-            return
-        mismatch = _check_vermagic(result, system.release)
-        if mismatch:
-            result.status, result.reason = LOAD_FAILED, mismatch
-            return
+    if result.method != "insmod":
+        return None  # modprobe itself reports an unknown name
+    if info.returncode != 0:
+        return f"modinfo cannot read {result.target}: {_last_line(info.stderr)}"
+    return _check_vermagic(result, system.release)
+
+
+def _check_not_loaded(result: LoadResult, system: System) -> None:
+    """Refuse a load that could not prove anything; note what may explain a failure."""
     name = result.module
-    if name in system.loaded_modules():
+    loaded = system.loaded_modules()
+    if name in loaded:
         raise LoadError(f"module {name} is already loaded: unload it first")
     if system.is_builtin(name):
         raise LoadError(f"{name} is built into kernel {system.release}: nothing to load")
-    depends = [d for d in result.modinfo.get("depends", "").split(",") if d]
-    missing = sorted(set(depends) - system.loaded_modules())
+    missing = sorted({d for d in result.modinfo.get("depends", "").split(",") if d} - loaded)
     if result.method == "insmod" and missing:
         result.notes.append(
             f"depends on {', '.join(missing)}, not loaded: insmod does not load dependencies"
         )
-    fs = result.expect_fs
-    if fs and fs in system.filesystems():
-        result.notes.append(f"filesystem {fs} was registered before the load")
-    result.taint_before = system.taint()
+    if result.expect_fs and result.expect_fs in system.filesystems():
+        result.notes.append(f"filesystem {result.expect_fs} was registered before the load")
 
-    argv = ["insmod", result.target] if result.method == "insmod" else ["modprobe", result.target]
-    seen = _run_observed(system, [*argv, *result.params], "add", name, clock)
-    _record(result, seen)
-    if seen.cmd.returncode != 0:
-        result.status, result.reason = LOAD_FAILED, _explain(seen.cmd, seen.dmesg, name)
-        return
 
+def _inspect_loaded(result: LoadResult, system: System, clock: _Clock) -> str | None:
+    """After a successful insmod: version, fs, config; a reason when proof is missing."""
+    name, fs = result.module, result.expect_fs
     result.version = system.module_version(name)
+    result.fs_config = system.fs_config(fs or name)
     if fs:
         result.fs_registered = fs in system.filesystems()
-    result.fs_config = system.fs_config(fs or name)
     if not result.uevent_seen:
         present = "present" if (system.sys / "module" / name).is_dir() else "absent"
-        result.status = LOAD_FAILED
-        result.reason = (
+        return (
             f"{result.method} exited 0 but no 'add' uevent for module {name} arrived within "
             f"{clock.seconds:g}s (/sys/module/{name} {present})"
         )
-        return
     if fs and not result.fs_registered:
-        result.status = LOAD_FAILED
-        result.reason = f"module {name} loaded but filesystem {fs} is not in /proc/filesystems"
-        return
-    result.status = LOADED
-    result.reason = _loaded_reason(result)
+        return f"module {name} loaded but filesystem {fs} is not in /proc/filesystems"
+    return None
 
 
 def _loaded_reason(result: LoadResult) -> str:
