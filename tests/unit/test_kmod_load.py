@@ -4,10 +4,12 @@ a fake runner for insmod/modprobe/rmmod/modinfo and a fake uevent source."""
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import io
 import json
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -556,3 +558,20 @@ def test_command_exit_codes(kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch)
     (kernel.proc / "modules").write_text("")
     bad = kernel.ko(FakeModule(name="aufs", vermagic="6.1.0-27-amd64 SMP"))
     assert kmod_load.cmd_load(_parse(["load", str(bad)]), kernel.system()) == 1
+
+
+# ------------------------------------------------- runs inside old guests
+
+
+def test_load_py_stays_self_contained_and_python39_syntax() -> None:
+    """Guests run load.py alone with their own python3 (bullseye: 3.9)."""
+    tree = ast.parse(Path(kl.__file__).read_text(), feature_version=(3, 9))
+    imported = {
+        (alias.name if isinstance(node, ast.Import) else node.module or "").split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert imported - sys.stdlib_module_names == {"pyudev"}
+    first = next(n for n in tree.body if isinstance(n, ast.ImportFrom))
+    assert first.module == "__future__"  # annotations stay strings on 3.9
