@@ -3,12 +3,18 @@
 Runs as root, inside a test guest (over pytest-xdist) or directly on a host:
 
     pytest harness/suite [--driver overlay,aufs] [--branch-fs tmpfs,ext4,xfs,btrfs,mixed]
+                         [--option-set defaults,dirperm1,docker]
 
-Each check that takes the `lab` fixture runs once per (driver, branch fs)
-pair, on branch filesystems made fresh for it; a check that takes only
-`driver` runs once per driver. A driver whose filesystem is not in
-/proc/filesystems, or a branch filesystem this machine cannot make, is skipped
-with the reason printed.
+A check that takes the `lab` fixture runs once per (driver, branch fs) pair on
+branch filesystems made fresh for it, and, when marked `option_sets`, once per
+aufs mount-option set; a check that takes only `driver` runs once per driver.
+A driver whose filesystem is not in /proc/filesystems, or a branch filesystem
+this machine cannot make, is skipped with the reason printed.
+
+Around every check the kernel is watched: a marker line goes to /dev/kmsg
+before it, new kernel lines are attached to its report, and a check during
+which the kernel got newly tainted or logged an oops/WARN/BUG/lockdep splat
+fails even if its own assertions held.
 """
 
 from __future__ import annotations
@@ -17,16 +23,22 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from unionfs import lab as lab_mod
 from unionfs import sysapi
-from unionfs.drivers import DRIVERS, UnionDriver
-from unionfs.lab import Lab
+from unionfs.drivers import DRIVERS, AufsDriver, UnionDriver
+from unionfs.kernel import KernelWatch, read_taint, taint_letters
+from unionfs.lab import OPTION_SETS, Lab, OptionSet
 
 DEFAULT_DRIVERS = "overlay,aufs"
 DEFAULT_BRANCH_FS = "tmpfs,ext4"
+DEFAULT_OPTION_SETS = "defaults,dirperm1,docker"
+_DEVKMSG = Path("/proc/sys/kernel/printk_devkmsg")
+_WATCH = pytest.StashKey[KernelWatch]()
+_DEVKMSG_SAVED = pytest.StashKey[str]()
 
 
 def _csv(value: str) -> list[str]:
@@ -49,19 +61,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"(default {DEFAULT_BRANCH_FS})",
     )
     group.addoption(
+        "--option-set",
+        default=DEFAULT_OPTION_SETS,
+        help="comma-separated aufs mount-option sets for checks marked option_sets: "
+        + "; ".join(f"{s.name} = {s.describe()}" for s in OPTION_SETS.values())
+        + f" (default {DEFAULT_OPTION_SETS}; overlay always runs with its defaults)",
+    )
+    group.addoption(
         "--suite-tmp",
         default=None,
         help="directory for per-check temporary directories (default: the system temp dir)",
     )
+    group.addoption(
+        "--no-kernel-health",
+        action="store_true",
+        default=False,
+        help="do not fail checks on new kernel taint or oops/WARN/BUG lines (still reported)",
+    )
+
+
+def _runs_checks_here(config: pytest.Config) -> bool:
+    """False in an xdist controller, which only dispatches to workers elsewhere."""
+    if hasattr(config, "workerinput"):
+        return True
+    return not config.getoption("numprocesses", None) and not config.getoption("tx", None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "only_drivers(*names): run this check only for these drivers"
-    )
-    config.addinivalue_line(
-        "markers", "only_branch_fs(*specs): run this check only on these branch filesystems"
-    )
+    for line in (
+        "only_drivers(*names): run this check only for these drivers",
+        "only_branch_fs(*specs): run this check only on these branch filesystems",
+        "fs_independent: the branch filesystem does not matter; run on the first one only",
+        "option_sets: run this check under every --option-set (aufs)",
+    ):
+        config.addinivalue_line("markers", line)
     for name in _csv(config.getoption("--driver")):
         if name not in DRIVERS:
             raise pytest.UsageError(f"--driver: unknown driver {name!r}; know {sorted(DRIVERS)}")
@@ -70,6 +103,23 @@ def pytest_configure(config: pytest.Config) -> None:
             lab_mod.parse_fs_spec(spec)
         except ValueError as exc:
             raise pytest.UsageError(f"--branch-fs: {exc}") from None
+    for name in _csv(config.getoption("--option-set")):
+        if name not in OPTION_SETS:
+            raise pytest.UsageError(f"--option-set: unknown {name!r}; know {sorted(OPTION_SETS)}")
+    # Userspace writes to /dev/kmsg are rate limited by default, which would
+    # drop most per-check markers: lift the limit while checks run here.
+    if _runs_checks_here(config) and os.geteuid() == 0:
+        with contextlib.suppress(OSError):
+            if _DEVKMSG.read_text().strip() == "ratelimit":
+                _DEVKMSG.write_text("on\n")
+                config.stash[_DEVKMSG_SAVED] = "ratelimit"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    saved = config.stash.get(_DEVKMSG_SAVED, None)
+    if saved is not None:
+        with contextlib.suppress(OSError):
+            _DEVKMSG.write_text(saved + "\n")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -77,10 +127,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     for name in _csv(config.getoption("--driver")):
         drv = DRIVERS[name]
         state = "available" if drv.available() else f"SKIPPED: {drv.unavailable_reason()}"
+        if isinstance(drv, AufsDriver) and drv.available():
+            conf = drv.config()
+            state += f", version {drv.version() or 'unknown'}"
+            state += f", {len(conf)} CONFIG_AUFS_* options" if conf is not None else ""
         lines.append(f"unionfs driver {name}: {state}")
     for spec in _csv(config.getoption("--branch-fs")):
         reason = lab_mod.fs_unavailable_reason(spec)
         lines.append(f"unionfs branch fs {spec}: {'SKIPPED: ' + reason if reason else 'available'}")
+    taint = read_taint()
+    if taint is not None:
+        lines.append(f"kernel taint at start: {taint} ({taint_letters(taint) or 'clean'})")
     return lines
 
 
@@ -88,10 +145,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 class Case:
     driver: str
     fs: str | None = None
+    optset: str | None = None
 
     @property
     def id(self) -> str:
-        return self.driver if self.fs is None else f"{self.driver}-{self.fs}"
+        return "-".join(p for p in (self.driver, self.fs, self.optset) if p)
 
 
 def _marker_args(metafunc: pytest.Metafunc, name: str) -> set[str] | None:
@@ -102,18 +160,32 @@ def _marker_args(metafunc: pytest.Metafunc, name: str) -> set[str] | None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" not in metafunc.fixturenames:
         return
-    drivers = _csv(metafunc.config.getoption("--driver"))
+    config = metafunc.config
+    drivers = _csv(config.getoption("--driver"))
     only = _marker_args(metafunc, "only_drivers")
     if only is not None:
         drivers = [d for d in drivers if d in only]
+    specs: list[str | None] = [None]
     if "lab" in metafunc.fixturenames:
-        specs: list[str | None] = list(_csv(metafunc.config.getoption("--branch-fs")))
+        specs = list(_csv(config.getoption("--branch-fs")))
         only_fs = _marker_args(metafunc, "only_branch_fs")
         if only_fs is not None:
             specs = [s for s in specs if s in only_fs] or [sorted(only_fs)[0]]
-    else:
-        specs = [None]
-    cases = [Case(d, s) for d in drivers for s in specs]
+        if metafunc.definition.get_closest_marker("fs_independent") is not None:
+            specs = specs[:1]
+    use_sets = (
+        "lab" in metafunc.fixturenames
+        and metafunc.definition.get_closest_marker("option_sets") is not None
+    )
+    cases = []
+    for d in drivers:
+        sets: list[str | None] = [None]
+        if use_sets and d == "aufs":
+            sets = list(_csv(config.getoption("--option-set")))
+        cases.extend(Case(d, s, o) for s in specs for o in sets)
+    if not cases:
+        metafunc.parametrize("case", [], ids=[], indirect=True)
+        return
     metafunc.parametrize("case", cases, ids=[c.id for c in cases], indirect=True)
 
 
@@ -133,17 +205,90 @@ def driver(case: Case) -> UnionDriver:
 
 
 @pytest.fixture
-def lab(case: Case, driver: UnionDriver, request: pytest.FixtureRequest) -> Iterator[Lab]:
+def optset(case: Case) -> OptionSet:
+    s = OPTION_SETS[case.optset or "defaults"]
+    reason = s.unavailable_reason()
+    if reason:
+        pytest.skip(f"option set {s.name}: {reason}")
+    return s
+
+
+@pytest.fixture
+def lab(
+    case: Case, driver: UnionDriver, optset: OptionSet, request: pytest.FixtureRequest
+) -> Iterator[Lab]:
     assert case.fs is not None
     reason = lab_mod.fs_unavailable_reason(case.fs)
     if reason:
         pytest.skip(reason)
-    the_lab = Lab(driver, case.fs, base=request.config.getoption("--suite-tmp"))
+    the_lab = Lab(driver, case.fs, base=request.config.getoption("--suite-tmp"), optset=optset)
     try:
         the_lab.setup()
         yield the_lab
     finally:
         the_lab.cleanup()
+
+
+# --- kernel health ---
+
+
+@pytest.fixture(autouse=True)
+def kmsg(request: pytest.FixtureRequest) -> KernelWatch | None:
+    """The kernel log watch of this check (started before any other fixture).
+
+    Checks use kmsg.wait_for(regex) to assert on messages the kernel printed
+    while they ran; the report hook below judges kernel health from it.
+    """
+    return request.node.stash.get(_WATCH, None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if os.geteuid() == 0:
+        item.stash[_WATCH] = KernelWatch(item.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    watch = item.stash.get(_WATCH, None)
+    if watch is None:
+        return
+    lines = watch.new_lines()
+    if lines:
+        # on this report, and on the item so that later phases' reports carry it too
+        report.sections.append((f"Captured kernel log {report.when}", "\n".join(lines)))
+        item.add_report_section(report.when, "kernel log", "\n".join(lines))
+    bad = KernelWatch.suspicious(lines)
+    tainted = watch.new_taint() if report.when != "setup" else 0
+    if report.when == "teardown":
+        watch.close()
+    if not bad and not tainted:
+        return
+    problem = [f"kernel health ({report.when}) of {item.nodeid}:"]
+    if tainted:
+        problem.append(
+            f"kernel newly tainted: bits {tainted:#x} ({taint_letters(tainted)}); "
+            f"taint was {watch.taint_before} before the check"
+        )
+    if bad:
+        problem.append("suspicious kernel lines:\n  " + "\n  ".join(bad))
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and workers != "1":
+        problem.append(
+            f"({workers} xdist workers share this kernel: a concurrent check may be the cause)"
+        )
+    text = "\n".join(problem)
+    report.sections.append((f"Captured kernel health {report.when}", text))
+    item.add_report_section(report.when, "kernel health", text)
+    if item.config.getoption("--no-kernel-health"):
+        return
+    if report.passed:
+        report.outcome = "failed"
+        report.longrepr = text
+    elif report.failed:
+        report.longrepr = f"{report.longrepr}\n\n{text}"
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -33,6 +33,8 @@ from unionfs.fsops import (
 from unionfs.gates import overlay_param, require_aufs_config
 from unionfs.lab import Lab
 
+pytestmark = pytest.mark.option_sets
+
 
 def _metacopy(lab: Lab) -> bool:
     return overlay_param(lab.driver, "metacopy") == "Y"

@@ -9,10 +9,14 @@ import errno
 import os
 import stat
 
+import pytest
+
 from unionfs import sysapi
 from unionfs.drivers import AUFS_MAX_NAMELEN, AUFS_ROOT_INO
 from unionfs.fsops import T1_NS, T2_NS, mkdir, names, put
 from unionfs.lab import Lab
+
+pytestmark = pytest.mark.option_sets
 
 STAT_FIELDS = ("st_mode", "st_uid", "st_gid", "st_size", "st_nlink", "st_mtime_ns", "st_ctime_ns")
 

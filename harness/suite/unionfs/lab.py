@@ -44,6 +44,43 @@ _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 _LAB_ROOTS: set[str] = set()
 
 
+class OptionSet:
+    """A named aufs mount configuration: extra options and the lower branches' permission."""
+
+    def __init__(self, name: str, options: Sequence[str], lower_perm: str, note: str) -> None:
+        self.name = name
+        self.options = list(options)
+        self.lower_perm = lower_perm
+        self.note = note
+
+    def describe(self) -> str:
+        opts = ",".join(self.options) or "no extra options"
+        return f"{opts}, lower branches ={self.lower_perm} ({self.note})"
+
+    def unavailable_reason(self) -> str | None:
+        for opt in self.options:
+            if opt.startswith("xino="):
+                parent = os.path.dirname(opt[len("xino=") :])
+                if not os.path.isdir(parent):
+                    return f"{parent} (for {opt}) does not exist"
+        return None
+
+
+OPTION_SETS = {
+    s.name: s
+    for s in (
+        OptionSet("defaults", [], "ro", "aufs defaults"),
+        OptionSet("dirperm1", ["dirperm1"], "ro", "permission checks on the topmost dir only"),
+        OptionSet(
+            "docker",
+            ["dio", "xino=/dev/shm/aufs.xino", "dirperm1"],
+            "ro+wh",
+            "as Docker's aufs storage driver mounted container layers",
+        ),
+    )
+}
+
+
 def find_tool(name: str) -> str | None:
     found = shutil.which(name)
     if found:
@@ -150,8 +187,15 @@ def _umount_retrying(target: Path, attempts: int = 20) -> None:
 class Lab:
     """Branches RW, RO, RO2 on fresh filesystems, and the union mount U over them."""
 
-    def __init__(self, driver: UnionDriver, fs_spec: str, base: str | None = None) -> None:
+    def __init__(
+        self,
+        driver: UnionDriver,
+        fs_spec: str,
+        base: str | None = None,
+        optset: OptionSet | None = None,
+    ) -> None:
         self.driver = driver
+        self.optset = optset or OPTION_SETS["defaults"]
         self.fs_spec = fs_spec
         self.kinds = parse_fs_spec(fs_spec)
         self.tmp = Path(tempfile.mkdtemp(prefix="unionfs-", dir=base))
@@ -223,8 +267,16 @@ class Lab:
         lowers: Sequence[Branch | Path | str] = ("RO", "RO2"),
         flags: int = 0,
         target: Path | None = None,
+        plain: bool = False,
     ) -> Path:
-        """Mount the union (RW over RO over RO2 by default) at U; returns U."""
+        """Mount the union (RW over RO over RO2 by default) at U; returns U.
+
+        The lab's option set adds its options first and gives lower branches
+        named by label its permission, unless plain=True (exact options only).
+        """
+        lower_perm = "ro" if plain else self.optset.lower_perm
+        if not plain:
+            options = [*self.optset.options, *options]
 
         def resolve(x: Branch | Path | str, perm: str) -> Branch:
             if isinstance(x, Branch):
@@ -234,7 +286,7 @@ class Lab:
             return Branch(x, perm)
 
         up = resolve(upper, "rw") if upper is not None else None
-        lows = [resolve(low, "ro") for low in lowers]
+        lows = [resolve(low, lower_perm) for low in lowers]
         tgt = target or self.u
         mnt = self.driver.mount(tgt, up, lows, options, flags)
         self.mounts.append(mnt)
@@ -292,7 +344,7 @@ class Lab:
             lines.append(f"  {self.label_of(p)}: {evidence.describe(p)}")
         mount_line = self.mnt.proc_mounts() if self.mnt is not None else None
         lines.append(
-            f"driver {self.driver.name}, branch fs {self.fs_spec}; "
+            f"driver {self.driver.name}, branch fs {self.fs_spec}, option set {self.optset.name}; "
             f"mount data {self.mnt.data if self.mnt else '(not mounted)'!r}"
         )
         if mount_line:
