@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from unionfs import aufs, sysapi
 from unionfs import lab as lab_mod
-from unionfs import sysapi
 from unionfs.drivers import DRIVERS, AufsDriver, UnionDriver
 from unionfs.kernel import KernelWatch, read_taint, taint_letters
 from unionfs.lab import OPTION_SETS, Lab, OptionSet
@@ -93,6 +93,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "only_branch_fs(*specs): run this check only on these branch filesystems",
         "fs_independent: the branch filesystem does not matter; run on the first one only",
         "option_sets: run this check under every --option-set (aufs)",
+        "defaults_only: run this check with default options only, despite option_sets",
     ):
         config.addinivalue_line("markers", line)
     for name in _csv(config.getoption("--driver")):
@@ -128,9 +129,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         drv = DRIVERS[name]
         state = "available" if drv.available() else f"SKIPPED: {drv.unavailable_reason()}"
         if isinstance(drv, AufsDriver) and drv.available():
-            conf = drv.config()
-            state += f", version {drv.version() or 'unknown'}"
-            state += f", {len(conf)} CONFIG_AUFS_* options" if conf is not None else ""
+            conf = aufs.kernel_config()
+            state += f", version {aufs.version_string() or 'unknown'}"
+            state += f", brs={aufs.module_param('brs')}"
+            state += f", config: {' '.join(sorted(k for k, v in conf.items() if v in ('y', 'm')))}"
         lines.append(f"unionfs driver {name}: {state}")
     for spec in _csv(config.getoption("--branch-fs")):
         reason = lab_mod.fs_unavailable_reason(spec)
@@ -176,8 +178,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     use_sets = (
         "lab" in metafunc.fixturenames
         and metafunc.definition.get_closest_marker("option_sets") is not None
+        and metafunc.definition.get_closest_marker("defaults_only") is None
     )
-    cases = []
+    cases: list[Case] = []
     for d in drivers:
         sets: list[str | None] = [None]
         if use_sets and d == "aufs":

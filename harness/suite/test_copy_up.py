@@ -13,11 +13,13 @@ import mmap
 import os
 import socket
 import stat
+import struct
 from pathlib import Path
 
 import pytest
 
 from unionfs import evidence
+from unionfs.drivers import Branch
 from unionfs.fsops import (
     T1_NS,
     T2_NS,
@@ -459,3 +461,97 @@ def test_fsync_on_readonly_fd_does_not_copy_up(lab: Lab) -> None:
     finally:
         os.close(fd)
     assert not lexists(lab.rw / "f"), lab.explain("no RW/f after fsync", None, lab.rw)
+
+
+def _acl_xattr() -> bytes:
+    """A POSIX ACL in the kernel's xattr form: u::rwx,u:1234:r--,g::r-x,m::r-x,o::---."""
+    entries = [
+        (0x01, 7, 0xFFFFFFFF),
+        (0x02, 4, 1234),
+        (0x04, 5, 0xFFFFFFFF),
+        (0x10, 5, 0xFFFFFFFF),
+        (0x20, 0, 0xFFFFFFFF),
+    ]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+ACL = "system.posix_acl_access"
+XATTRS = {"user.a": b"A", "trusted.b": b"B", "security.c": b"C", ACL: _acl_xattr()}
+
+
+def test_copy_up_preserves_xattrs_and_acl(lab: Lab) -> None:
+    """CPU-7 (xattr part): RO/f with user.a, trusted.b, security.c and a POSIX ACL;
+    a metadata change through U copies f up with all of them (aufs: needs
+    CONFIG_AUFS_XATTR, without which xattrs are silently dropped)."""
+    require_aufs_config(lab.driver, "XATTR")
+    put(lab.ro / "f", "data", mode=0o750)
+    for name, value in XATTRS.items():
+        try:
+            os.setxattr(lab.ro / "f", name, value)
+        except OSError as exc:
+            pytest.skip(f"RO's fs ({lab.kind_of('RO')}) refuses {name}: {exc.strerror}")
+    problem = user_xattr_problem(lab.rw)
+    if problem:
+        pytest.skip(problem)
+    u = lab.mount()
+    os.chmod(u / "f", stat.S_IMODE((lab.ro / "f").stat().st_mode))
+    assert lexists(lab.rw / "f"), lab.explain("chmod copied f up", None, lab.rw)
+    missing = {}
+    for name, value in XATTRS.items():
+        try:
+            got = os.getxattr(lab.rw / "f", name)
+        except OSError as exc:
+            missing[name] = exc.strerror
+            continue
+        if got != value:
+            missing[name] = f"value {got!r}"
+    assert not missing, lab.explain(
+        "RW/f carries user.a, trusted.b, security.c and the ACL", missing, lab.rw / "f"
+    )
+
+
+@pytest.mark.only_drivers("aufs")
+@pytest.mark.defaults_only
+@pytest.mark.parametrize("attr", ["icexusr", "icex"])
+def test_copy_up_ignores_xattr_errors_only_when_told(lab: Lab, attr: str) -> None:
+    """CPU-15: RO/f has user.k and RW's fs rejects user.* xattrs: an append through U
+    fails EOPNOTSUPP with no RW/f left; with RW=rw+icexusr (or +icex) it succeeds
+    without the xattr."""
+    require_aufs_config(lab.driver, "XATTR")
+    if user_xattr_problem(lab.ro):
+        pytest.skip("RO's filesystem refuses user.* xattrs itself")
+    if not user_xattr_problem(lab.rw):
+        pytest.skip(f"RW's filesystem ({lab.kind_of('RW')}) accepts user.* xattrs")
+    put(lab.ro / "f", "data")
+    os.setxattr(lab.ro / "f", "user.k", b"v")
+    u = lab.mount(upper="RW", lowers=["RO"], plain=True)
+    err = errno_of(lambda: (u / "f").open("ab").close())
+    assert err == errno.EOPNOTSUPP, lab.explain("append without icex*: EOPNOTSUPP", err)
+    assert not lexists(lab.rw / "f"), lab.explain("no RW/f left behind", None, lab.rw)
+    lab.umount()
+    u = lab.mount(upper=Branch(lab.rw, f"rw+{attr}"), lowers=["RO"], plain=True)
+    with open(u / "f", "ab") as fh:
+        fh.write(b"+")
+    assert (lab.rw / "f").read_text() == "data+", lab.explain(
+        f"rw+{attr}: copy-up works", None, lab.rw / "f"
+    )
+
+
+@pytest.mark.only_drivers("aufs")
+@pytest.mark.defaults_only
+@pytest.mark.parametrize("attr", ["coo_reg", "coo_all"])
+def test_copy_up_on_open(lab: Lab, attr: str) -> None:
+    """CPU-17: with RO=ro+coo_reg, open(U/f, O_RDONLY) copies f up; coo_all does so
+    for directories too (opendir U/d creates RW/d)."""
+    put(lab.ro / "f", "data")
+    put(lab.ro / "d" / "child", "x")
+    u = lab.mount(lowers=[Branch(lab.ro, f"ro+{attr}"), "RO2"], plain=True)
+    (u / "f").read_text()
+    assert (lab.rw / "f").read_text() == "data", lab.explain(
+        f"ro+{attr}: reading U/f copied it up", None, lab.rw / "f"
+    )
+    os.listdir(u / "d")
+    made = (lab.rw / "d").is_dir()
+    assert made == (attr == "coo_all"), lab.explain(
+        f"ro+{attr}: opendir U/d {'creates' if attr == 'coo_all' else 'does not create'} RW/d", made
+    )

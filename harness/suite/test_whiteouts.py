@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 
 import pytest
@@ -282,4 +283,81 @@ def test_whiteout_file_names_not_reachable_through_union(lab: Lab) -> None:
     left = sysapi.readdir(u)
     assert [e.name for e in left if e.name not in (".", "..")] == [], lab.explain(
         "U lists nothing", [e.name for e in left]
+    )
+
+
+@pytest.mark.only_drivers("aufs")
+@pytest.mark.defaults_only
+@pytest.mark.parametrize("diropq", ["w", "a"])
+def test_diropq_policy_for_new_directories(lab: Lab, diropq: str) -> None:
+    """WH-8: a fresh mkdir (no whiteout under it) gets .wh..wh..opq only with diropq=a;
+    with the default diropq=w only a directory replacing a whiteout does."""
+    put(lab.ro / "other", "x")
+    u = lab.mount(options=[f"diropq={diropq}"], plain=True)
+    os.mkdir(u / "fresh")
+    opaque = lab.driver.is_opaque(lab.rw / "fresh")
+    assert opaque == (diropq == "a"), lab.explain(
+        f"diropq={diropq}: RW/fresh opaque is {diropq == 'a'}", opaque, lab.rw / "fresh"
+    )
+
+
+@pytest.mark.only_drivers("aufs")
+@pytest.mark.defaults_only
+@pytest.mark.parametrize("variant", ["default", "noplink", "nolwh"])
+def test_writable_branch_metadata_after_mount(lab: Lab, variant: str) -> None:
+    """WH-11: after the mount RW holds .wh..wh.aufs (regular, 0444, size 0),
+    .wh..wh.plnk and .wh..wh.orph (directories, 0700); noplink: no .plnk;
+    `RW=rw+nolwh`: no base, and each whiteout is its own 0444 file with nlink 1."""
+    put(lab.ro / "f", "x")
+    upper = Branch(lab.rw, "rw+nolwh") if variant == "nolwh" else "RW"
+    u = lab.mount(upper=upper, options=["noplink"] if variant == "noplink" else [], plain=True)
+    base, plnk, orph = (lab.rw / n for n in (AUFS_WH_BASE, ".wh..wh.plnk", ".wh..wh.orph"))
+    want_base = variant != "nolwh"
+    if want_base:
+        st = base.lstat() if base.exists() else None
+        assert (
+            st is not None
+            and stat.S_ISREG(st.st_mode)
+            and st.st_size == 0
+            and (stat.S_IMODE(st.st_mode) == 0o444)
+        ), lab.explain(f"RW/{AUFS_WH_BASE}: regular, 0444, empty", None, base)
+    else:
+        assert not base.exists(), lab.explain(f"no RW/{AUFS_WH_BASE} with nolwh", None, base)
+    for d, wanted in ((plnk, variant != "noplink"), (orph, True)):
+        if wanted:
+            assert d.is_dir() and stat.S_IMODE(d.stat().st_mode) == 0o700, lab.explain(
+                f"RW/{d.name}: directory 0700", None, d
+            )
+        else:
+            assert not d.exists(), lab.explain(f"no RW/{d.name} with {variant}", None, d)
+    os.unlink(u / "f")
+    wh = (lab.rw / ".wh.f").lstat()
+    if variant == "nolwh":
+        assert wh.st_nlink == 1 and stat.S_IMODE(wh.st_mode) == 0o444, lab.explain(
+            "RW/.wh.f its own 0444 file, nlink 1", None, lab.rw / ".wh.f"
+        )
+    else:
+        problem = whiteout_problem("aufs", lab.rw, "f", base_root=lab.rw)
+        assert problem is None, lab.explain("RW/.wh.f a hardlink of the base", problem)
+
+
+@pytest.mark.only_drivers("aufs")
+@pytest.mark.defaults_only
+@pytest.mark.parametrize("mid_perm", ["ro", "ro+wh"])
+def test_lower_whiteouts_count_only_on_wh_branches(lab: Lab, mid_perm: str) -> None:
+    """WH-12: RW=rw:MID:LOW=ro with MID/.wh.f, LOW/f, MID/d/.wh..wh..opq, LOW/d/g:
+    with MID=ro, U/f and U/d/g are visible (plain ro branches are not searched for
+    whiteouts); with MID=ro+wh both are hidden. Docker relies on +wh."""
+    mid, low = lab.ro, lab.ro2
+    put(low / "f", "low")
+    put(low / "d" / "g", "low")
+    lab.driver.make_whiteout(mid, "f")
+    (mid / "d").mkdir()
+    lab.driver.make_opaque(mid / "d")
+    u = lab.mount(lowers=[Branch(mid, mid_perm), Branch(low, "ro")], plain=True)
+    hidden = mid_perm == "ro+wh"
+    f_seen, g_seen = (u / "f").exists(), (u / "d" / "g").exists()
+    assert (f_seen, g_seen) == (not hidden, not hidden), lab.explain(
+        f"MID={mid_perm}: U/f and U/d/g {'hidden' if hidden else 'visible'}",
+        f"U/f visible {f_seen}, U/d/g visible {g_seen}",
     )

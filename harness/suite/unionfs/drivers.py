@@ -310,35 +310,5 @@ class AufsDriver(UnionDriver):
     def is_internal_name(self, name: str) -> bool:
         return name.startswith(AUFS_WH_PFX)
 
-    @staticmethod
-    def version() -> str | None:
-        """The loaded module's AUFS_VERSION, e.g. '5.10.140-20230828'."""
-        try:
-            return Path("/sys/module/aufs/version").read_text().strip()
-        except OSError:
-            return None
-
-    @classmethod
-    def major(cls) -> int | None:
-        ver = cls.version()
-        if not ver:
-            return None
-        head = ver.split(".", 1)[0]
-        return int(head) if head.isdigit() else None
-
-    @staticmethod
-    def config() -> dict[str, str] | None:
-        """CONFIG_AUFS_* from /sys/fs/aufs/config, or None when that file is absent."""
-        try:
-            text = Path("/sys/fs/aufs/config").read_text()
-        except OSError:
-            return None
-        conf = {}
-        for line in text.splitlines():
-            key, sep, value = line.strip().partition("=")
-            if sep and key.startswith("CONFIG_"):
-                conf[key] = value
-        return conf
-
 
 DRIVERS: dict[str, UnionDriver] = {d.name: d for d in (OverlayDriver(), AufsDriver())}

@@ -71,10 +71,14 @@ def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
 
-def errno_of(fn, *args: object) -> int | None:  # type: ignore[no-untyped-def]
-    """Call fn(*args) and return the errno it failed with, or None if it succeeded."""
+def errno_of(fn, *args: object, **kwargs: object) -> int | None:  # type: ignore[no-untyped-def]
+    """Call fn(*args, **kwargs); the errno it failed with, or None if it succeeded.
+
+    A file descriptor fn returns (os.open) is closed again."""
     try:
-        fn(*args)
+        result = fn(*args, **kwargs)
+        if fn is os.open and isinstance(result, int):
+            os.close(result)
     except OSError as exc:
         return exc.errno
     return None
@@ -101,6 +105,31 @@ class Outcome:
 
 def run_as(uid: int, gid: int, fn, *args: object) -> Outcome:  # type: ignore[no-untyped-def]
     """Run fn(*args) in a forked child with all uids = uid, gids = gid, no groups."""
+
+    def become() -> None:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+
+    return run_in_child(become, fn, *args)
+
+
+def run_in_userns(fn, *args: object) -> Outcome:  # type: ignore[no-untyped-def]
+    """Run fn(*args) in a forked child inside new user and mount namespaces that map
+    root to root, as `unshare -Ur` does; mounts made there vanish with the child."""
+
+    def enter() -> None:
+        sysapi.unshare(sysapi.CLONE_NEWUSER | sysapi.CLONE_NEWNS)
+        Path("/proc/self/setgroups").write_text("deny")
+        Path("/proc/self/uid_map").write_text("0 0 1")
+        Path("/proc/self/gid_map").write_text("0 0 1")
+        sysapi.mount("none", "/", None, sysapi.MS_REC | sysapi.MS_PRIVATE, None)
+
+    return run_in_child(enter, fn, *args)
+
+
+def run_in_child(prepare, fn, *args: object) -> Outcome:  # type: ignore[no-untyped-def]
+    """fork; in the child run prepare() then fn(*args); report what happened."""
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never return into pytest
@@ -108,9 +137,7 @@ def run_as(uid: int, gid: int, fn, *args: object) -> Outcome:  # type: ignore[no
             os.close(rfd)
             payload: dict[str, object]
             try:
-                os.setgroups([])
-                os.setresgid(gid, gid, gid)
-                os.setresuid(uid, uid, uid)
+                prepare()
                 payload = {"errno": None, "value": repr(fn(*args)), "message": ""}
             except OSError as exc:
                 payload = {"errno": exc.errno, "value": "", "message": str(exc)}

@@ -151,3 +151,34 @@ class KernelWatch:
 
     def close(self) -> None:
         self.reader.close()
+
+
+def full_log() -> tuple[list[str], int | None]:
+    """Every record still in the kernel log buffer, and the sequence number of the
+    oldest one (above 0 means older records were overwritten)."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return [], None
+    lines: list[str] = []
+    first_seq: int | None = None
+    try:
+        while True:
+            try:
+                rec = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:
+                    continue
+                raise
+            if not rec:
+                break
+            header, _, rest = rec.decode("utf-8", "replace").partition(";")
+            fields = header.split(",")
+            if first_seq is None and len(fields) > 1 and fields[1].isdigit():
+                first_seq = int(fields[1])
+            lines.append(rest.split("\n", 1)[0])
+    finally:
+        os.close(fd)
+    return lines, first_seq

@@ -18,6 +18,7 @@ below it.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import shutil
 import subprocess
@@ -294,6 +295,42 @@ class Lab:
             self.mnt = mnt
         return tgt
 
+    def mount_raw(self, data: str, flags: int = 0, target: Path | None = None) -> Path:
+        """Mount the driver with exactly this mount(2) data string (no rendering)."""
+        tgt = target or self.u
+        sysapi.mount(self.driver.source, tgt, self.driver.fstype, flags, data)
+        mnt = Mount(self.driver, tgt, data, None, [])
+        self.mounts.append(mnt)
+        if tgt == self.u:
+            self.mnt = mnt
+        return tgt
+
+    def remount(self, data: str, flags: int = 0) -> None:
+        """mount(2) with MS_REMOUNT on U and this data (aufs: add/del/mod, options)."""
+        assert self.mnt is not None, "remount() before mount()"
+        self.mnt.remount(data, flags)
+
+    def bind_readonly(self, source: Path, name: str) -> Path:
+        """A read-only bind mount of source at T/<name> (its fs stays writable elsewhere)."""
+        target = self.tmp / name
+        target.mkdir()
+        sysapi.mount(str(source), target, None, sysapi.MS_BIND, None)
+        self.other_mounts.append(target)
+        sysapi.mount(
+            "none", target, None, sysapi.MS_REMOUNT | sysapi.MS_BIND | sysapi.MS_RDONLY, None
+        )
+        return target
+
+    def readonly_fs_dir(self, name: str) -> Path:
+        """A directory on a fresh tmpfs at T/<name> whose superblock is read-only."""
+        target = self.tmp / name
+        target.mkdir()
+        self.mount_other("tmpfs", target, "tmpfs", "size=1m,mode=0755")
+        (target / "dir").mkdir()
+        (target / "dir" / "f").write_text("on a read-only fs")
+        sysapi.mount("tmpfs", target, "tmpfs", sysapi.MS_REMOUNT | sysapi.MS_RDONLY, None)
+        return target / "dir"
+
     def umount(self) -> None:
         """Unmount U (the branches stay)."""
         if self.mnt is not None:
@@ -311,9 +348,11 @@ class Lab:
         self.mnt = new
         return self.u
 
-    def mount_other(self, source: str, target: Path, fstype: str, data: str | None = None) -> None:
+    def mount_other(
+        self, source: str, target: Path, fstype: str, data: str | None = None, flags: int = 0
+    ) -> None:
         """Some other mount the check needs (e.g. a tmpfs below a branch)."""
-        sysapi.mount(source, target, fstype, 0, data)
+        sysapi.mount(source, target, fstype, flags, data)
         self.other_mounts.append(target)
 
     # --- evidence ---
@@ -369,17 +408,18 @@ class Lab:
                 problems.append(f"{what}: {exc}")
 
         for mnt in reversed(self.mounts):
-            attempt(f"umount {mnt.target}", lambda m=mnt: _umount_mount(m))
+            attempt(f"umount {mnt.target}", functools.partial(_umount_mount, mnt))
         self.mounts.clear()
         self.mnt = None
         for target in reversed(self.other_mounts):
-            attempt(f"umount {target}", lambda t=target: _umount_retrying(t))
+            attempt(f"umount {target}", functools.partial(_umount_retrying, target))
         self.other_mounts.clear()
         for fs in reversed(self.fss):
             attempt(f"umount {fs.mountpoint}", fs.cleanup)
         left = sysapi.mounts_under(self.tmp)
         for m in sorted(left, key=lambda m: -len(m.target)):
-            attempt(f"detach leftover {m.target}", lambda t=m.target: sysapi.umount(t, 2))
+            detach = functools.partial(sysapi.umount, m.target, sysapi.MNT_DETACH)
+            attempt(f"detach leftover {m.target}", detach)
             problems.append(f"leftover mount {m.target} ({m.fstype}) detached")
         if sysapi.mounts_under(self.tmp):
             problems.append(f"mounts remain under {self.tmp}; not deleting it")

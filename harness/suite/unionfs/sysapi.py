@@ -29,6 +29,8 @@ _libc.mount.restype = ctypes.c_int
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.umount2.restype = ctypes.c_int
 
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
 MS_RDONLY = 1
 MS_REMOUNT = 32
 MS_BIND = 4096
@@ -69,6 +71,16 @@ def umount(target: str | os.PathLike[str], flags: int = 0) -> None:
     """umount2(2); raises OSError carrying the kernel's errno."""
     if _libc.umount2(_enc(target), flags) != 0:
         _raise_errno("umount2", repr(os.fspath(target)), f", {flags}")
+
+
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.unshare.restype = ctypes.c_int
+
+
+def unshare(flags: int) -> None:
+    """unshare(2) (os.unshare exists only from Python 3.12)."""
+    if _libc.unshare(flags) != 0:
+        _raise_errno("unshare", hex(flags))
 
 
 class _StatFs(ctypes.Structure):
