@@ -1,0 +1,292 @@
+"""The whole pipeline on the fake kernel and fake aufs-standalone: results, caching, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.commands import kmod_build
+from harness.deadline import Deadline
+from harness.errors import EXIT_FAILED, EXIT_OK, UserError
+from harness.store import Store, key_of
+from kmod import aufs, build, config, patches, pipeline, source
+from kmod.pipeline import BuildSpec
+from kmod.version import KernelVersion
+from tests.unit.kmod_fakes import (
+    MMAP,
+    VFSUB_FIXUP,
+    make_aufs_repo,
+    make_kernel_tree,
+    read_vermagic,
+    write,
+)
+
+D = Deadline(120, "test")
+REAL_MODINFO = build.modinfo_vermagic  # before the fixture below replaces it
+
+
+@pytest.fixture(autouse=True)
+def fake_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build, "modinfo_vermagic", read_vermagic)
+    monkeypatch.setattr(build, "compiler_version", lambda deadline: "gcc (Fake) 12.2.0")
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Path:
+    return make_kernel_tree(tmp_path / "linux-5.10.223")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_aufs_repo(tmp_path / "aufs-standalone")
+
+
+@pytest.fixture
+def fixups(tmp_path: Path) -> Path:
+    return write(tmp_path / "fixups" / "0001-vfsub.patch", VFSUB_FIXUP).parent
+
+
+def spec(kernel: Path, repo: Path | str, **kw: Any) -> BuildSpec:
+    return BuildSpec(kernel=f"path:{kernel}", aufs_src=str(repo), jobs=2, **kw)
+
+
+def builds(result: pipeline.BuildResult) -> int:
+    """How many times the fake make built in the result's work tree."""
+    work = source.kmod_cache() / "work"
+    return sum(len(p.read_text().split()) for p in work.glob("*/src/.fake-builds"))
+
+
+def test_build_failed_names_file_and_error(kernel: Path, repo: Path) -> None:
+    r = pipeline.run(spec(kernel, repo), D)
+    assert r.status == "build-failed"
+    assert r.details[0] == (
+        "fs/aufs/vfsub.c:3:15: error: too many arguments to function 'vfs_rename'"
+    )
+    assert r.log is not None and r.log.is_file()
+    assert r.aufs["branch"] == "aufs5.10.140"
+    assert r.aufs["reason"] == "highest point branch <= 5.10.223"
+    assert not r.artifacts
+
+
+def test_built_with_fixup_then_cached(kernel: Path, repo: Path, fixups: Path) -> None:
+    s = spec(kernel, repo, fixup_dir=fixups)
+    r = pipeline.run(s, D)
+    assert r.status == "built", r.details
+    assert not r.cached
+    assert r.kernel_release == "5.10.223"
+    assert r.vermagic == "5.10.223 SMP mod_unload"
+    assert set(r.artifacts) == {"bzImage", "aufs.ko", "config", "System.map"}
+    assert all(p.is_file() for p in r.artifacts.values())
+    assert "CONFIG_AUFS_FS=m" in r.artifacts["config"].read_text()
+    assert r.metadata is not None
+    meta = r.metadata.read_text()
+    assert "--fixup-dir" in meta and r.aufs["commit"] in meta  # the reproducer
+    assert [p["status"] for p in r.patches][-1] == "clean"
+    assert builds(r) == 1
+
+    again = pipeline.run(s, D)
+    assert again.status == "built" and again.cached
+    assert again.artifacts == r.artifacts
+    assert "build" not in again.timings
+    assert builds(again) == 1  # nothing ran make
+
+
+def test_aufs_option_change_rebuilds_in_the_same_work_tree(
+    kernel: Path, repo: Path, fixups: Path
+) -> None:
+    first = pipeline.run(spec(kernel, repo, fixup_dir=fixups), D)
+    second = pipeline.run(spec(kernel, repo, fixup_dir=fixups, aufs_options=("SHWH=n",)), D)
+    assert second.status == "built" and not second.cached
+    assert second.key != first.key
+    assert "patch" not in second.timings  # the prepared tree was reused
+    assert "# CONFIG_AUFS_SHWH is not set" in second.artifacts["config"].read_text()
+    assert len(list((source.kmod_cache() / "work").glob("*/src"))) == 1
+
+
+def test_patch_failed_names_file_and_hunks(tmp_path: Path, repo: Path) -> None:
+    changed = list(MMAP)
+    for i in range(14, 27):
+        changed[i] = f"6.1 moved on {i}\n"
+    kernel = make_kernel_tree(tmp_path / "linux-6.1.176", "6.1.176", mmap=changed)
+    r = pipeline.run(spec(kernel, repo), D)
+    assert r.status == "patch-failed"
+    assert r.details == ["aufs6-mmap.patch: FAILED: mm/mmap.c: hunk 2 of 3 FAILED"]
+    assert r.aufs["branch"] == "aufs6.1"
+    statuses = {p["name"]: p["status"] for p in r.patches}
+    assert statuses["aufs6-mmap.patch"] == "failed"
+    assert statuses["aufs6-kbuild.patch"] == "clean"
+    # A second run answers from the recorded preparation.
+    assert pipeline.run(spec(kernel, repo), D).details == r.details
+
+
+def test_vermagic_mismatch_is_a_build_failure(
+    kernel: Path, repo: Path, fixups: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_VERMAGIC", "5.10.999")
+    r = pipeline.run(spec(kernel, repo, fixup_dir=fixups), D)
+    assert r.status == "build-failed"
+    assert (
+        "vermagic '5.10.999 SMP mod_unload' does not match kernel release '5.10.223'"
+        in (r.details[0])
+    )
+
+
+def test_dropped_option_is_a_usage_error(kernel: Path, repo: Path, fixups: Path) -> None:
+    write(kernel / ".fake-unsupported", "CONFIG_AUFS_FHSM\n")
+    with pytest.raises(UserError, match="CONFIG_AUFS_FHSM=y asked for"):
+        pipeline.run(spec(kernel, repo, fixup_dir=fixups, aufs_options=("FHSM=y",)), D)
+
+
+def inputs_for(tmp_path: Path, **change: Any) -> str:
+    """The artifact key with one input changed from a fixed baseline."""
+    aufs_tree = tmp_path / "aufs"
+    for part in patches.SERIES:
+        write(aufs_tree / f"aufs5-{part}.patch", part)
+    fix = write(tmp_path / "fix" / "0001.patch", change.pop("fixup", "fix")).parent
+    plan = patches.plan(aufs_tree, 5, fix)
+    ks = source.KernelSource(
+        spec="debian:bullseye",
+        tree=tmp_path,
+        version=KernelVersion.parse("5.10.223"),
+        identity=change.pop("identity", "debian:linux-source-5.10=5.10.223-1"),
+        origin="Debian bullseye",
+    )
+    _, inputs = pipeline.cache_inputs(
+        ks,
+        change.pop("commit", "c0ffee"),
+        plan,
+        change.pop("base", "allnoconfig"),
+        config.render_fragment(config.aufs_options(change.pop("options", ()))),
+        change.pop("compiler", "gcc 12.2.0"),
+    )
+    assert not change
+    return key_of(inputs)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"identity": "debian:linux-source-5.10=5.10.223-2"},
+        {"commit": "decaf"},
+        {"fixup": "fix, changed"},
+        {"options": ("SHWH=n",)},
+        {"base": "defconfig"},
+        {"compiler": "gcc 13.1.0"},
+    ],
+)
+def test_cache_key_sensitive_to_each_input(tmp_path: Path, change: dict[str, Any]) -> None:
+    assert inputs_for(tmp_path) == inputs_for(tmp_path)
+    assert inputs_for(tmp_path, **change) != inputs_for(tmp_path)
+
+
+def test_cache_key_sensitive_to_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = inputs_for(tmp_path)
+    monkeypatch.setattr(pipeline, "RECIPE_VERSION", pipeline.RECIPE_VERSION + 1)
+    assert inputs_for(tmp_path) != before
+
+
+def test_store_builds_once_under_concurrency(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def produce(out: Path) -> dict[str, Any]:
+        calls.append(1)
+        gate.wait(2)
+        (out / "bzImage").write_text("k")
+        return {"kernel_release": "5.10.223"}
+
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(store.get_or_build({"k": 1}, produce)))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert len(calls) == 1
+    assert sorted(e.hit for e in results) == [False, True, True]
+    assert not list((tmp_path / "store").glob(".tmp-*"))
+
+
+def test_failed_build_leaves_no_store_entry(kernel: Path, repo: Path) -> None:
+    pipeline.run(spec(kernel, repo), D)
+    entries = [
+        p for p in (source.kmod_cache() / "artifacts").iterdir() if not p.name.startswith(".")
+    ]
+    assert entries == []
+
+
+def cli(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    kmod_build.add_parser(sub)
+    return parser.parse_args(["build", *argv])
+
+
+def test_cli_exit_codes_and_output(
+    kernel: Path, repo: Path, fixups: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--kernel", str(kernel), "--aufs-src", str(repo), "-j", "2"]
+    args = cli(base)
+    assert args.func(args) == EXIT_FAILED
+    out = capsys.readouterr().out
+    assert "result:  BUILD-FAILED" in out
+    assert "fs/aufs/vfsub.c:3:15: error:" in out
+    args = cli([*base, "--fixup-dir", str(fixups)])
+    assert args.func(args) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "result:  built: 5.10.223" in out
+    args = cli([*base, "--fixup-dir", str(fixups), "--json"])
+    assert args.func(args) == EXIT_OK
+    assert '"cached": true' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--jobs", "0"], "positive number"),
+        (["--fixup-dir", "/no/such/dir"], "does not exist"),
+        (["--aufs-option", "SHWH"], "NAME=y or NAME=n"),
+    ],
+)
+def test_cli_usage_errors(kernel: Path, argv: list[str], message: str) -> None:
+    args = cli(["--kernel", str(kernel), *argv])
+    with pytest.raises(UserError, match=message):
+        args.func(args)
+
+
+def test_reproducer_round_trips(kernel: Path, repo: Path, fixups: Path) -> None:
+    s = spec(kernel, repo, fixup_dir=fixups, aufs_options=("SHWH=n",))
+    line = s.reproducer("abc123")
+    args = cli(line.split()[3:])
+    again = kmod_build.spec_from_args(args)
+    assert dataclasses.replace(again, jobs=2) == dataclasses.replace(s, aufs_ref="abc123")
+
+
+def test_aufs_source_is_a_plain_git_url_too(kernel: Path, repo: Path, fixups: Path) -> None:
+    r = pipeline.run(spec(kernel, f"file://{repo}", fixup_dir=fixups), D)
+    assert r.status == "built"
+    assert aufs.mirror_path(f"file://{repo}").is_dir()
+
+
+def test_real_modinfo_reads_vermagic(tmp_path: Path) -> None:
+    if not shutil.which("gcc") or not (shutil.which("modinfo") or Path("/sbin/modinfo").exists()):
+        pytest.skip("gcc or modinfo (kmod) not installed")
+    src = write(
+        tmp_path / "m.c",
+        'const char v[] __attribute__((section(".modinfo"), used)) = '
+        '"vermagic=5.10.223 SMP mod_unload ";\n',
+    )
+    ko = tmp_path / "m.ko"
+    subprocess.run(["gcc", "-c", "-o", str(ko), str(src)], check=True)
+    assert REAL_MODINFO(ko, D) == "5.10.223 SMP mod_unload"
