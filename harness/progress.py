@@ -30,7 +30,7 @@ def setup_logging(verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("paramiko", "filelock", "asyncio"):
+    for noisy in ("filelock", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import socket
 import stat
 import time
 from collections.abc import Sequence
@@ -20,6 +21,10 @@ from harness.deadline import Deadline
 from harness.errors import DeadlineExceeded, InfraError
 
 log = logging.getLogger(__name__)
+# paramiko logs every failed attempt with a traceback; we report failures ourselves.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
+BANNER_PROBE = 3.0  # seconds: sshd answers a connection within this even under TCG
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class Guest:
         self._client: paramiko.SSHClient | None = None
 
     # -- connection -------------------------------------------------------
-    def _new_client(self, timeout: float) -> paramiko.SSHClient:
+    def _new_client(self, timeout: float, sock: socket.socket | None = None) -> paramiko.SSHClient:
         ep = self.endpoint
         client = paramiko.SSHClient()
         keytype, b64 = ep.host_key.split()[:2]
@@ -79,11 +84,33 @@ class Guest:
             timeout=timeout,
             banner_timeout=timeout,
             auth_timeout=timeout,
+            sock=sock,
         )
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(5)
         return client
+
+    def _banner_socket(self, timeout: float) -> socket.socket | None:
+        """A connected socket once sshd in the guest has sent its banner, else None.
+
+        QEMU's user networking accepts the host side of a forwarded connection
+        before anything listens in the guest, so a plain connect succeeds and
+        then stalls. Peeking at the banner with a short timeout tells the truth
+        cheaply; the socket, banner unread, then goes to paramiko, so the guest's
+        sshd (slow to fork under TCG) serves one connection, not two.
+        """
+        sock: socket.socket | None = None
+        try:
+            sock = socket.create_connection((self.endpoint.host, self.endpoint.port), timeout)
+            sock.settimeout(timeout)
+            if sock.recv(4, socket.MSG_PEEK).startswith(b"SSH-"):
+                return sock
+        except OSError:
+            pass
+        if sock is not None:
+            sock.close()
+        return None
 
     def wait_ready(self, deadline: Deadline, alive: object = None) -> None:
         """Connect, retrying until the guest's sshd answers or the deadline passes.
@@ -95,10 +122,13 @@ class Guest:
         while not deadline.expired():
             if callable(alive) and not alive():
                 raise InfraError("the VM exited before SSH answered")
+            sock = self._banner_socket(min(BANNER_PROBE, max(0.1, deadline.remaining())))
+            if sock is None:
+                time.sleep(min(0.2, deadline.remaining()))
+                continue
             try:
-                self._client = self._new_client(timeout=min(10.0, max(1.0, deadline.remaining())))
-                self.run(["true"], Deadline(min(30.0, max(1.0, deadline.remaining())), "ssh probe"))
-                return
+                self._client = self._new_client(min(30.0, max(1.0, deadline.remaining())), sock)
+                return  # authenticated: the guest is ready
             except paramiko.BadHostKeyException as exc:
                 raise InfraError(
                     f"the guest presented an unexpected host key ({exc.key.get_name()}): "
@@ -107,6 +137,7 @@ class Guest:
             except (OSError, paramiko.SSHException, EOFError) as exc:
                 last = exc
                 self.close()
+                sock.close()
                 time.sleep(min(0.25, deadline.remaining()))
         raise DeadlineExceeded(
             f"SSH on 127.0.0.1:{self.endpoint.port} did not answer within "
