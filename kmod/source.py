@@ -18,6 +18,7 @@ changes whenever the tree's content may have changed (cache key material).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -243,10 +244,34 @@ class DebianSource:
         return fields
 
     def resolve(self, deadline: Deadline) -> tuple[str, str]:
-        """(package, version) of the suite's kernel source package."""
+        """(package, version) of the suite's kernel source package.
+
+        The answer is remembered for as long as the private lists stay the
+        same, so a rebuild asks neither the network nor apt-cache.
+        """
         self._prepare()
         if not self._lists_fresh():
             self._update(deadline)
+        memo = self.root / "resolved.json"
+        stamp = self._lists_stamp()
+        try:
+            known = json.loads(memo.read_text())
+            if known["stamp"] == stamp and known["want"] == self.version:
+                return str(known["package"]), str(known["version"])
+        except (OSError, ValueError, KeyError):
+            pass
+        package, version = self._resolve(deadline)
+        memo.write_text(
+            json.dumps({"stamp": stamp, "want": self.version, "package": package,
+                        "version": version})
+        )  # fmt: skip
+        return package, version
+
+    def _lists_stamp(self) -> str:
+        lists = sorted((self.root / "lists").glob("*_Packages*"))
+        return ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in lists)
+
+    def _resolve(self, deadline: Deadline) -> tuple[str, str]:
         meta = self._show("linux-source", deadline)
         if not meta:
             raise InfraError(f"no linux-source package in Debian {self.suite} (apt lists empty?)")

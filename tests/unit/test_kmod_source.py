@@ -95,3 +95,30 @@ def test_host_mirror_prefers_override(monkeypatch: pytest.MonkeyPatch) -> None:
     assert source.host_mirror() == "http://m/debian"
     monkeypatch.delenv("AUFS_HARNESS_DEBIAN_MIRROR")
     assert source.host_mirror().startswith("http")
+
+
+def test_debian_resolution_is_remembered_while_lists_stay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    deb = source.DebianSource.from_spec("debian:bullseye")
+    deb._prepare()
+    lists = paths.cache_dir() / "kmod" / "apt" / "bullseye" / "lists"
+    write(lists / "deb.debian.org_debian_dists_bullseye_main_binary-amd64_Packages", "x")
+    asked: list[str] = []
+    shows = {
+        "linux-source": {"Version": "5.10.223-1", "Depends": "linux-source-5.10 (= 5.10.223-1)"},
+        "linux-source-5.10": {"Version": "5.10.223-1"},
+    }
+
+    def show(package: str, deadline: Deadline) -> dict[str, str]:
+        asked.append(package)
+        return shows[package]
+
+    monkeypatch.setattr(deb, "_show", show)
+    assert deb.resolve(D) == ("linux-source-5.10", "5.10.223-1")
+    assert deb.resolve(D) == ("linux-source-5.10", "5.10.223-1")
+    assert asked == ["linux-source", "linux-source-5.10"]  # once
+    pinned = source.DebianSource.from_spec("debian:bullseye=5.10.200-1")
+    monkeypatch.setattr(pinned, "_show", show)
+    with pytest.raises(UserError, match=r"not 5\.10\.200-1"):
+        pinned.resolve(D)

@@ -1,0 +1,70 @@
+"""Real kernel builds: Debian's kernel sources with a real aufs-standalone.
+
+Needs AUFS_HARNESS_AUFS_SRC (a URL or a clone of aufs-standalone); the
+bullseye build also needs AUFS_HARNESS_FIXUP_DIR, your fix-ups for Debian's
+5.10.223 (vfs_rename() takes struct renamedata *, fsnotify_alloc_group()
+takes flags). Downloads, trees and ccache live in the user's cache dir, so
+only the first run pays for a cold build (about 10 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.deadline import Deadline
+from kmod import pipeline
+from kmod.pipeline import BuildSpec
+
+pytestmark = [pytest.mark.integration, pytest.mark.needs_aufs]
+
+AUFS_SRC = os.environ.get("AUFS_HARNESS_AUFS_SRC", "")
+FIXUP_DIR = os.environ.get("AUFS_HARNESS_FIXUP_DIR", "")
+
+
+def aufs_src() -> str:
+    if not AUFS_SRC:
+        pytest.skip("AUFS_HARNESS_AUFS_SRC is unset: point it at aufs-standalone (URL or clone)")
+    return AUFS_SRC
+
+
+def test_bullseye_builds_with_fixups(fact: list[str]) -> None:
+    src = aufs_src()
+    if not FIXUP_DIR:
+        pytest.skip(
+            "AUFS_HARNESS_FIXUP_DIR is unset: aufs5.10.140 needs your fix-ups to compile on "
+            "Debian's 5.10.223"
+        )
+    spec = BuildSpec(kernel="debian:bullseye", aufs_src=src, fixup_dir=Path(FIXUP_DIR))
+    result = pipeline.run(spec, Deadline(3 * 3600, "bullseye build"))
+    assert result.status == "built", "\n".join(result.details)
+    assert result.aufs["branch"] == "aufs5.10.140"
+    assert result.kernel_release == "5.10.223"
+    assert result.vermagic is not None
+    assert result.vermagic.split()[0] == result.kernel_release
+    assert result.artifacts["bzImage"].stat().st_size > 1_000_000
+    assert result.artifacts["aufs.ko"].is_file()
+    fact.append(
+        f"kmod: bullseye {result.kernel_release} + {result.aufs['branch']} "
+        f"{'cached' if result.cached else 'built'} in {result.timings.get('total', 0):.0f}s: "
+        f"{result.artifacts['bzImage']}"
+    )
+
+
+def test_bullseye_without_fixups_fails_in_vfsub(fact: list[str]) -> None:
+    spec = BuildSpec(kernel="debian:bullseye", aufs_src=aufs_src())
+    result = pipeline.run(spec, Deadline(3 * 3600, "bullseye build"))
+    assert result.status == "build-failed"
+    assert any(d.startswith("fs/aufs/vfsub.c:") and "vfs_rename" in d for d in result.details)
+    fact.append(f"kmod: bullseye without fix-ups: {result.details[0]}")
+
+
+def test_bookworm_aufs61_patch_fails_in_mmap(fact: list[str]) -> None:
+    spec = BuildSpec(kernel="debian:bookworm", aufs_src=aufs_src())
+    result = pipeline.run(spec, Deadline(1800, "bookworm patch"))
+    assert result.status == "patch-failed"
+    assert result.aufs["branch"] == "aufs6.1"
+    assert any("aufs6-mmap.patch" in d and "mm/mmap.c: hunk" in d for d in result.details)
+    fact.append(f"kmod: bookworm + aufs6.1: {'; '.join(result.details)}")
