@@ -33,9 +33,8 @@ from unionfs.drivers import DRIVERS, AufsDriver, UnionDriver
 from unionfs.kernel import KernelWatch, read_taint, taint_letters
 from unionfs.lab import OPTION_SETS, Lab, OptionSet
 
-DEFAULT_DRIVERS = "overlay,aufs"
-DEFAULT_BRANCH_FS = "tmpfs,ext4"
-DEFAULT_OPTION_SETS = "defaults,dirperm1,docker"
+# Options live in their own plugin so the host's xdist controller can load them too.
+pytest_plugins = ("unionfs.options",)
 _DEVKMSG = Path("/proc/sys/kernel/printk_devkmsg")
 _WATCH = pytest.StashKey[KernelWatch]()
 _DEVKMSG_SAVED = pytest.StashKey[str]()
@@ -43,41 +42,6 @@ _DEVKMSG_SAVED = pytest.StashKey[str]()
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("unionfs", "union filesystem conformance suite")
-    group.addoption(
-        "--driver",
-        default=DEFAULT_DRIVERS,
-        help="comma-separated union drivers to check: overlay, aufs "
-        f"(default {DEFAULT_DRIVERS}; one missing from /proc/filesystems is skipped)",
-    )
-    group.addoption(
-        "--branch-fs",
-        default=DEFAULT_BRANCH_FS,
-        help="comma-separated branch filesystems: tmpfs, ext4, xfs, btrfs, mixed "
-        "(= ext4+tmpfs+ext4), or A+B+C for RW on A, RO on B, RO2 on C "
-        f"(default {DEFAULT_BRANCH_FS})",
-    )
-    group.addoption(
-        "--option-set",
-        default=DEFAULT_OPTION_SETS,
-        help="comma-separated aufs mount-option sets for checks marked option_sets: "
-        + "; ".join(f"{s.name} = {s.describe()}" for s in OPTION_SETS.values())
-        + f" (default {DEFAULT_OPTION_SETS}; overlay always runs with its defaults)",
-    )
-    group.addoption(
-        "--suite-tmp",
-        default=None,
-        help="directory for per-check temporary directories (default: the system temp dir)",
-    )
-    group.addoption(
-        "--no-kernel-health",
-        action="store_true",
-        default=False,
-        help="do not fail checks on new kernel taint or oops/WARN/BUG lines (still reported)",
-    )
 
 
 def _runs_checks_here(config: pytest.Config) -> bool:

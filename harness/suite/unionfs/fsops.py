@@ -54,6 +54,34 @@ def _apply(
         os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
+_GRANULARITY: dict[int, int] = {}
+
+
+def time_granularity(directory: Path) -> int:
+    """Nanoseconds between two timestamps directory's filesystem can store (1 for
+    nanosecond timestamps, 10**9 for seconds), probed once per filesystem."""
+    dev = directory.stat().st_dev
+    if dev not in _GRANULARITY:
+        probe = directory / ".time-granularity-probe"
+        probe.write_bytes(b"")
+        try:
+            os.utime(probe, ns=(T1_NS, T1_NS))
+            got = probe.stat().st_mtime_ns
+        finally:
+            probe.unlink()
+        gran = 1
+        while gran < 10**9 and got != T1_NS - T1_NS % gran:
+            gran *= 10
+        _GRANULARITY[dev] = gran
+    return _GRANULARITY[dev]
+
+
+def same_time(a_ns: int, b_ns: int, *dirs: Path) -> bool:
+    """Equal at the coarsest timestamp granularity of the filesystems of dirs."""
+    gran = max([time_granularity(d) for d in dirs] or [1])
+    return a_ns - a_ns % gran == b_ns - b_ns % gran
+
+
 def lexists(path: Path) -> bool:
     return os.path.lexists(path)
 

@@ -35,7 +35,9 @@ KNOWN_FS = ("tmpfs", *LOOP_FS)
 MIXED_ALIAS = {"mixed": "ext4+tmpfs+ext4"}
 LOOP_IMAGE_BYTES = 320 * 1024 * 1024  # sparse; xfs refuses anything below 300 MiB
 _MKFS_ARGS = {
-    "ext4": ["-q", "-F"],
+    # 256-byte inodes: nanosecond timestamps even where an older mke2fs would pick
+    # 128-byte inodes (second granularity) for a small filesystem
+    "ext4": ["-q", "-F", "-I", "256"],
     "xfs": ["-q", "-f"],
     "btrfs": ["-q", "-f"],
 }
