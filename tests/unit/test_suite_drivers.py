@@ -126,3 +126,60 @@ def test_aufs_whiteout_expectation_accepts_a_proper_whiteout(tmp_path: Path) -> 
     assert expect.whiteout_problem("aufs", tmp_path, "f", base_root=tmp_path) is None
     assert expect.no_whiteout_problem("aufs", tmp_path, "g") is None
     assert expect.no_whiteout_problem("aufs", tmp_path, "f") is not None
+
+
+aufs = _load("unionfs.aufs")
+kernel = _load("unionfs.kernel")
+evidence = _load("unionfs.evidence")
+
+
+@pytest.mark.parametrize(
+    ("version", "key", "dio_default"),
+    [
+        ("5.10.140-20230828", (5, 10), False),
+        ("6.9-20240923", (6, 9), False),
+        ("6.10-20240923", (6, 10), True),
+        ("6.x-rcN-20241021", (6, 999), True),
+        ("garbage", (0, 0), False),
+    ],
+)
+def test_aufs_version_keys(version: str, key: tuple[int, int], dio_default: bool) -> None:
+    assert aufs.version_key(version) == key
+    assert aufs.dio_is_default(version) is dio_default
+
+
+def test_taint_letters_name_each_bit() -> None:
+    assert kernel.taint_letters(0) == ""
+    assert kernel.taint_letters(1 << 9) == "W"
+    assert kernel.taint_letters((1 << 12) | (1 << 13)) == "OE"
+
+
+def test_suspicious_kernel_lines_are_picked_out() -> None:
+    lines = [
+        "[  1.0] unionfs-suite: BEGIN x",
+        "[  1.1] WARNING: CPU: 0 PID: 1 at fs/aufs/dir.c:10 f+0x1/0x2",
+        "[  1.2] aufs au_opts_verify:1: dirperm1 breaks the protection",
+        "[  1.3] BUG: unable to handle page fault",
+        "[  1.4] possible circular locking dependency detected",
+    ]
+    assert kernel.KernelWatch.suspicious(lines) == [lines[1], lines[3], lines[4]]
+
+
+def test_option_sets_describe_dockers_configuration() -> None:
+    docker = lab.OPTION_SETS["docker"]
+    assert docker.options == ["dio", "xino=/dev/shm/aufs.xino", "dirperm1"]
+    assert docker.lower_perm == "ro+wh"
+    assert lab.OPTION_SETS["defaults"].options == []
+
+
+def test_branch_listing_names_types_modes_and_xattrs(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    f = tmp_path / "d" / "f"
+    f.write_bytes(b"abc")
+    f.chmod(0o640)
+    text = evidence.listing(tmp_path, "RW")
+    assert "RW/d: dir" in text
+    assert "RW/d/f: reg mode=0640" in text
+    assert "size=3" in text and "data=b'abc'" in text
+    assert evidence.describe(tmp_path / "missing").startswith("absent")
+    assert ("d/f", "reg", 0o640, 3) in evidence.shape(tmp_path)
