@@ -1,0 +1,32 @@
+"""The real bookworm image: mmdebstrap once per machine, a cache hit after."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.deadline import Deadline
+from vm.image import CMDLINE, INIT_PATH, Image, ImageRecipe, build_image
+
+pytestmark = pytest.mark.integration
+
+
+def test_bookworm_image_builds_and_is_cached(bookworm: Image, fact: list[str]) -> None:
+    for path in (bookworm.rootfs, bookworm.vmlinuz, bookworm.initrd):
+        assert path.is_file() and path.stat().st_size > 0, path
+    assert bookworm.rootfs.stat().st_size == 2048 * 1024 * 1024
+    assert bookworm.kernel_release.endswith("-amd64")
+    assert f"init={INIT_PATH}" in bookworm.cmdline and bookworm.cmdline == CMDLINE
+    assert bookworm.initrd.read_bytes()[:4] == b"\x02\x21\x4c\x18", "initrd is not lz4"
+    if bookworm.vmlinux is not None:
+        assert bookworm.vmlinux.read_bytes()[:4] == b"\x7fELF"
+        assert bookworm.kernel == bookworm.vmlinux
+
+    start = time.monotonic()
+    again = build_image(ImageRecipe(suite="bookworm"), Deadline(60, "cache hit"))
+    seconds = time.monotonic() - start
+    fact.append(f"bookworm image cache hit in {seconds:.3f}s")
+    assert again.cached
+    assert seconds < 1.0
+    assert again.rootfs == bookworm.rootfs and again.kernel_release == bookworm.kernel_release

@@ -1,0 +1,286 @@
+"""vm.image without mmdebstrap: recipe validation, store keys, rendered scripts,
+the cache paths of build_image and the PVH vmlinux extraction."""
+
+from __future__ import annotations
+
+import lzma
+import shutil
+import struct
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.deadline import Deadline
+from harness.errors import InfraError, UserError
+from harness.store import key_of
+from tests.unit.golden import check_golden
+from vm import image as image_mod
+from vm.image import (
+    CMDLINE,
+    INIT_PATH,
+    SUITES,
+    ImageRecipe,
+    build_image,
+    bzimage_payload,
+    extract_vmlinux,
+    has_pvh_note,
+    render_init,
+)
+
+
+# -- recipe validation ---------------------------------------------------------
+def test_unknown_suite_is_one_line_naming_the_valid_ones() -> None:
+    with pytest.raises(UserError) as err:
+        ImageRecipe(suite="buster")
+    message = str(err.value)
+    assert "\n" not in message and "'buster'" in message
+    for suite in SUITES:
+        assert suite in message
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_every_listed_suite_is_accepted(suite: str) -> None:
+    assert ImageRecipe(suite=suite).suite == suite
+
+
+@pytest.mark.parametrize("bad", ["Strace", "a", "rm -rf", "pkg;ls", "-x"])
+def test_bad_package_names_are_refused(bad: str) -> None:
+    with pytest.raises(UserError, match="package name"):
+        ImageRecipe(extra_packages=(bad,))
+
+
+def test_a_string_is_not_a_package_tuple() -> None:
+    with pytest.raises(UserError, match="tuple"):
+        ImageRecipe(extra_packages="strace")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", [0, 512, 1023, 64 * 1024 + 1])
+def test_size_out_of_range(size: int) -> None:
+    with pytest.raises(UserError, match="MiB"):
+        ImageRecipe(size_mb=size)
+
+
+def test_mirror_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(image_mod.MIRROR_ENV, "http://mirror.example/debian")
+    assert ImageRecipe().mirror == "http://mirror.example/debian"
+    monkeypatch.setenv(image_mod.MIRROR_ENV, "not a url")
+    with pytest.raises(UserError, match="mirror"):
+        ImageRecipe()
+
+
+def test_pytest_is_not_installed_from_debian() -> None:
+    assert not any("pytest" in p for p in ImageRecipe().packages)
+
+
+# -- store keys ----------------------------------------------------------------
+def test_key_is_stable() -> None:
+    assert key_of(ImageRecipe().inputs()) == key_of(ImageRecipe().inputs())
+    assert key_of(ImageRecipe(extra_packages=("strace", "gdb")).inputs()) == key_of(
+        ImageRecipe(extra_packages=("gdb", "strace", "gdb")).inputs()
+    )
+    # a base package named again changes nothing
+    assert key_of(ImageRecipe(extra_packages=("kmod",)).inputs()) == key_of(ImageRecipe().inputs())
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"suite": "trixie"},
+        {"extra_packages": ("strace",)},
+        {"size_mb": 4096},
+        {"mirror": "http://mirror.example/debian"},
+    ],
+)
+def test_key_changes_with_every_field(other: dict[str, Any]) -> None:
+    assert key_of(ImageRecipe(**other).inputs()) != key_of(ImageRecipe().inputs())
+
+
+def test_key_changes_with_the_init_and_the_recipe_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = key_of(ImageRecipe().inputs())
+    monkeypatch.setattr(image_mod, "GUEST_ADDRESS", "10.0.2.16/24")
+    assert key_of(ImageRecipe().inputs()) != before
+    monkeypatch.undo()
+    monkeypatch.setattr(image_mod, "RECIPE_VERSION", image_mod.RECIPE_VERSION + 1)
+    assert key_of(ImageRecipe().inputs()) != before
+
+
+def test_inputs_name_the_init_script_text() -> None:
+    inputs = ImageRecipe().inputs()
+    templates = inputs["templates"]
+    assert isinstance(templates, dict)
+    assert templates["files/harness-init"] == render_init()
+    assert inputs["recipe_version"] == image_mod.RECIPE_VERSION
+
+
+# -- rendered scripts ----------------------------------------------------------
+def test_guest_init_golden() -> None:
+    check_golden("guest-init.sh", render_init())
+
+
+@pytest.mark.parametrize(
+    ("name", "golden"),
+    [
+        ("customize.sh", "image-customize.sh"),
+        ("essential.sh", "image-essential.sh"),
+        ("files/initramfs-hook", "initramfs-hook.sh"),
+    ],
+)
+def test_build_scripts_golden(name: str, golden: str) -> None:
+    check_golden(golden, ImageRecipe().templates()[name])
+
+
+@pytest.mark.parametrize("name", sorted(ImageRecipe().templates()))
+def test_rendered_scripts_are_valid_posix_sh(name: str) -> None:
+    text = ImageRecipe().templates()[name]
+    assert text.startswith("#!/bin/sh\n")
+    sh = shutil.which("dash") or shutil.which("sh")
+    assert sh is not None
+    result = subprocess.run([sh, "-n"], input=text, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_init_reads_the_agreed_seed_layout() -> None:
+    init = render_init()
+    for rel in (
+        "harness/authorized_keys",
+        "harness/ssh_host_ed25519_key",
+        "harness/ssh_host_ed25519_key.pub",
+        "harness/hostname",
+    ):
+        assert f'"$seed/{rel}"' in init
+    assert "LABEL=CIDATA" in init and "LABEL=cidata" in init and "/dev/vdb" in init
+    assert "address add 10.0.2.15/24" in init and "via 10.0.2.2" in init
+    assert "harness-init: $*" in init and image_mod.READY_MARKER in init
+    assert "systemd-udevd" in init and "--daemon" in init
+    assert "udevadm" not in init  # no trigger, no settle
+
+
+def test_customize_hook_removes_baked_host_keys() -> None:
+    customize = ImageRecipe().templates()["customize.sh"]
+    assert 'rm -f "$root"/etc/ssh/ssh_host_*' in customize
+    assert "PasswordAuthentication no" in customize
+
+
+def test_cmdline_boots_the_harness_init() -> None:
+    assert "root=/dev/vda" in CMDLINE and f"init={INIT_PATH}" in CMDLINE
+    assert "console=ttyS0" in CMDLINE
+
+
+# -- build_image and the cache -------------------------------------------------
+def fake_build(calls: list[Path]) -> Any:
+    def build(recipe: ImageRecipe, tmp: Path, logfile: Path, deadline: Deadline) -> dict[str, Any]:
+        calls.append(tmp)
+        for name in (image_mod.ROOTFS, image_mod.VMLINUZ, image_mod.INITRD, image_mod.VMLINUX):
+            (tmp / name).write_bytes(b"x")
+        return {"kernel_release": "6.1.0-99-amd64", "cmdline": list(CMDLINE), "vmlinux": True}
+
+    return build
+
+
+def test_build_then_cache_hit(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Path] = []
+    monkeypatch.setattr(image_mod, "_build", fake_build(calls))
+    first = build_image(ImageRecipe(), Deadline(10, "test"))
+    assert not first.cached and len(calls) == 1
+    assert first.kernel_release == "6.1.0-99-amd64" and first.cmdline == CMDLINE
+    assert first.kernel == first.vmlinux and first.vmlinux is not None
+    start = time.monotonic()
+    second = build_image(ImageRecipe(), Deadline(10, "test"))
+    assert time.monotonic() - start < 1.0
+    assert second.cached and len(calls) == 1
+    assert second.rootfs == first.rootfs and second.rootfs.parent.parent.name == "images"
+
+
+def test_incomplete_cache_entry_is_rebuilt(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Path] = []
+    monkeypatch.setattr(image_mod, "_build", fake_build(calls))
+    first = build_image(ImageRecipe(), Deadline(10, "test"))
+    first.rootfs.unlink()
+    again = build_image(ImageRecipe(), Deadline(10, "test"))
+    assert len(calls) == 2 and not again.cached and again.rootfs.is_file()
+
+
+def test_building_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(UserError, match="root"):
+        build_image(ImageRecipe(), Deadline(10, "test"))
+
+
+def test_a_failed_step_names_itself_and_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr(image_mod, "which", lambda program, package: f"/usr/bin/{program}")
+
+    def failing_run(argv: list[object], **kw: object) -> None:
+        logfile = kw["logfile"]
+        assert isinstance(logfile, Path)
+        logfile.write_text("I: fine\nE: Unable to locate package nosuchpackage\nI: cleanup\n")
+        raise InfraError("mmdebstrap exited 1")
+
+    monkeypatch.setattr(image_mod, "run", failing_run)
+    with pytest.raises(InfraError) as err:
+        build_image(ImageRecipe(), Deadline(10, "test"))
+    message = str(err.value)
+    assert "\n" not in message and "mmdebstrap" in message
+    assert "Unable to locate package nosuchpackage" in message and "log: " in message
+    log_path = Path(message.rsplit("log: ", 1)[1].rstrip(")"))
+    assert log_path.is_file()  # kept for the user, outside the discarded build dir
+
+
+# -- the PVH vmlinux -----------------------------------------------------------
+def elf_with_notes(notes: bytes) -> bytes:
+    """A minimal 64-bit ELF whose only program header is PT_NOTE."""
+    header = bytearray(64)
+    header[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<Q", header, 0x20, 64)  # e_phoff
+    struct.pack_into("<HH", header, 0x36, 56, 1)  # e_phentsize, e_phnum
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, 120, 0, 0, len(notes), len(notes), 4)
+    return bytes(header) + phdr + notes
+
+
+def pad4(b: bytes) -> bytes:
+    return b + b"\0" * (-len(b) % 4)
+
+
+def note(name: bytes, ntype: int, desc: bytes) -> bytes:
+    return struct.pack("<III", len(name), len(desc), ntype) + pad4(name) + pad4(desc)
+
+
+def bzimage(payload: bytes, setup_sects: int = 3) -> bytes:
+    head = bytearray((setup_sects + 1) * 512)
+    head[0x1F1] = setup_sects
+    head[0x202:0x206] = b"HdrS"
+    struct.pack_into("<II", head, 0x248, 16, len(payload))
+    return bytes(head) + b"\0" * 16 + payload + b"trailer"
+
+
+PVH_ELF = elf_with_notes(note(b"Linux", 6, b"x") + note(b"Xen", 18, b"\0\0\0\x01"))
+PLAIN_ELF = elf_with_notes(note(b"Xen", 6, b"linux\0"))
+
+
+def test_pvh_note_is_found_among_others() -> None:
+    assert has_pvh_note(PVH_ELF)
+    assert not has_pvh_note(PLAIN_ELF)
+    assert not has_pvh_note(b"MZ" + b"\0" * 100)
+
+
+def test_extract_vmlinux_from_an_xz_bzimage(tmp_path: Path) -> None:
+    payload = lzma.compress(PVH_ELF, format=lzma.FORMAT_XZ) + b"\x10\x00\x00\x00"
+    (tmp_path / "vmlinuz").write_bytes(bzimage(payload))
+    assert bzimage_payload((tmp_path / "vmlinuz").read_bytes()) == payload
+    assert extract_vmlinux(tmp_path / "vmlinuz", tmp_path / "vmlinux")
+    assert (tmp_path / "vmlinux").read_bytes() == PVH_ELF
+
+
+def test_no_vmlinux_without_pvh_or_known_compression(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_bytes(bzimage(lzma.compress(PLAIN_ELF, format=lzma.FORMAT_XZ)))
+    assert not extract_vmlinux(tmp_path / "plain", tmp_path / "out")
+    (tmp_path / "zstd").write_bytes(bzimage(b"\x28\xb5\x2f\xfd" + b"\0" * 64))
+    assert not extract_vmlinux(tmp_path / "zstd", tmp_path / "out")
+    (tmp_path / "junk").write_bytes(b"not a kernel" * 100)
+    assert not extract_vmlinux(tmp_path / "junk", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
