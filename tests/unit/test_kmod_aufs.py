@@ -45,12 +45,19 @@ def test_no_branch_fits(kernel: str) -> None:
         aufs.choose_branch(NAMES, KernelVersion.parse(kernel))
 
 
+@pytest.fixture(scope="module")
+def shared_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One fake aufs-standalone for the tests that only read it."""
+    return make_aufs_repo(tmp_path_factory.mktemp("aufs") / "aufs-standalone")
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return make_aufs_repo(tmp_path / "aufs-standalone")
 
 
-def test_select_from_local_repo(repo: Path) -> None:
+def test_select_from_local_repo(shared_repo: Path) -> None:
+    repo = shared_repo
     d = Deadline(60, "test")
     choice = aufs.select(str(repo), KernelVersion.parse("5.10.223"), d)
     assert choice.branch == "aufs5.10.140"
@@ -62,7 +69,8 @@ def test_select_from_local_repo(repo: Path) -> None:
     assert repo not in choice.tree.parents
 
 
-def test_select_from_clone_with_remote_branches(repo: Path, tmp_path: Path) -> None:
+def test_select_from_clone_with_remote_branches(shared_repo: Path, tmp_path: Path) -> None:
+    repo = shared_repo
     """A user's clone carries the branches as refs/remotes/origin/*."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
@@ -88,7 +96,8 @@ def test_select_explicit_ref_and_refetch(repo: Path) -> None:
     assert by_hash.commit == first.commit
 
 
-def test_bad_ref_and_missing_source(repo: Path, tmp_path: Path) -> None:
+def test_bad_ref_and_missing_source(shared_repo: Path, tmp_path: Path) -> None:
+    repo = shared_repo
     d = Deadline(60, "t")
     with pytest.raises(UserError, match="names no branch"):
         aufs.select(str(repo), KernelVersion.parse("5.10.1"), d, ref="aufs9.9")

@@ -43,9 +43,10 @@ def kernel(tmp_path: Path) -> Path:
     return make_kernel_tree(tmp_path / "linux-5.10.223")
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return make_aufs_repo(tmp_path / "aufs-standalone")
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One fake aufs-standalone for the module (no test changes it): git is the slow part."""
+    return make_aufs_repo(tmp_path_factory.mktemp("aufs") / "aufs-standalone")
 
 
 @pytest.fixture
