@@ -25,21 +25,21 @@ log = logging.getLogger(__name__)
 # What pytest and xdist import at run time in the guest.
 HOST_PINNED = ("pytest", "pluggy", "iniconfig", "packaging", "pygments", "execnet", "pytest-xdist")
 # Needed only by guests older than Python 3.11 (bullseye's 3.9); not on the host.
-BACKPORTS = {"exceptiongroup": "1.3.0", "tomli": "2.2.1", "typing-extensions": "4.15.0"}
+BACKPORTS = {"exceptiongroup": "1.3.2", "tomli": "2.5.0", "typing-extensions": "4.16.0"}
 
 GUEST_ROOT = "/opt/aufs-harness"
 GUEST_SITE = f"{GUEST_ROOT}/site"
 
 _INSTALL = r"""
 import os, site, sys, zipfile
-root, site_dir = sys.argv[1], sys.argv[2]
+root, site_dir, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
 os.makedirs(site_dir, exist_ok=True)
 for name in sorted(os.listdir(root)):
     if name.endswith(".whl"):
         zipfile.ZipFile(os.path.join(root, name)).extractall(site_dir)
 pth = os.path.join(site.getsitepackages()[0], "aufs-harness.pth")
 os.makedirs(os.path.dirname(pth), exist_ok=True)
-open(pth, "w").write(site_dir + "\n")
+open(pth, "w").write("".join(p + "\n" for p in [site_dir, *extra]))
 print(pth)
 """
 
@@ -56,24 +56,40 @@ def wheels(deadline: Deadline) -> Path:
     def download(tmp: Path) -> dict[str, object]:
         log.info("downloading the guest's pytest stack (%d wheels)", len(wanted))
         run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--only-binary=:all:", "--implementation", "py", "--abi", "none",
-             "--platform", "any", "--python-version", "3.9", "--dest", tmp,
-             *(f"{k}=={v}" for k, v in sorted(wanted.items()))],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--implementation",
+                "py",
+                "--abi",
+                "none",
+                "--platform",
+                "any",
+                "--python-version",
+                "3.9",
+                "--dest",
+                tmp,
+                *(f"{k}=={v}" for k, v in sorted(wanted.items())),
+            ],
             deadline=deadline,
-        )  # fmt: skip
+        )
         return {"wheels": sorted(p.name for p in tmp.glob("*.whl"))}
 
     entry = Store(cache_dir() / "guest-wheels").get_or_build({"pins": wanted, "v": 1}, download)
     return entry.path
 
 
-def install(guest: Guest, deadline: Deadline) -> None:
-    """Upload and unpack the stack in the guest (idempotent)."""
+def install(guest: Guest, deadline: Deadline, paths: tuple[str, ...] = ()) -> None:
+    """Upload and unpack the stack in the guest (idempotent); `paths` go on sys.path too."""
     wheel_dir = wheels(deadline)
     remote = f"{GUEST_ROOT}/wheels"
     guest.run(["rm", "-rf", remote, GUEST_SITE], deadline, check=True)
     guest.run(["mkdir", "-p", remote], deadline, check=True)
     for whl in sorted(wheel_dir.glob("*.whl")):
         guest.put(whl, f"{remote}/{whl.name}")
-    guest.run(["python3", "-c", _INSTALL, remote, GUEST_SITE], deadline, check=True)
+    guest.run(["python3", "-c", _INSTALL, remote, GUEST_SITE, *paths], deadline, check=True)

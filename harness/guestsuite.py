@@ -108,24 +108,34 @@ def parse_resultlog(path: Path) -> tuple[list[CheckResult], list[str]]:
             checks.append(CheckResult(nodeid, SKIPPED, duration, reason))
         elif teardown and teardown["outcome"] == "failed":
             text = str(teardown["longrepr"])
-            checks.append(CheckResult(nodeid, ERROR, duration,
-                                      "teardown: " + _first_error_line(text), text))  # fmt: skip
+            checks.append(
+                CheckResult(nodeid, ERROR, duration, "teardown: " + _first_error_line(text), text)
+            )
         else:
             checks.append(CheckResult(nodeid, PASSED, duration))
     return checks, down
 
 
 def _run_controller(
-    argv: list[str], env: dict[str, str], cwd: Path, logfile: Path, resultlog: Path,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    logfile: Path,
+    resultlog: Path,
     deadline: Deadline,
-) -> tuple[int | None, bool]:  # fmt: skip
+) -> tuple[int | None, bool]:
     """Run the pytest controller, logging progress; kill it at the deadline."""
     log.debug("suite argv: %s", argv)
     with open(logfile, "w") as out:
         proc = subprocess.Popen(
-            argv, cwd=cwd, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            argv,
+            cwd=cwd,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         last = time.monotonic()
         try:
             while proc.poll() is None:
@@ -156,7 +166,7 @@ def run_in_vm(
     if guest is None:
         raise InfraError("the VM is not reachable over SSH")
     step = Deadline(min(300.0, deadline.remaining()), "installing the suite in the guest")
-    guestenv.install(guest, step)
+    guestenv.install(guest, step, paths=(GUEST_SUITE,))  # the suite's own `unionfs` package
     guest.run(["rm", "-rf", GUEST_SUITE], step, check=True)
     count = guest.put_tree(suite_dir(), GUEST_SUITE)
     log.info("suite: %d files shipped to the guest", count)
@@ -173,10 +183,23 @@ def run_in_vm(
         # xdist passes it through to the guest as a guest path.
         Path(tmp, "pytest.ini").write_text("[pytest]\n")
         argv = [
-            sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "unionfs.options",
-            "--dist", "load", "--tx", tx, "--max-worker-restart=0", "-v", "-rA",
-            "suite", *suite_args,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "unionfs.options",
+            "--dist",
+            "load",
+            "--tx",
+            tx,
+            "--max-worker-restart=0",
+            "-v",
+            "-rA",
+            "suite",
+            *suite_args,
+        ]
         env = {
             "PYTEST_PLUGINS": "harness.resultlog",
             RESULTLOG_ENV: str(resultlog),
@@ -198,8 +221,19 @@ def run_local(
     results_dir.mkdir(parents=True, exist_ok=True)
     resultlog = results_dir / "events.jsonl"
     resultlog.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA",
-            "--rootdir", str(suite_dir()), str(suite_dir()), *suite_args]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-v",
+        "-rA",
+        "--rootdir",
+        str(suite_dir()),
+        str(suite_dir()),
+        *suite_args,
+    ]
     if workers:
         argv += ["-n", str(workers), "--max-worker-restart=0"]
     env = {"PYTEST_PLUGINS": "harness.resultlog", RESULTLOG_ENV: str(resultlog)}

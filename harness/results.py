@@ -124,24 +124,30 @@ def write_junit(reports: list[TargetReport], path: Path) -> None:
             time=f"{r.seconds:.3f}",
         )
         props = ET.SubElement(suite, "properties")
-        for k, v in (("kernel", r.kernel_release), ("accel", r.accel), ("verdict", r.verdict),
-                     ("console_log", r.console_log)):  # fmt: skip
+        for k, v in (
+            ("kernel", r.kernel_release),
+            ("accel", r.accel),
+            ("verdict", r.verdict),
+            ("console_log", r.console_log),
+        ):
             ET.SubElement(props, "property", name=k, value=v)
         for st in r.stages:  # stages are testcases too, so a build failure shows in CI
-            case = ET.SubElement(suite, "testcase", classname="stage", name=st.name,
-                                 time=f"{st.seconds:.3f}")  # fmt: skip
+            case = ET.SubElement(
+                suite, "testcase", classname="stage", name=st.name, time=f"{st.seconds:.3f}"
+            )
             if st.status in ("failed", "error"):
                 el = ET.SubElement(
                     case,
                     "failure" if st.status == "failed" else "error",
                     message=st.detail.splitlines()[0] if st.detail else st.status,
                 )
-                el.text = st.detail  # fmt: skip
+                el.text = st.detail
             elif st.status == "skipped":
                 ET.SubElement(case, "skipped", message=st.detail)
         for c in r.checks:
-            case = ET.SubElement(suite, "testcase", classname=c.module, name=c.name,
-                                 time=f"{c.duration:.3f}")  # fmt: skip
+            case = ET.SubElement(
+                suite, "testcase", classname=c.module, name=c.name, time=f"{c.duration:.3f}"
+            )
             if c.outcome in (FAILED, HUNG):
                 el = ET.SubElement(case, "failure", message=c.message or c.outcome)
                 el.text = c.details

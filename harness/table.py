@@ -1,38 +1,114 @@
-"""The pass/fail table printed at the end of a run (rich, plain text when piped)."""
+"""The tables printed at the end of a run: where checks passed, what failed and
+why, why checks were skipped, and one line per target."""
 
 from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
 
 from rich.console import Console
 from rich.table import Table
 
-from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, TargetReport
+from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult, TargetReport
 
 STYLE = {PASSED: "green", FAILED: "red", ERROR: "red", HUNG: "magenta", SKIPPED: "yellow"}
+DRIVERS = ("aufs", "overlay")
+BAD = (FAILED, ERROR, HUNG)
 
 
-def print_report(reports: list[TargetReport], console: Console | None = None) -> None:
-    console = console or Console()
-    for r in reports:
-        checks = Table(title=f"{r.target} ({r.kernel_release or 'kernel unknown'}, {r.accel})",
-                       show_lines=False)  # fmt: skip
-        checks.add_column("check")
-        checks.add_column("result")
-        checks.add_column("s", justify="right")
-        checks.add_column("why")
-        for c in r.checks:
-            checks.add_row(c.name, f"[{STYLE.get(c.outcome, '')}]{c.outcome}[/]",
-                           f"{c.duration:.2f}", c.message[:90])  # fmt: skip
-        if r.checks:
-            console.print(checks)
-    summary = Table(title="summary")
-    for col in ("target", "kernel", "verdict", "passed", "failed", "skipped", "stages", "why"):
-        summary.add_column(col)
+def driver_of(check: CheckResult) -> str:
+    """The union driver a check ran against, from its parametrised id."""
+    params = re.search(r"\[(.*)\]$", check.nodeid)
+    if params:
+        for token in re.split(r"[-_/,+]", params.group(1)):
+            if token in DRIVERS:
+                return token
+    return "-"
+
+
+def _color(outcome: str, text: str | None = None) -> str:
+    return f"[{STYLE.get(outcome, '')}]{text if text is not None else outcome}[/]"
+
+
+def checks_table(r: TargetReport) -> Table:
+    table = Table(title=f"{r.target}: checks by area and driver")
+    for col in ("area", "driver", "passed", "failed", "skipped"):
+        table.add_column(col, justify="left" if col in ("area", "driver") else "right")
+    groups: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for c in r.checks:
+        groups[(c.module.removeprefix("test_"), driver_of(c))][c.outcome] += 1
+    for (area, driver), n in sorted(groups.items()):
+        bad = n[FAILED] + n[ERROR] + n[HUNG]
+        table.add_row(
+            area,
+            driver,
+            _color(PASSED, str(n[PASSED])),
+            _color(FAILED, str(bad)) if bad else "0",
+            str(n[SKIPPED]),
+        )
+    return table
+
+
+def failures_table(r: TargetReport) -> Table:
+    table = Table(title=f"{r.target}: failures")
+    table.add_column("check", overflow="fold")
+    table.add_column("result")
+    table.add_column("why", overflow="fold")
+    for c in r.checks:
+        if c.outcome in BAD:
+            table.add_row(c.name, _color(c.outcome), c.message)
+    return table
+
+
+def skip_reasons(r: TargetReport, top: int = 6) -> Table:
+    table = Table(title=f"{r.target}: why checks were skipped")
+    table.add_column("checks", justify="right")
+    table.add_column("reason", overflow="fold")
+    reasons = Counter(
+        c.message.split(":")[0] if "/tmp/" in c.message else c.message
+        for c in r.checks
+        if c.outcome == SKIPPED
+    )
+    for reason, n in reasons.most_common(top):
+        table.add_row(str(n), reason)
+    rest = sum(reasons.values()) - sum(n for _, n in reasons.most_common(top))
+    if rest:
+        table.add_row(str(rest), f"({len(reasons) - top} other reasons: see report.json)")
+    return table
+
+
+def summary_table(reports: list[TargetReport]) -> Table:
+    table = Table(title="summary")
+    for col in ("target", "kernel", "accel", "verdict", "passed", "failed", "skipped", "stages"):
+        table.add_column(col, overflow="fold")
     for r in reports:
         n = r.counts()
         stages = " ".join(f"{s.name}:{s.status}({s.seconds:.0f}s)" for s in r.stages)
-        summary.add_row(
-            r.target, r.kernel_release, f"[{STYLE.get(r.verdict, '')}]{r.verdict}[/]",
-            str(n[PASSED]), str(n[FAILED] + n[ERROR] + n[HUNG]), str(n[SKIPPED]),
-            stages, r.reason[:80],
-        )  # fmt: skip
-    console.print(summary)
+        table.add_row(
+            r.target,
+            r.kernel_release,
+            r.accel,
+            _color(r.verdict),
+            str(n[PASSED]),
+            str(n[FAILED] + n[ERROR] + n[HUNG]),
+            str(n[SKIPPED]),
+            stages,
+        )
+    return table
+
+
+def print_report(reports: list[TargetReport], console: Console | None = None) -> None:
+    console = console or Console(width=None if Console().is_terminal else 120)
+    for r in reports:
+        if r.checks:
+            console.print(checks_table(r))
+        if any(c.outcome in BAD for c in r.checks):
+            console.print(failures_table(r))
+        if any(c.outcome == SKIPPED for c in r.checks):
+            console.print(skip_reasons(r))
+    console.print(summary_table(reports))
+    for r in reports:
+        if r.verdict != PASSED:
+            console.print(f"{r.target}: {_color(r.verdict)}: {r.reason}")
+            if r.console_log:
+                console.print(f"  console log: {r.console_log}")

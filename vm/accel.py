@@ -73,11 +73,25 @@ def probe_kvm(qemu: str, kernel: Path, seconds: float = PROBE_SECONDS) -> bool:
     with tempfile.TemporaryDirectory(prefix="aufs-harness-probe-") as tmp:
         console = Path(tmp) / "console.log"
         argv = [
-            qemu, "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults",
-            "-no-user-config", "-display", "none", "-no-reboot",
-            "-serial", f"file:{console}",
-            "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent",
-        ]  # fmt: skip
+            qemu,
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            f"file:{console}",
+            "-kernel",
+            str(kernel),
+            "-append",
+            "console=ttyS0 panic=-1 root=/dev/nonexistent",
+        ]
         proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )

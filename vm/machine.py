@@ -21,6 +21,7 @@ from typing import Any
 from harness.deadline import Deadline
 from harness.errors import DeadlineExceeded, InfraError, UserError
 from harness.paths import state_dir
+from harness.procs import which
 from harness.render import render
 from vm import accel as accel_mod
 from vm.keys import generate
@@ -32,6 +33,7 @@ from vm.qemu import (
     make_overlay,
     port_taken,
     qemu_binary,
+    qemu_img,
 )
 from vm.seed import SeedInput, build_seed
 from vm.ssh import Endpoint, Guest
@@ -77,6 +79,22 @@ def vms_root() -> Path:
     return root
 
 
+def preflight(ssh_port: int | None = None) -> None:
+    """Fail fast, before any long work, on what would stop a VM from starting."""
+    qemu_binary()
+    qemu_img()
+    which("mkfs.vfat", "dosfstools")
+    which("mcopy", "mtools")
+    if ssh_port is not None:
+        if not 1 <= ssh_port <= 65535:
+            raise UserError(f"SSH port {ssh_port} is not a TCP port: use 1-65535")
+        if port_taken(ssh_port):
+            raise UserError(
+                f"SSH port {ssh_port} on 127.0.0.1 is already taken: "
+                "choose another with --ssh-port or stop what listens there"
+            )
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise UserError(f"bad VM name {name!r}: use lowercase letters, digits and dashes")
@@ -111,11 +129,7 @@ class Machine:
     def start(self, deadline: Deadline, detach: bool = False) -> None:
         if not self.boot.disk.exists():
             raise UserError(f"image {self.boot.disk} does not exist: give an existing image path")
-        if self.requested_port is not None and port_taken(self.requested_port):
-            raise UserError(
-                f"SSH port {self.requested_port} on 127.0.0.1 is already taken: "
-                "choose another with --ssh-port or stop what listens there"
-            )
+        preflight(self.requested_port)
         qemu = qemu_binary()
         self.accel = accel_mod.choose(self.requested_accel, qemu, self.boot.kernel, deadline)
         log.info("accelerator: %s (%s)", self.accel.name, self.accel.reason)
@@ -154,8 +168,9 @@ class Machine:
         self._write_ssh_config(port, client.private, hostkey.public_line)
         self._t0 = time.monotonic()
         self.qemu = QemuProcess.start(spec, detach=detach)
-        self.endpoint = Endpoint("127.0.0.1", port, self.boot.user, client.private,
-                                 hostkey.public_line)  # fmt: skip
+        self.endpoint = Endpoint(
+            "127.0.0.1", port, self.boot.user, client.private, hostkey.public_line
+        )
         self._save_state()
 
     def _write_ssh_config(self, port: int, identity: Path, host_public: str) -> None:
@@ -197,8 +212,10 @@ class Machine:
                 return False
             panic = PANIC_RE.search(qemu.console())
             if panic:
-                raise InfraError(f"the guest kernel panicked during boot: {panic.group(0)}"
-                                 f" (console: {qemu.spec.console_log})")  # fmt: skip
+                raise InfraError(
+                    f"the guest kernel panicked during boot: {panic.group(0)}"
+                    f" (console: {qemu.spec.console_log})"
+                )
             return True
 
         try:

@@ -82,10 +82,20 @@ def make_overlay(base: Path, base_format: str, overlay: Path, deadline: Deadline
         raise UserError(f"image {base} does not exist: give the path of an existing image")
     overlay.unlink(missing_ok=True)
     run(
-        [qemu_img(), "create", "-q", "-f", "qcow2", "-F", base_format, "-b", base.resolve(),
-         overlay],
+        [
+            qemu_img(),
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            base_format,
+            "-b",
+            base.resolve(),
+            overlay,
+        ],
         deadline=deadline,
-    )  # fmt: skip
+    )
 
 
 def free_port() -> int:

@@ -22,15 +22,22 @@ def events(path: Path, *evs: dict[str, object]) -> Path:
 
 
 def rep(nodeid: str, when: str, outcome: str, longrepr: str = "") -> dict[str, object]:
-    return {"event": "report", "nodeid": nodeid, "when": when, "outcome": outcome,
-            "duration": 0.1, "longrepr": longrepr}  # fmt: skip
+    return {
+        "event": "report",
+        "nodeid": nodeid,
+        "when": when,
+        "outcome": outcome,
+        "duration": 0.1,
+        "longrepr": longrepr,
+    }
 
 
 def test_fold_events_into_outcomes(tmp_path: Path) -> None:
     log = events(
         tmp_path / "e.jsonl",
         {"event": "start", "nodeid": "t.py::ok"},
-        rep("t.py::ok", "setup", "passed"), rep("t.py::ok", "call", "passed"),
+        rep("t.py::ok", "setup", "passed"),
+        rep("t.py::ok", "call", "passed"),
         rep("t.py::ok", "teardown", "passed"),
         {"event": "start", "nodeid": "t.py::bad"},
         rep("t.py::bad", "setup", "passed"),
@@ -39,7 +46,7 @@ def test_fold_events_into_outcomes(tmp_path: Path) -> None:
         rep("t.py::skip", "setup", "skipped", "Skipped: aufs not in /proc/filesystems"),
         {"event": "start", "nodeid": "t.py::hang"},
         rep("t.py::hang", "setup", "passed"),
-    )  # fmt: skip
+    )
     with log.open("a") as f:
         f.write('{"event": "rep')  # a line cut short by a kill
     checks, down = parse_resultlog(log)
@@ -52,8 +59,11 @@ def test_fold_events_into_outcomes(tmp_path: Path) -> None:
 
 
 def test_started_but_never_reported_is_hung(tmp_path: Path) -> None:
-    log = events(tmp_path / "e.jsonl", {"event": "start", "nodeid": "t.py::x"},
-                 {"event": "worker-down", "worker": "gw0", "error": "crashed"})  # fmt: skip
+    log = events(
+        tmp_path / "e.jsonl",
+        {"event": "start", "nodeid": "t.py::x"},
+        {"event": "worker-down", "worker": "gw0", "error": "crashed"},
+    )
     checks, down = parse_resultlog(log)
     assert [c.outcome for c in checks] == ["hung"]
     assert down == ["gw0: crashed"]
@@ -78,8 +88,9 @@ def test_json_round_trip_and_junit(tmp_path: Path) -> None:
         CheckResult("s/test_a.py::test_y", "skipped", 0.0, "no aufs"),
     ]
     stages = [Stage("boot", "ok", 9.5), Stage("build", "failed", 1.0, "vfsub.c")]
-    r = TargetReport("debian:bookworm stock", kernel_release="6.1.0", accel="tcg",
-                     stages=stages, checks=checks)  # fmt: skip
+    r = TargetReport(
+        "debian:bookworm stock", kernel_release="6.1.0", accel="tcg", stages=stages, checks=checks
+    )
     r.settle()
     write_json([r], tmp_path / "r.json")
     assert read_json(tmp_path / "r.json")[0] == r

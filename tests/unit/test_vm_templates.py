@@ -24,12 +24,19 @@ SEED = SeedInput(
 
 def spec(**over: object) -> LaunchSpec:
     base: dict[str, object] = dict(
-        name="vm1", accel="tcg", cpu="max", disk=Path("/w/disk.qcow2"),
-        console_log=Path("/w/console.log"), qmp_socket=Path("/w/qmp.sock"),
-        pidfile=Path("/w/qemu.pid"), ssh_port=2222, kernel=Path("/i/vmlinuz"),
-        initrd=Path("/i/initrd.img"), cmdline=("root=/dev/vda", "console=ttyS0"),
+        name="vm1",
+        accel="tcg",
+        cpu="max",
+        disk=Path("/w/disk.qcow2"),
+        console_log=Path("/w/console.log"),
+        qmp_socket=Path("/w/qmp.sock"),
+        pidfile=Path("/w/qemu.pid"),
+        ssh_port=2222,
+        kernel=Path("/i/vmlinuz"),
+        initrd=Path("/i/initrd.img"),
+        cmdline=("root=/dev/vda", "console=ttyS0"),
         seed=Path("/w/seed.img"),
-    )  # fmt: skip
+    )
     base.update(over)
     return LaunchSpec(**base)  # type: ignore[arg-type]
 
@@ -70,8 +77,14 @@ def test_user_data_is_cloud_config_with_pinned_host_key() -> None:
 
 
 def test_ssh_config_pins_host_key() -> None:
-    text = render("vm/ssh_config.j2", name="vm1", port=2222, user="root",
-                  identity="/w/id_ed25519", known_hosts="/w/known_hosts")  # fmt: skip
+    text = render(
+        "vm/ssh_config.j2",
+        name="vm1",
+        port=2222,
+        user="root",
+        identity="/w/id_ed25519",
+        known_hosts="/w/known_hosts",
+    )
     check_golden("ssh_config", text)
     assert "StrictHostKeyChecking yes" in text
     assert "StrictHostKeyChecking no" not in text

@@ -1,0 +1,67 @@
+# aufs-harness: `make run` (the main job) and `make test` (every test).
+# Both install what they need, idempotently: Debian packages, then a venv.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Host tools the harness drives. Kernel build tools are here too: every aufs
+# run builds a patched kernel.
+DEB_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs dosfstools mtools \
+	openssh-client python3-venv python3-pip git ca-certificates \
+	build-essential bc bison flex libelf-dev libssl-dev cpio kmod patch \
+	ccache xz-utils zstd dwarves rsync
+
+.PHONY: run test deps venv lint typecheck unit integration bench clean help
+
+help:
+	@echo "make run    boot Debian bookworm's stock kernel in a VM and run the union suite"
+	@echo "make test   lint, type-check and run every test (unit and integration)"
+	@echo "make bench  print the benchmark figures (boot, build, suite)"
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml | deps
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: deps $(STAMP)
+
+run: venv
+	$(BIN)/aufs-harness run $(ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests/unit -q
+
+integration: venv
+	$(BIN)/pytest tests/integration -v
+
+# Lint and types first (seconds), then every test with reasons for skips.
+test: venv lint typecheck
+	$(BIN)/pytest tests -v -rs --durations=15
+
+bench: venv
+	$(BIN)/python bench/boot.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache results

@@ -1,0 +1,78 @@
+"""Boot-to-SSH seconds (median of N) for the default image, and the cache-hit time.
+
+    .venv/bin/python bench/boot.py [--runs 3] [--accel auto]
+
+Targets (issue #2): boot-to-SSH <= 10 s under TCG on a 2-core machine; a cached
+image lookup < 1 s. The machine is shared and noisy, so the load average is
+printed next to the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness.deadline import Deadline
+from harness.progress import setup_logging
+from vm.image import ImageRecipe, build_image
+from vm.machine import BootSpec, Machine
+
+log = logging.getLogger("bench.boot")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--accel", default="auto")
+    parser.add_argument("--distro", default="bookworm")
+    args = parser.parse_args()
+    setup_logging(verbose=False)
+
+    recipe = ImageRecipe(suite=args.distro)
+    image = build_image(recipe, Deadline(1800, "image"))  # warm the cache first
+    hits = []
+    for _ in range(5):
+        t0 = time.monotonic()
+        cached = build_image(recipe, Deadline(60, "image lookup"))
+        hits.append(time.monotonic() - t0)
+        assert cached.cached
+    boot = BootSpec(
+        disk=image.rootfs,
+        disk_format="raw",
+        label="bench",
+        kernel=image.vmlinuz,
+        initrd=image.initrd,
+        cmdline=image.cmdline,
+    )
+    times, accel = [], ""
+    with tempfile.TemporaryDirectory(prefix="aufs-harness-bench-") as tmp:
+        for i in range(args.runs):
+            with Machine(f"bench-{i}", boot, Path(tmp) / str(i), accel=args.accel) as m:
+                m.start(Deadline(60, "start"))
+                m.wait_ssh(Deadline(300, "boot"))
+                assert m.boot_seconds is not None and m.accel is not None
+                times.append(m.boot_seconds)
+                accel = m.accel.name
+                log.info("run %d: SSH after %.2fs", i + 1, m.boot_seconds)
+    load = os.getloadavg()
+    print(f"image: debian {args.distro}, kernel {image.kernel_release}")
+    print(
+        f"boot-to-SSH ({accel}, {args.runs} runs): median {statistics.median(times):.2f}s "
+        f"min {min(times):.2f}s max {max(times):.2f}s  [target <= 10 s under TCG]"
+    )
+    print(
+        f"cached image lookup (5 runs): median {statistics.median(hits) * 1000:.1f}ms "
+        f"max {max(hits) * 1000:.1f}ms  [target < 1 s]"
+    )
+    print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

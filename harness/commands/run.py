@@ -1,0 +1,60 @@
+"""`aufs-harness run`: the main job."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.commands.common import add_vm_options, finish, results_root
+from harness.runner import RunOptions, run_target
+from harness.targets import Target
+from vm.machine import preflight
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="boot a target, run the union suite in it, report",
+        description="Boot the target kernel in a disposable VM, run the union-filesystem "
+        "suite in it over SSH with pytest-xdist, print a pass/fail table and write "
+        "JUnit XML and JSON reports. Default target: Debian bookworm's stock kernel "
+        "with overlayfs. Exit 0: all passed; 1: a check or the target failed; "
+        "2: usage or infrastructure error.",
+    )
+    add_vm_options(p)
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results"),
+        metavar="DIR",
+        help="where reports go (default: ./results/<timestamp>)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="xdist workers in the guest")
+    p.add_argument("--suite-timeout", type=float, default=1800.0, metavar="S")
+    p.add_argument("--keep-vm", action="store_true", help="leave the VM running afterwards")
+    p.add_argument(
+        "suite_args",
+        nargs="*",
+        metavar="PYTEST_ARG",
+        help="extra arguments for the suite after --, e.g. -- -k whiteout",
+    )
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    target = Target(distro=args.distro, image=args.image)
+    preflight()
+    out = results_root(args.results)
+    opts = RunOptions(
+        results_dir=out,
+        accel=args.accel,
+        memory_mb=args.memory,
+        smp=args.smp,
+        workers=args.workers,
+        boot_timeout=args.boot_timeout,
+        suite_timeout=args.suite_timeout,
+        suite_args=tuple(args.suite_args),
+        keep_vm=args.keep_vm,
+    )
+    report = run_target(target, opts)
+    return finish([report], out)

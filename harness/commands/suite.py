@@ -1,0 +1,58 @@
+"""`aufs-harness suite --local`: the suite on this very host."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness import guestsuite
+from harness.commands.common import finish, results_root
+from harness.deadline import Deadline
+from harness.errors import UserError
+from harness.results import TargetReport
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "suite",
+        help="run the union suite on this host (root)",
+        description="Run the union-filesystem suite directly on this machine, as root, "
+        "against the drivers its kernel has (e.g. --driver overlay).",
+    )
+    p.add_argument(
+        "--local",
+        action="store_true",
+        required=True,
+        help="run on this host (the only mode; VMs use `run`)",
+    )
+    p.add_argument(
+        "--driver",
+        action="append",
+        choices=("overlay", "aufs"),
+        help="driver to test (repeatable; default: every available one)",
+    )
+    p.add_argument("--workers", type=int, default=0, help="xdist workers (default: none)")
+    p.add_argument("--results", type=Path, default=Path("results"), metavar="DIR")
+    p.add_argument("--timeout", type=float, default=1800.0, metavar="S")
+    p.add_argument("suite_args", nargs="*", metavar="PYTEST_ARG")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    if not args.local:
+        raise UserError("only --local is supported here; use `aufs-harness run` for a VM")
+    out = results_root(args.results)
+    extra = [f"--driver={','.join(args.driver)}"] if args.driver else []
+    outcome = guestsuite.run_local(
+        out / "local",
+        [*extra, *args.suite_args],
+        Deadline(args.timeout, "the suite"),
+        workers=args.workers,
+    )
+    report = TargetReport(target="local host")
+    report.kernel_release = Path("/proc/sys/kernel/osrelease").read_text().strip()
+    report.checks = outcome.checks
+    if outcome.timed_out:
+        report.verdict, report.reason = "error", "suite deadline passed"
+    report.settle()
+    return finish([report], out)

@@ -1,0 +1,143 @@
+"""Run one target end to end: image -> boot -> suite -> report.
+
+Whatever happens, the target ends with a verdict and its console log: a VM
+that never boots or dies mid-run is an "error" verdict with the evidence, not
+a gap in the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import guestsuite
+from harness.deadline import Deadline
+from harness.errors import HarnessError, TargetFailure, UserError
+from harness.loadstage import ensure_module
+from harness.paths import state_dir
+from harness.progress import stage
+from harness.results import ERROR, FAILED, HUNG, TargetReport
+from harness.targets import Target, resolve_boot
+from vm.machine import Machine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    results_dir: Path
+    accel: str = "auto"
+    memory_mb: int = 1024
+    smp: int = 2
+    workers: int = 2
+    boot_timeout: float = 180.0
+    suite_timeout: float = 1800.0
+    suite_args: Sequence[str] = field(default_factory=tuple)
+    keep_vm: bool = False
+
+
+def run_target(target: Target, opts: RunOptions) -> TargetReport:
+    report = TargetReport(target=target.label)
+    t0 = time.monotonic()
+    slug = target.label.replace(":", "-").replace(" ", "-").replace("/", "-")
+    out = opts.results_dir / slug
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"run-{uuid.uuid4().hex[:8]}"
+    workdir = state_dir() / "runs" / name
+    machine: Machine | None = None
+    try:
+        with stage(report, "image", "preparing the image") as h:
+            boot = resolve_boot(target, Deadline(1800, "building the image"), h)
+        report.kernel_release = boot.kernel_release
+        machine = Machine(
+            name, boot, workdir, accel=opts.accel, memory_mb=opts.memory_mb, smp=opts.smp
+        )
+        with stage(report, "boot", f"booting {boot.label}") as h:
+            machine.start(Deadline(120, "starting QEMU"))
+            assert machine.accel is not None
+            report.accel = machine.accel.name
+            guest = machine.wait_ssh(Deadline(opts.boot_timeout, "booting to SSH"))
+            h.note(f"SSH answered after {machine.boot_seconds:.1f}s under {machine.accel.name}")
+            log.info(
+                "boot: SSH answered after %.1fs (%s: %s)",
+                machine.boot_seconds,
+                machine.accel.name,
+                machine.accel.reason,
+            )
+            uname = guest.run(["uname", "-r"], Deadline(30, "uname"), check=True)
+            report.kernel_release = uname.stdout.strip()
+            report.extra["boot_seconds"] = machine.boot_seconds
+        with stage(report, "load", "loading the union filesystems under test") as h:
+            loaded = {}
+            for need in target.modules():
+                result = ensure_module(guest, need.name, need.module, need.fs)
+                if result is not None:
+                    loaded[need.name] = result
+            report.extra["load"] = loaded
+            h.note("; ".join(str(r["reason"]) for r in loaded.values()) or "all built in")
+        with stage(report, "suite", "running the union suite in the guest over xdist") as h:
+            outcome = guestsuite.run_in_vm(
+                machine,
+                out,
+                opts.suite_args,
+                Deadline(opts.suite_timeout, "the suite"),
+                workers=opts.workers,
+            )
+            report.checks = outcome.checks
+            _judge_suite(report, machine, outcome)
+            h.note(f"{len(outcome.checks)} checks; log {outcome.log}")
+    except UserError:
+        raise
+    except TargetFailure as exc:
+        report.verdict, report.reason = FAILED, str(exc).splitlines()[0]
+        log.error("%s: %s", target.label, exc)
+    except HarnessError as exc:
+        report.verdict, report.reason = ERROR, str(exc).splitlines()[0]
+        log.error("%s: %s", target.label, exc)
+    finally:
+        if machine is not None:
+            if not opts.keep_vm:
+                machine.stop()
+            console = machine.console_log()
+            if console.exists():
+                shutil.copy(console, out / "console.log")
+                report.console_log = str(out / "console.log")
+            if not opts.keep_vm:
+                shutil.rmtree(workdir, ignore_errors=True)
+        report.seconds = time.monotonic() - t0
+    report.settle()
+    return report
+
+
+def _judge_suite(report: TargetReport, machine: Machine, outcome: guestsuite.SuiteOutcome) -> None:
+    """Tell a failing check from a hung test, a hung kernel and a dead VM."""
+    alive = machine.qemu is not None and machine.qemu.alive()
+    ssh_ok = False
+    if alive and machine.guest is not None:
+        try:
+            machine.guest.run(["true"], Deadline(15, "checking the guest after the suite"))
+            ssh_ok = True
+        except HarnessError:
+            ssh_ok = False
+    if outcome.timed_out:
+        cause = "the check hung; the guest still answers" if ssh_ok else "the guest kernel hung"
+        for c in report.checks:
+            if c.outcome == HUNG:
+                c.message = f"{c.message}: {cause}"
+        report.verdict = ERROR if not ssh_ok else report.verdict
+        report.reason = f"suite deadline passed: {cause}"
+    elif not alive:
+        report.verdict, report.reason = ERROR, "the VM died during the suite (see console.log)"
+    elif outcome.workers_down:
+        report.verdict = ERROR
+        report.reason = f"xdist worker crashed: {outcome.workers_down[0][:200]}"
+    elif outcome.returncode not in (0, 1) and not report.checks:
+        report.verdict = ERROR
+        report.reason = f"pytest exited {outcome.returncode} with no result (see {outcome.log})"
+    if not ssh_ok and not outcome.timed_out and alive:
+        report.verdict, report.reason = ERROR, "SSH to the guest dropped during the suite"
