@@ -88,6 +88,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    if config.getoption("tx", None) and not hasattr(config, "workerinput"):
+        return ["unionfs: drivers, branch filesystems and taint are probed by the remote workers"]
     lines = []
     for name in _csv(config.getoption("--driver")):
         drv = DRIVERS[name]
