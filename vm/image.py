@@ -301,8 +301,11 @@ class _Step:
         log.info("image: %s (debian %s)...", what, self.suite)
         try:
             result = fn()
-        except DeadlineExceeded:
-            raise
+        except DeadlineExceeded as exc:
+            raise DeadlineExceeded(
+                f"building the debian {self.suite} image: {what} ran out of time: {exc}"
+                f" (log: {self.logfile})"
+            ) from exc
         except (InfraError, OSError) as exc:
             raise InfraError(
                 f"building the debian {self.suite} image failed at {what}: "
@@ -328,6 +331,8 @@ def _build(recipe: ImageRecipe, tmp: Path, logfile: Path, deadline: Deadline) ->
     logfile.parent.mkdir(parents=True, exist_ok=True)
     logfile.write_text("")
     step = _Step(recipe.suite, logfile)
+    log.info("image: building debian %s once for this machine (a few minutes); log: %s",
+             recipe.suite, logfile)  # fmt: skip
 
     hooks = tmp / "hooks"
     for name, text in recipe.templates().items():
@@ -360,7 +365,7 @@ def _build(recipe: ImageRecipe, tmp: Path, logfile: Path, deadline: Deadline) ->
             lambda: run(argv, deadline=deadline, logfile=logfile),
         )
     finally:
-        _unmount_below(tree, deadline)
+        _unmount_below(tree)
     release, vmlinuz, initrd = step.run("finding the kernel", lambda: _find_kernel(tree))
     shutil.copyfile(vmlinuz, tmp / VMLINUZ)
     shutil.copyfile(initrd, tmp / INITRD)
@@ -410,7 +415,7 @@ def _is_lz4(path: Path) -> bool:
         return f.read(4) == b"\x02\x21\x4c\x18"  # lz4 legacy frame, as the kernel reads it
 
 
-def _unmount_below(root: Path, deadline: Deadline) -> None:
+def _unmount_below(root: Path) -> None:
     """Unmount whatever an interrupted mmdebstrap left mounted inside the tree.
 
     Deleting a tree with the host's /dev or /sys bound inside would reach the
@@ -425,7 +430,8 @@ def _unmount_below(root: Path, deadline: Deadline) -> None:
     inside = sorted({p for p in points if p.startswith(prefix)}, key=len, reverse=True)
     for point in inside:
         log.warning("image: unmounting %s left behind by mmdebstrap", point)
-        run(["umount", "-l", point], deadline=deadline.sub(30, "unmounting"), check=False)
+        # a fresh deadline: this cleanup must run even when the build's has passed
+        run(["umount", "-l", point], deadline=Deadline(30, "unmounting"), check=False)
 
 
 def _last_error(logfile: Path) -> str:
