@@ -41,7 +41,14 @@ from vm.ssh import Endpoint, Guest
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
-PANIC_RE = re.compile(r"Kernel panic - not syncing.*|end Kernel panic.*")
+# Boot failures worth failing at once for, instead of waiting out the deadline:
+# a kernel panic, or the initramfs giving up and dropping to its rescue shell.
+BOOT_FAILURE_RE = re.compile(
+    r"Kernel panic - not syncing.*"
+    r"|Target filesystem doesn't have requested .*"
+    r"|Gave up waiting for root file system device.*"
+    r"|ALERT! .* does not exist.*"
+)
 
 
 @dataclass(frozen=True)
@@ -210,10 +217,10 @@ class Machine:
         def alive() -> bool:
             if not qemu.alive():
                 return False
-            panic = PANIC_RE.search(qemu.console())
-            if panic:
+            failure = BOOT_FAILURE_RE.search(qemu.console())
+            if failure:
                 raise InfraError(
-                    f"the guest kernel panicked during boot: {panic.group(0)}"
+                    f"the guest failed to boot: {failure.group(0).strip()}"
                     f" (console: {qemu.spec.console_log})"
                 )
             return True

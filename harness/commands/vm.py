@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import shutil
 import time
 
@@ -121,7 +122,12 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     argv = [ssh, "-F", str(state.ssh_config)]
     if not command:
         argv.append("-t")
-    argv += [args.name, *command]
+    argv.append(args.name)
+    if command:
+        # ssh joins its arguments with spaces for the remote shell, which would
+        # lose quoting (`sh -c 'exit 7'` would run `sh -c exit 7`): quote the
+        # argv ourselves so the guest runs exactly what was given.
+        argv.append(shlex.join(command))
     os.execv(ssh, argv)  # hand the terminal to ssh; its exit status is ours
 
 
