@@ -20,12 +20,16 @@ from harness.deadline import Deadline
 from harness.errors import HarnessError, TargetFailure, UserError
 from harness.loadstage import ensure_module
 from harness.paths import state_dir
-from harness.progress import stage
+from harness.progress import StageHandle, stage
 from harness.results import ERROR, FAILED, HUNG, TargetReport
 from harness.targets import Target, resolve_boot
+from kmod import pipeline as kmod_pipeline
+from kmod.pipeline import BuildResult, BuildSpec
 from vm.machine import Machine
 
 log = logging.getLogger(__name__)
+
+BUILD_TIMEOUT = 3 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,13 @@ def run_target(target: Target, opts: RunOptions) -> TargetReport:
     name = f"run-{uuid.uuid4().hex[:8]}"
     workdir = state_dir() / "runs" / name
     machine: Machine | None = None
+    build: BuildResult | None = None
     try:
+        if target.build is not None:
+            with stage(report, "build", f"building {target.build.kernel} with aufs") as h:
+                build = build_kernel(target.build, report, h)
         with stage(report, "image", "preparing the image") as h:
-            boot = resolve_boot(target, Deadline(1800, "building the image"), h)
+            boot = resolve_boot(target, Deadline(1800, "building the image"), h, build)
         report.kernel_release = boot.kernel_release
         machine = Machine(
             name, boot, workdir, accel=opts.accel, memory_mb=opts.memory_mb, smp=opts.smp
@@ -74,7 +82,7 @@ def run_target(target: Target, opts: RunOptions) -> TargetReport:
             report.extra["boot_seconds"] = machine.boot_seconds
         with stage(report, "load", "loading the union filesystems under test") as h:
             loaded = {}
-            for need in target.modules():
+            for need in target.modules(build):
                 result = ensure_module(guest, need.name, need.module, need.fs)
                 if result is not None:
                     loaded[need.name] = result
@@ -112,6 +120,27 @@ def run_target(target: Target, opts: RunOptions) -> TargetReport:
         report.seconds = time.monotonic() - t0
     report.settle()
     return report
+
+
+def build_kernel(spec: BuildSpec, report: TargetReport, handle: StageHandle) -> BuildResult:
+    """Run the kmod pipeline; a patch or compile failure is this target's verdict."""
+    result = kmod_pipeline.run(spec, Deadline(BUILD_TIMEOUT, "building the kernel"))
+    report.extra["build"] = result.to_json()
+    report.kernel_release = result.kernel_release or ""
+    for patch in result.patches:
+        log.info("build: %s", patch["summary"])
+    if not result.ok:
+        raise TargetFailure(
+            "\n".join(
+                [f"{result.status}: {result.details[0]}", *result.details[1:], f"log: {result.log}"]
+            )
+        )
+    if result.cached:
+        handle.cached(f"kernel {result.kernel_release} and aufs.ko reused (key {result.key})")
+        log.info("build: cached: nothing rebuilt (%s)", result.key)
+    else:
+        handle.note(f"built {result.kernel_release}")
+    return result
 
 
 def _judge_suite(report: TargetReport, machine: Machine, outcome: guestsuite.SuiteOutcome) -> None:

@@ -35,7 +35,27 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "https://.../linux-X.Y.Z.tar.xz, git+URL@REF, path:/a/tree. "
         "Exit 0 built, 1 patch-failed or build-failed, 2 usage or infrastructure error.",
     )
-    p.add_argument("--kernel", required=True, metavar="SPEC", help="kernel source (see below)")
+    add_build_options(p, kernel_required=True)
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"give up after S seconds (default: {DEFAULT_TIMEOUT:.0f})",
+    )
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(func=cmd_build)
+
+
+def add_build_options(p: argparse._ActionsContainer, *, kernel_required: bool) -> None:
+    """The options that describe an aufs build; `run` takes the same ones."""
+    p.add_argument(
+        "--kernel",
+        required=kernel_required,
+        metavar="SPEC",
+        help="kernel source: debian:bullseye|bookworm|trixie|sid[=VERSION], "
+        "https://.../linux-X.Y.Z.tar.xz, git+URL@REF, path:/a/tree",
+    )
     p.add_argument(
         "--aufs-src",
         default=os.environ.get("AUFS_HARNESS_AUFS_SRC") or aufs.UPSTREAM_URL,
@@ -84,15 +104,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="N",
         help=f"make -jN (default: {build.default_jobs()})",
     )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        metavar="S",
-        help=f"give up after S seconds (default: {DEFAULT_TIMEOUT:.0f})",
-    )
-    p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    p.set_defaults(func=cmd_build)
 
 
 def spec_from_args(args: argparse.Namespace) -> BuildSpec:

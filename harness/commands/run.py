@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from harness.commands.common import add_vm_options, finish, results_root
+from harness.commands.kmod_build import add_build_options, spec_from_args
 from harness.runner import RunOptions, run_target
 from harness.targets import Target
 from vm.machine import preflight
@@ -18,10 +19,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Boot the target kernel in a disposable VM, run the union-filesystem "
         "suite in it over SSH with pytest-xdist, print a pass/fail table and write "
         "JUnit XML and JSON reports. Default target: Debian bookworm's stock kernel "
-        "with overlayfs. Exit 0: all passed; 1: a check or the target failed; "
+        "with overlayfs. With --kernel and --aufs-src: build that kernel with aufs first, "
+        "boot it, load aufs.ko, and run the suite against aufs and overlayfs. "
+        "Exit 0: all passed; 1: a check or the target failed; "
         "2: usage or infrastructure error.",
     )
     add_vm_options(p)
+    add_build_options(
+        p.add_argument_group("aufs kernel (omit --kernel for the stock kernel)"),
+        kernel_required=False,
+    )
     p.add_argument(
         "--results",
         type=Path,
@@ -42,7 +49,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def main(args: argparse.Namespace) -> int:
-    target = Target(distro=args.distro, image=args.image)
+    build = spec_from_args(args) if args.kernel else None
+    target = Target(distro=args.distro, image=args.image, build=build)
     preflight()
     out = results_root(args.results)
     opts = RunOptions(
