@@ -1,0 +1,99 @@
+"""Wall time of the union suite per driver in one VM, and the per-check cost of
+the kernel-health capture (the same run with --no-kernel-health).
+
+    .venv/bin/python bench/suite.py                       # stock bookworm: overlay
+    .venv/bin/python bench/suite.py --kernel debian:bullseye --aufs-src CLONE \\
+        --fixup-dir DIR --driver aufs --branch-fs tmpfs    # an aufs kernel
+
+Target (issue #4): the full aufs suite on one branch filesystem in under 2
+minutes under TCG. The machine is shared: the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from harness.commands.kmod_build import add_build_options, spec_from_args
+from harness.deadline import Deadline
+from harness.guestsuite import run_in_vm
+from harness.loadstage import ensure_module
+from harness.progress import StageHandle, setup_logging
+from harness.results import Stage, TargetReport
+from harness.runner import build_kernel
+from harness.targets import Target, resolve_boot
+from vm.machine import Machine
+
+log = logging.getLogger("bench.suite")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--driver", default="overlay")
+    parser.add_argument("--branch-fs", default="tmpfs")
+    parser.add_argument("--workers", type=int, default=2)
+    add_build_options(parser, kernel_required=False)
+    args = parser.parse_args()
+    setup_logging(verbose=False)
+    spec = spec_from_args(args) if args.kernel else None
+    target = Target(build=spec)
+    report = TargetReport(target.label)
+    build = build_kernel(spec, report, StageHandle(Stage("build", "ok"))) if spec else None
+    boot = resolve_boot(target, Deadline(1800, "image"), StageHandle(Stage("image", "ok")), build)
+    figures = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="aufs-harness-bench-") as tmp,
+        Machine("bench-suite", boot, Path(tmp) / "vm") as m,
+    ):
+        m.start(Deadline(60, "start"))
+        guest = m.wait_ssh(Deadline(300, "boot"))
+        for need in target.modules(build):
+            ensure_module(guest, need.name, need.module, need.fs)
+        base = [f"--driver={args.driver}", f"--branch-fs={args.branch_fs}"]
+        for label, extra in (("with health capture", []), ("without", ["--no-kernel-health"])):
+            out = run_in_vm(
+                m,
+                Path(tmp) / label.replace(" ", "-"),
+                [*base, *extra],
+                Deadline(3600, "suite"),
+                workers=args.workers,
+            )
+            counts = Counter(c.outcome for c in out.checks)
+            ran = counts["passed"] + counts["failed"] + counts["error"]
+            wall = out_wall(Path(tmp) / label.replace(" ", "-") / "events.jsonl")
+            figures[label] = (wall, ran, counts)
+            log.info("%s: %.1fs for %d checks (%s)", label, wall, ran, dict(counts))
+    load = os.getloadavg()
+    print(
+        f"suite on {boot.label}, driver {args.driver}, branch fs {args.branch_fs}, "
+        f"{args.workers} xdist workers over SSH"
+    )
+    for label, (wall, ran, counts) in figures.items():
+        print(
+            f"  {label:20} {wall:7.1f}s for {ran} checks run "
+            f"({counts['passed']} passed, {counts['failed']} failed, "
+            f"{counts['skipped']} skipped)  [target < 120 s for aufs]"
+        )
+    (w1, n1, _), (w0, n0, _) = figures["with health capture"], figures["without"]
+    if n1 and n0:
+        print(
+            f"  health capture overhead: {(w1 / n1 - w0 / n0) * 1000:.0f} ms per check "
+            f"({w1 / n1 * 1000:.0f} vs {w0 / n0 * 1000:.0f} ms per check, wall / checks)"
+        )
+    print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    return 0
+
+
+def out_wall(events: Path) -> float:
+    """Seconds from the first check's start to the last report, from the event log."""
+    times = [json.loads(line)["t"] for line in events.read_text().splitlines() if line.strip()]
+    return max(times) - min(times) if times else 0.0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
