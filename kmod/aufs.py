@@ -15,6 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from harness import procs
 from harness.deadline import Deadline
 from harness.errors import UserError
@@ -154,6 +156,14 @@ def export(mirror: Path, commit: str, deadline: Deadline) -> Path:
     dest = kmod_cache() / "aufs" / "trees" / commit
     if (dest / _READY).is_file():
         return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if not (dest / _READY).is_file():
+            _export_locked(mirror, commit, dest, deadline)
+    return dest
+
+
+def _export_locked(mirror: Path, commit: str, dest: Path, deadline: Deadline) -> None:
     tmp = dest.with_name(f".tmp-{commit}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -171,7 +181,6 @@ def export(mirror: Path, commit: str, deadline: Deadline) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return dest
 
 
 def select(

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from filelock import FileLock
+
 from harness import paths, procs
 from harness.deadline import Deadline
 from harness.errors import InfraError, UserError
@@ -124,6 +126,14 @@ def _unpack_tarball(tarball: Path, dest: Path, deadline: Deadline) -> Path:
     """Unpack into dest (published by rename) and return the tree's top."""
     if (dest / _READY).is_file():
         return _single_top(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if (dest / _READY).is_file():  # another process unpacked it meanwhile
+            return _single_top(dest)
+        return _unpack_locked(tarball, dest, deadline)
+
+
+def _unpack_locked(tarball: Path, dest: Path, deadline: Deadline) -> Path:
     tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -291,11 +301,18 @@ class DebianSource:
         return package, version
 
     def fetch(self, deadline: Deadline) -> KernelSource:
+        self.root.mkdir(parents=True, exist_ok=True)
+        # One run at a time per suite: apt-get refuses a second user of the lists.
+        with FileLock(str(self.root / ".lock")):
+            return self._fetch(deadline)
+
+    def _fetch(self, deadline: Deadline) -> KernelSource:
         package, version = self.resolve(deadline)
         tree_dir = kmod_cache() / "trees" / f"debian-{package}-{version}".replace(":", "_")
         if not (tree_dir / _READY).is_file():
             tarball = self._download(package, version, deadline)
             top = _unpack_tarball(tarball, tree_dir, deadline)
+            shutil.rmtree(self.root / f"deb-{package}-{version}", ignore_errors=True)
         else:
             top = _single_top(tree_dir)
         return KernelSource(
@@ -425,6 +442,12 @@ class GitSource:
 
 def mirror_fetch(url: str, mirror: Path, deadline: Deadline) -> None:
     """Create or update a bare mirror of `url` (a URL or a local repository)."""
+    mirror.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(mirror) + ".lock"):
+        _mirror_fetch(url, mirror, deadline)
+
+
+def _mirror_fetch(url: str, mirror: Path, deadline: Deadline) -> None:
     if (mirror / "HEAD").is_file():
         log.info("git fetch %s", url)
         procs.run(
