@@ -213,6 +213,7 @@ def run(spec: BuildSpec, deadline: Deadline) -> BuildResult:
     try:
         entry = artifact_store().get_or_build(inputs, produce)
     except _Failed as failed:
+        clock.timings["total"] = round(time.monotonic() - clock.start, 3)
         failed.result.timings = clock.timings
         return failed.result
     meta = entry.meta()
