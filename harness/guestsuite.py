@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 GUEST_SUITE = f"{guestenv.GUEST_ROOT}/suite"
 PROGRESS_EVERY = 15.0
+CHECK_TIMEOUT = 300.0  # one check running longer than this is declared hung
 
 
 def suite_dir() -> Path:
@@ -50,6 +52,8 @@ class SuiteOutcome:
     log: Path
     workers_down: list[str]
     timed_out: bool = False
+    hung_check: str | None = None  # the check the watchdog gave up on
+    collected: int | None = None  # how many checks the run had, when known
 
 
 def _first_error_line(text: str) -> str:
@@ -116,6 +120,31 @@ def parse_resultlog(path: Path) -> tuple[list[CheckResult], list[str]]:
     return checks, down
 
 
+def running_checks(path: Path) -> dict[str, float]:
+    """Checks that started and have not finished yet, with their start times."""
+    started: dict[str, float] = {}
+    if not path.exists():
+        return started
+    for line in path.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev["event"] == "start":
+            started[ev["nodeid"]] = float(ev["t"])
+        elif ev["event"] == "report" and ev["when"] == "teardown":
+            started.pop(ev["nodeid"], None)
+    return started
+
+
+def collected_count(pytest_log: Path) -> int | None:
+    """How many checks xdist had to run (from "N workers [M items]")."""
+    if not pytest_log.exists():
+        return None
+    found = re.search(r"\[(\d+) items?\]", pytest_log.read_text(errors="replace"))
+    return int(found.group(1)) if found else None
+
+
 def _run_controller(
     argv: list[str],
     env: dict[str, str],
@@ -123,8 +152,10 @@ def _run_controller(
     logfile: Path,
     resultlog: Path,
     deadline: Deadline,
-) -> tuple[int | None, bool]:
-    """Run the pytest controller, logging progress; kill it at the deadline."""
+    check_timeout: float = CHECK_TIMEOUT,
+) -> tuple[int | None, bool, str | None]:
+    """Run the pytest controller, logging progress; kill it at the deadline, or
+    when one check runs longer than `check_timeout` (returning that check)."""
     log.debug("suite argv: %s", argv)
     with open(logfile, "w") as out:
         proc = subprocess.Popen(
@@ -141,17 +172,24 @@ def _run_controller(
             while proc.poll() is None:
                 if deadline.expired():
                     kill_group(proc)
-                    return None, True
+                    return None, True, None
                 time.sleep(0.5)
                 if time.monotonic() - last >= PROGRESS_EVERY:
                     last = time.monotonic()
                     checks, _ = parse_resultlog(resultlog)
                     failed = sum(c.outcome in (FAILED, ERROR) for c in checks)
                     log.info("suite: %d checks reported, %d failed", len(checks), failed)
+                    now = time.time()
+                    for nodeid, t0 in running_checks(resultlog).items():
+                        if now - t0 > check_timeout:
+                            log.error("suite: %s still running after %.0fs: declaring it hung",
+                                      nodeid, now - t0)  # fmt: skip
+                            kill_group(proc)
+                            return None, True, nodeid
         except BaseException:
             kill_group(proc)
             raise
-    return proc.returncode, False
+    return proc.returncode, False, None
 
 
 def run_in_vm(
@@ -160,6 +198,7 @@ def run_in_vm(
     suite_args: Sequence[str],
     deadline: Deadline,
     workers: int = 2,
+    check_timeout: float = CHECK_TIMEOUT,
 ) -> SuiteOutcome:
     """Ship the suite and the pytest stack into the guest and run it there."""
     guest = machine.guest
@@ -205,11 +244,12 @@ def run_in_vm(
             RESULTLOG_ENV: str(resultlog),
             "PYTHONPATH": str(suite_dir()),
         }
-        code, timed_out = _run_controller(
-            argv, env, Path(tmp), results_dir / "pytest.log", resultlog, deadline
+        code, timed_out, hung = _run_controller(
+            argv, env, Path(tmp), results_dir / "pytest.log", resultlog, deadline, check_timeout
         )
     checks, down = parse_resultlog(resultlog)
-    return SuiteOutcome(checks, code, results_dir / "pytest.log", down, timed_out)
+    collected = collected_count(results_dir / "pytest.log")
+    return SuiteOutcome(checks, code, results_dir / "pytest.log", down, timed_out, hung, collected)
 
 
 def run_local(
@@ -237,8 +277,9 @@ def run_local(
     if workers:
         argv += ["-n", str(workers), "--max-worker-restart=0"]
     env = {"PYTEST_PLUGINS": "harness.resultlog", RESULTLOG_ENV: str(resultlog)}
-    code, timed_out = _run_controller(
+    code, timed_out, hung = _run_controller(
         argv, env, results_dir, results_dir / "pytest.log", resultlog, deadline
     )
     checks, down = parse_resultlog(resultlog)
-    return SuiteOutcome(checks, code, results_dir / "pytest.log", down, timed_out)
+    collected = collected_count(results_dir / "pytest.log")
+    return SuiteOutcome(checks, code, results_dir / "pytest.log", down, timed_out, hung, collected)

@@ -8,6 +8,7 @@ a gap in the report.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import time
 import uuid
@@ -41,12 +42,19 @@ class RunOptions:
     workers: int = 2
     boot_timeout: float = 180.0
     suite_timeout: float = 1800.0
+    check_timeout: float = 300.0
     suite_args: Sequence[str] = field(default_factory=tuple)
     keep_vm: bool = False
 
 
-def run_target(target: Target, opts: RunOptions) -> TargetReport:
+def run_target(
+    target: Target, opts: RunOptions, sink: list[TargetReport] | None = None
+) -> TargetReport:
+    """Run one target. The report is appended to `sink` at once, so a caller
+    interrupted mid-run (Ctrl-C, SIGTERM) still has it to write out."""
     report = TargetReport(target=target.label)
+    if sink is not None:
+        sink.append(report)
     t0 = time.monotonic()
     slug = target.label.replace(":", "-").replace(" ", "-").replace("/", "-")
     out = opts.results_dir / slug
@@ -95,9 +103,10 @@ def run_target(target: Target, opts: RunOptions) -> TargetReport:
                 opts.suite_args,
                 Deadline(opts.suite_timeout, "the suite"),
                 workers=opts.workers,
+                check_timeout=opts.check_timeout,
             )
             report.checks = outcome.checks
-            _judge_suite(report, machine, outcome)
+            _judge_suite(report, machine, outcome, out)
             h.note(f"{len(outcome.checks)} checks; log {outcome.log}")
     except UserError:
         raise
@@ -107,6 +116,9 @@ def run_target(target: Target, opts: RunOptions) -> TargetReport:
     except HarnessError as exc:
         report.verdict, report.reason = ERROR, str(exc).splitlines()[0]
         log.error("%s: %s", target.label, exc)
+    except BaseException as exc:  # Ctrl-C, SIGTERM: the report still says so
+        report.verdict, report.reason = ERROR, f"interrupted ({type(exc).__name__})"
+        raise
     finally:
         if machine is not None:
             if not opts.keep_vm:
@@ -143,7 +155,28 @@ def build_kernel(spec: BuildSpec, report: TargetReport, handle: StageHandle) -> 
     return result
 
 
-def _judge_suite(report: TargetReport, machine: Machine, outcome: guestsuite.SuiteOutcome) -> None:
+HANG_EVIDENCE = "echo w > /proc/sysrq-trigger; sleep 1; dmesg | tail -n 400"
+
+
+def hang_evidence(machine: Machine, out: Path) -> str:
+    """Blocked tasks (sysrq w) and the kernel log of a guest that still answers."""
+    assert machine.guest is not None
+    try:
+        text = machine.guest.run(["sh", "-c", HANG_EVIDENCE], Deadline(60, "hang evidence")).stdout
+    except HarnessError as exc:
+        return f"(could not collect evidence: {exc})"
+    (out / "hang-evidence.txt").write_text(text)
+    blocked = re.findall(r"task:(\S+)\s+state:D", text)
+    queues = re.findall(r"Workqueue: \S+ (\S+)", text)
+    return "; ".join(
+        f"{task} blocked" + (f" in {queue}" if queue else "")
+        for task, queue in zip(blocked, [*queues, *[""] * len(blocked)], strict=False)
+    )
+
+
+def _judge_suite(
+    report: TargetReport, machine: Machine, outcome: guestsuite.SuiteOutcome, out: Path
+) -> None:
     """Tell a failing check from a hung test, a hung kernel and a dead VM."""
     alive = machine.qemu is not None and machine.qemu.alive()
     ssh_ok = False
@@ -154,13 +187,24 @@ def _judge_suite(report: TargetReport, machine: Machine, outcome: guestsuite.Sui
         except HarnessError:
             ssh_ok = False
     if outcome.timed_out:
-        cause = "the check hung; the guest still answers" if ssh_ok else "the guest kernel hung"
+        if ssh_ok:
+            evidence = hang_evidence(machine, out)
+            cause = "the guest still answers" + (f"; {evidence}" if evidence else "")
+        else:
+            cause = "the guest kernel no longer answers (see console.log)"
         for c in report.checks:
             if c.outcome == HUNG:
                 c.message = f"{c.message}: {cause}"
-        report.verdict = ERROR if not ssh_ok else report.verdict
-        report.reason = f"suite deadline passed: {cause}"
-    elif not alive:
+                c.details = f"evidence: {out / 'hang-evidence.txt'}" if ssh_ok else ""
+        not_run = (outcome.collected or 0) - len(report.checks)
+        what = f"{outcome.hung_check} hung" if outcome.hung_check else "suite deadline passed"
+        # A check that hangs the guest is a finding about the target (exit 1);
+        # only a deadline with no check to blame leaves us without a verdict.
+        report.verdict = FAILED if outcome.hung_check else ERROR
+        report.reason = what + (f"; {not_run} checks not run" if not_run > 0 else "")
+        report.extra["hang"] = {"check": outcome.hung_check, "cause": cause, "not_run": not_run}
+        return
+    if not alive:
         report.verdict, report.reason = ERROR, "the VM died during the suite (see console.log)"
     elif outcome.workers_down:
         report.verdict = ERROR

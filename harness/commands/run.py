@@ -7,6 +7,7 @@ from pathlib import Path
 
 from harness.commands.common import add_vm_options, finish, results_root
 from harness.commands.kmod_build import add_build_options, spec_from_args
+from harness.results import TargetReport, write_json, write_junit
 from harness.runner import RunOptions, run_target
 from harness.targets import Target
 from vm.machine import preflight
@@ -38,6 +39,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--workers", type=int, default=2, help="xdist workers in the guest")
     p.add_argument("--suite-timeout", type=float, default=1800.0, metavar="S")
+    p.add_argument(
+        "--check-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="declare a single check hung after S seconds (default: 300)",
+    )
     p.add_argument("--keep-vm", action="store_true", help="leave the VM running afterwards")
     p.add_argument(
         "suite_args",
@@ -63,6 +71,13 @@ def main(args: argparse.Namespace) -> int:
         suite_timeout=args.suite_timeout,
         suite_args=tuple(args.suite_args),
         keep_vm=args.keep_vm,
+        check_timeout=args.check_timeout,
     )
-    report = run_target(target, opts)
-    return finish([report], out)
+    reports: list[TargetReport] = []
+    try:
+        run_target(target, opts, reports)
+    except BaseException:
+        write_json(reports, out / "report.json")  # interrupted: keep what we have
+        write_junit(reports, out / "junit.xml")
+        raise
+    return finish(reports, out)

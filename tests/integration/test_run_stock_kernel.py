@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from harness.commands.common import finish
@@ -37,7 +38,7 @@ def test_boot_stock_kernel_and_run_suite_over_xdist(
     assert (tmp_path / "debian-bookworm-stock" / "console.log").stat().st_size > 0
     assert finish([report], tmp_path) == 0
     assert (tmp_path / "junit.xml").exists() and (tmp_path / "report.json").exists()
-    assert not qemu_pids(str(tmp_path)), "QEMU left running after the run"
+    assert not qemu_pids(os.environ["AUFS_HARNESS_STATE"]), "QEMU left running after the run"
     fact.append(
         f"booted {report.kernel_release} under {report.accel}, SSH after "
         f"{report.extra['boot_seconds']:.1f}s; {len(passed)} checks passed in the guest via "

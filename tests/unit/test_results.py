@@ -103,3 +103,19 @@ def test_json_round_trip_and_junit(tmp_path: Path) -> None:
     assert names == ["boot", "build", "test_x[overlay]", "test_y"]
     build = next(c for c in suite.iter("testcase") if c.get("name") == "build")
     assert build.find("failure") is not None
+
+
+def test_running_checks_and_collected_count(tmp_path: Path) -> None:
+    from harness.guestsuite import collected_count, running_checks
+
+    log = events(
+        tmp_path / "e.jsonl",
+        {"event": "start", "nodeid": "t.py::done", "t": 1.0},
+        rep("t.py::done", "teardown", "passed"),
+        {"event": "start", "nodeid": "t.py::running", "t": 2.0},
+    )
+    assert running_checks(log) == {"t.py::running": 2.0}
+    pytest_log = tmp_path / "pytest.log"
+    pytest_log.write_text("created: 2/2 workers\n2 workers [680 items]\n")
+    assert collected_count(pytest_log) == 680
+    assert collected_count(tmp_path / "missing.log") is None
