@@ -60,8 +60,15 @@ integration: venv
 test: venv lint typecheck
 	$(BIN)/pytest tests -v -rs --durations=15
 
+# Figures, not pass/fail: boot-to-SSH, suite wall time, and (with an aufs
+# source in AUFS_HARNESS_AUFS_SRC, fix-ups in AUFS_HARNESS_FIXUP_DIR) builds.
 bench: venv
 	$(BIN)/python bench/boot.py
+	$(BIN)/python bench/suite.py
+	@if [ -n "$$AUFS_HARNESS_AUFS_SRC" ]; then \
+	  $(BIN)/python bench/build.py --kernel debian:bullseye --aufs-src "$$AUFS_HARNESS_AUFS_SRC" \
+	    $${AUFS_HARNESS_FIXUP_DIR:+--fixup-dir "$$AUFS_HARNESS_FIXUP_DIR"}; \
+	else echo "bench/build.py skipped: set AUFS_HARNESS_AUFS_SRC to an aufs-standalone clone or URL"; fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache results
