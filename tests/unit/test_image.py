@@ -113,7 +113,7 @@ def test_inputs_name_the_init_script_text() -> None:
     inputs = ImageRecipe().inputs()
     templates = inputs["templates"]
     assert isinstance(templates, dict)
-    assert templates["files/harness-init"] == render_init()
+    assert templates["hook-files/harness-init"] == render_init()
     assert inputs["recipe_version"] == image_mod.RECIPE_VERSION
 
 
@@ -125,9 +125,9 @@ def test_guest_init_golden() -> None:
 @pytest.mark.parametrize(
     ("name", "golden"),
     [
-        ("customize.sh", "image-customize.sh"),
-        ("essential.sh", "image-essential.sh"),
-        ("files/initramfs-hook", "initramfs-hook.sh"),
+        ("hooks/customize.sh", "image-customize.sh"),
+        ("hooks/essential.sh", "image-essential.sh"),
+        ("hook-files/initramfs-hook", "initramfs-hook.sh"),
     ],
 )
 def test_build_scripts_golden(name: str, golden: str) -> None:
@@ -161,7 +161,7 @@ def test_init_reads_the_agreed_seed_layout() -> None:
 
 
 def test_customize_hook_removes_baked_host_keys() -> None:
-    customize = ImageRecipe().templates()["customize.sh"]
+    customize = ImageRecipe().templates()["hooks/customize.sh"]
     assert 'rm -f "$root"/etc/ssh/ssh_host_*' in customize
     assert "PasswordAuthentication no" in customize
 
@@ -284,3 +284,40 @@ def test_no_vmlinux_without_pvh_or_known_compression(tmp_path: Path) -> None:
     (tmp_path / "junk").write_bytes(b"not a kernel" * 100)
     assert not extract_vmlinux(tmp_path / "junk", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="needs the zstd program")
+def test_extract_vmlinux_from_a_zstd_bzimage(tmp_path: Path) -> None:
+    (tmp_path / "elf").write_bytes(PVH_ELF)
+    zstd = shutil.which("zstd")
+    assert zstd is not None
+    subprocess.run([zstd, "-q", "-19", tmp_path / "elf", "-o", tmp_path / "elf.zst"], check=True)
+    payload = (tmp_path / "elf.zst").read_bytes() + struct.pack("<I", len(PVH_ELF))
+    (tmp_path / "vmlinuz").write_bytes(bzimage(payload))
+    assert extract_vmlinux(tmp_path / "vmlinuz", tmp_path / "vmlinux", Deadline(30, "test"))
+    assert (tmp_path / "vmlinux").read_bytes() == PVH_ELF
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elf", "elf.zst", "vmlinux", "vmlinuz"]
+
+
+# -- the initrd check ------------------------------------------------------------
+def cpio_trailer() -> bytes:
+    entry = b"070701" + b"0" * 88 + b"0000000B" + b"0" * 8 + b"TRAILER!!!\0"
+    return entry + b"\0" * (-len(entry) % 512)
+
+
+@pytest.mark.parametrize(
+    ("data", "lz4"),
+    [
+        (b"\x02\x21\x4c\x18rest", True),
+        (cpio_trailer() + b"\x02\x21\x4c\x18rest", True),  # trixie: early cpio first
+        (cpio_trailer() + cpio_trailer() + b"\x02\x21\x4c\x18", True),
+        (b"\x1f\x8b\x08\x00", False),
+        (cpio_trailer() + b"\x28\xb5\x2f\xfd", False),
+        (b"070701 without a trailer", False),
+    ],
+)
+def test_initrd_compression_is_read_past_early_archives(
+    tmp_path: Path, data: bytes, lz4: bool
+) -> None:
+    (tmp_path / "initrd").write_bytes(data)
+    assert image_mod._is_lz4(tmp_path / "initrd") is lz4

@@ -4,7 +4,7 @@
 # the image identical for every VM: per-VM identity comes from the seed disk.
 set -eu
 root=$1
-files=$(dirname "$0")/files
+files=$(dirname "$0")/../hook-files
 
 install -m 0755 "$files/harness-init" "$root/usr/local/sbin/harness-init"
 cat > "$root/usr/local/sbin/poweroff" <<'SCRIPT'
@@ -38,7 +38,8 @@ echo aufs-vm > "$root/etc/hostname"
 echo "nameserver 10.0.2.3" > "$root/etc/resolv.conf"
 
 for initrd in "$root"/boot/initrd.img-*; do
-	if ! chroot "$root" lsinitramfs "/boot/${initrd##*/}" | grep -qx conf/aufs-harness; then
+	# grep reads everything (no -q): an early exit would kill lsinitramfs mid-listing
+	if ! chroot "$root" lsinitramfs "/boot/${initrd##*/}" | grep -x conf/aufs-harness >/dev/null; then
 		echo "E: ${initrd##*/} was built without the aufs-harness initramfs hook" >&2
 		exit 1
 	fi

@@ -4,7 +4,7 @@
 # kernel's one and only initramfs is built with the harness's configuration.
 set -eu
 root=$1
-files=$(dirname "$0")/files
+files=$(dirname "$0")/../hook-files
 mkdir -p "$root/etc/initramfs-tools/conf.d" "$root/etc/initramfs-tools/hooks"
 cat > "$root/etc/initramfs-tools/conf.d/aufs-harness.conf" <<'CONF'
 # aufs-harness: only the listed drivers (see hooks/aufs-harness), no resume
