@@ -56,6 +56,8 @@ def make_env(tree: Path) -> dict[str, str]:
         "KBUILD_BUILD_USER": "aufs-harness",
         "KBUILD_BUILD_HOST": "aufs-harness",
         "KBUILD_BUILD_TIMESTAMP": "1970-01-01",
+        # else "#N" counts the builds of a work tree and bzImage differs per run
+        "KBUILD_BUILD_VERSION": "1",
     }
 
 

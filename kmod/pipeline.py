@@ -34,7 +34,7 @@ from kmod.source import kmod_cache
 log = logging.getLogger(__name__)
 
 # Bump when the recipe (commands, template semantics, artifact layout) changes.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 Status = Literal["built", "patch-failed", "build-failed"]
 ARTIFACTS = {
     "bzImage": build.BZIMAGE,
