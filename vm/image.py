@@ -8,13 +8,18 @@ store under cache_dir()/images: same recipe, same entry, built once.
 
 The image boots with the harness's own init (vm/templates/guest-init.sh.j2)
 instead of systemd, and its initramfs loads only the virtio, ext4 and vfat
-drivers, without udev. Under TCG that is the difference between ~22 s and
-~7 s to SSH (measurements in docs and in the commit history).
+drivers with one modprobe, without udev. The image also carries `vmlinux`: the
+very same kernel, decompressed out of vmlinuz, booted through its PVH entry
+point, which skips the in-guest XZ decompression. `Image.kernel` names the
+file to boot.
 
-For a faster boot under TCG the image also carries `vmlinux`: the very same
-kernel, decompressed out of vmlinuz, bootable through its PVH entry point, so
-QEMU skips SeaBIOS's real-mode load and the in-guest XZ decompression (about
-4 s under TCG, nothing under KVM). `Image.kernel` names the file to boot.
+Measured under TCG (QEMU 7.2, -smp 1, 2-core host; QEMU CPU seconds until
+`ssh true` returns, which host load does not inflate; wall time at load ~2):
+  this image: 5.9 s CPU, 6.1 s wall
+  the same, booting vmlinuz instead of the PVH vmlinux: 9.1 s CPU, 9.4 s wall
+  the same, with Debian's stock initramfs (MODULES=most, udev): ~13 s CPU
+  stock systemd boot of the same packages: ~32 s CPU, ~36 s wall
+  cloud-init (NoCloud seed) with systemd: ~45-50 s CPU, 48-73 s wall
 """
 
 from __future__ import annotations
@@ -387,7 +392,11 @@ def _build(recipe: ImageRecipe, tmp: Path, logfile: Path, deadline: Deadline) ->
     )
     if not pvh:
         log.info("image: no PVH-bootable vmlinux in %s: VMs boot vmlinuz", vmlinuz.name)
-    shutil.rmtree(tree)
+    # rm is twice as fast as shutil.rmtree on ~18k files, and stays on this filesystem
+    step.run(
+        "removing the build tree",
+        lambda: run(["rm", "-rf", "--one-file-system", tree], deadline=deadline, logfile=logfile),
+    )
     shutil.rmtree(hooks)
     shutil.rmtree(tmp / "hook-files")
     shutil.copyfile(logfile, tmp / BUILD_LOG)
