@@ -19,9 +19,11 @@ import time
 from pathlib import Path
 
 from harness.deadline import Deadline
-from harness.progress import setup_logging
+from harness.progress import StageHandle, setup_logging
+from harness.results import Stage
+from harness.targets import Target, resolve_boot
 from vm.image import ImageRecipe, build_image
-from vm.machine import BootSpec, Machine
+from vm.machine import Machine
 
 log = logging.getLogger("bench.boot")
 
@@ -43,13 +45,9 @@ def main() -> int:
         cached = build_image(recipe, Deadline(60, "image lookup"))
         hits.append(time.monotonic() - t0)
         assert cached.cached
-    boot = BootSpec(
-        disk=image.rootfs,
-        disk_format="raw",
-        label="bench",
-        kernel=image.vmlinuz,
-        initrd=image.initrd,
-        cmdline=image.cmdline,
+    # Exactly what `run` boots (PVH kernel, ready marker), not a hand-made spec.
+    boot = resolve_boot(
+        Target(distro=args.distro), Deadline(60, "image"), StageHandle(Stage("image", "ok"))
     )
     times, accel = [], ""
     with tempfile.TemporaryDirectory(prefix="aufs-harness-bench-") as tmp:

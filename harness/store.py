@@ -55,6 +55,11 @@ class Store:
             return Entry(key, final, hit=True)
         return None
 
+    def discard(self, key: str) -> None:
+        """Remove an entry (e.g. found incomplete), under its lock."""
+        with FileLock(str(self.root / f".{key}.lock")):
+            shutil.rmtree(self.path(key), ignore_errors=True)
+
     def get_or_build(
         self,
         inputs: Mapping[str, Any],

@@ -63,6 +63,9 @@ class BootSpec:
     cmdline: tuple[str, ...] = ()
     user: str = "root"
     kernel_release: str = ""
+    # A console line the guest prints once sshd listens: probing SSH before the
+    # guest's network is up stalls in QEMU's user networking, seconds a probe.
+    ready_marker: str | None = None
 
 
 @dataclass
@@ -226,6 +229,8 @@ class Machine:
             return True
 
         try:
+            if self.boot.ready_marker:
+                self._wait_console(self.boot.ready_marker, deadline, alive)
             guest.wait_ready(deadline, alive=alive)
         except DeadlineExceeded as exc:
             raise InfraError(
@@ -243,6 +248,15 @@ class Machine:
         self.boot_seconds = time.monotonic() - self._t0
         self.guest = guest
         return guest
+
+    def _wait_console(self, marker: str, deadline: Deadline, alive: Any) -> None:
+        """Wait for `marker` on the serial console; a dead or failed boot raises."""
+        assert self.qemu is not None
+        while marker not in self.qemu.console():
+            if not alive():
+                raise InfraError("the VM exited before it was ready")
+            deadline.check(f"waiting for {marker!r} on the console")
+            time.sleep(0.1)
 
     def console_log(self) -> Path:
         return self.workdir / "console.log"
