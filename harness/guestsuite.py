@@ -192,6 +192,28 @@ def _run_controller(
     return proc.returncode, False, None
 
 
+def _run_pytest(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    results_dir: Path,
+    deadline: Deadline,
+    check_timeout: float = CHECK_TIMEOUT,
+) -> SuiteOutcome:
+    """Run pytest with the host-side result log and fold what it streamed."""
+    resultlog = results_dir / "events.jsonl"
+    resultlog.unlink(missing_ok=True)  # a previous run's events are not this run's
+    pytest_log = results_dir / "pytest.log"
+    env = {**env, "PYTEST_PLUGINS": "harness.resultlog", RESULTLOG_ENV: str(resultlog)}
+    code, timed_out, hung = _run_controller(
+        argv, env, cwd, pytest_log, resultlog, deadline, check_timeout
+    )
+    checks, down = parse_resultlog(resultlog)
+    return SuiteOutcome(
+        checks, code, pytest_log, down, timed_out, hung, collected_count(pytest_log)
+    )
+
+
 def run_in_vm(
     machine: Machine,
     results_dir: Path,
@@ -210,8 +232,6 @@ def run_in_vm(
     count = guest.put_tree(suite_dir(), GUEST_SUITE)
     log.info("suite: %d files shipped to the guest", count)
     results_dir.mkdir(parents=True, exist_ok=True)
-    resultlog = results_dir / "events.jsonl"
-    resultlog.unlink(missing_ok=True)
     ssh_config = machine.workdir / "ssh_config"
     tx = (
         f"{workers}*ssh=-F {ssh_config} {machine.name}//python=python3//chdir={guestenv.GUEST_ROOT}"
@@ -239,17 +259,8 @@ def run_in_vm(
             "suite",
             *suite_args,
         ]
-        env = {
-            "PYTEST_PLUGINS": "harness.resultlog",
-            RESULTLOG_ENV: str(resultlog),
-            "PYTHONPATH": str(suite_dir()),
-        }
-        code, timed_out, hung = _run_controller(
-            argv, env, Path(tmp), results_dir / "pytest.log", resultlog, deadline, check_timeout
-        )
-    checks, down = parse_resultlog(resultlog)
-    collected = collected_count(results_dir / "pytest.log")
-    return SuiteOutcome(checks, code, results_dir / "pytest.log", down, timed_out, hung, collected)
+        env = {"PYTHONPATH": str(suite_dir())}  # the controller loads unionfs.options
+        return _run_pytest(argv, env, Path(tmp), results_dir, deadline, check_timeout)
 
 
 def run_local(
@@ -259,8 +270,6 @@ def run_local(
     if os.geteuid() != 0:
         raise UserError("the suite mounts filesystems: run `aufs-harness suite --local` as root")
     results_dir.mkdir(parents=True, exist_ok=True)
-    resultlog = results_dir / "events.jsonl"
-    resultlog.unlink(missing_ok=True)
     argv = [
         sys.executable,
         "-m",
@@ -276,10 +285,4 @@ def run_local(
     ]
     if workers:
         argv += ["-n", str(workers), "--max-worker-restart=0"]
-    env = {"PYTEST_PLUGINS": "harness.resultlog", RESULTLOG_ENV: str(resultlog)}
-    code, timed_out, hung = _run_controller(
-        argv, env, results_dir, results_dir / "pytest.log", resultlog, deadline
-    )
-    checks, down = parse_resultlog(resultlog)
-    collected = collected_count(results_dir / "pytest.log")
-    return SuiteOutcome(checks, code, results_dir / "pytest.log", down, timed_out, hung, collected)
+    return _run_pytest(argv, {}, results_dir, results_dir, deadline)
