@@ -30,7 +30,7 @@ import pytest
 from unionfs import aufs, sysapi
 from unionfs import lab as lab_mod
 from unionfs.drivers import DRIVERS, AufsDriver, UnionDriver
-from unionfs.kernel import KernelWatch, read_taint, taint_letters
+from unionfs.kernel import KernelWatch, damage_seen, read_taint, taint_letters
 from unionfs.lab import OPTION_SETS, Lab, OptionSet
 
 # Options live in their own plugin so the host's xdist controller can load them too.
@@ -38,6 +38,8 @@ pytest_plugins = ("unionfs.options",)
 _DEVKMSG = Path("/proc/sys/kernel/printk_devkmsg")
 _WATCH = pytest.StashKey[KernelWatch]()
 _DEVKMSG_SAVED = pytest.StashKey[str]()
+#: the first kernel-health problem seen in this process, noted on later failures
+_FIRST_PROBLEM: list[str] = []
 
 
 def _csv(value: str) -> list[str]:
@@ -88,7 +90,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    if config.getoption("tx", None) and not hasattr(config, "workerinput"):
+    remote = [t for t in (config.getoption("tx", None) or []) if not t.startswith("popen")]
+    if remote and not hasattr(config, "workerinput"):
         return ["unionfs: drivers, branch filesystems and taint are probed by the remote workers"]
     lines = []
     for name in _csv(config.getoption("--driver")):
@@ -129,7 +132,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" not in metafunc.fixturenames:
         return
     config = metafunc.config
-    drivers = _csv(config.getoption("--driver"))
+    selected = _csv(config.getoption("--driver"))
+    drivers = list(selected)
     only = _marker_args(metafunc, "only_drivers")
     if only is not None:
         drivers = [d for d in drivers if d in only]
@@ -153,7 +157,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             sets = list(_csv(config.getoption("--option-set")))
         cases.extend(Case(d, s, o) for s in specs for o in sets)
     if not cases:
-        metafunc.parametrize("case", [], ids=[], indirect=True)
+        only_txt = ", ".join(sorted(only)) if only is not None else "?"
+        reason = f"only for driver {only_txt}; --driver selects {','.join(selected)}"
+        skipped = pytest.param(Case("none"), marks=pytest.mark.skip(reason=reason), id="none")
+        metafunc.parametrize("case", [skipped], indirect=True)
         return
     metafunc.parametrize("case", cases, ids=[c.id for c in cases], indirect=True)
 
@@ -213,8 +220,15 @@ def kmsg(request: pytest.FixtureRequest) -> KernelWatch | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if os.geteuid() == 0:
-        item.stash[_WATCH] = KernelWatch(item.nodeid)
+    if os.geteuid() != 0:
+        return
+    damage = damage_seen()
+    item.stash[_WATCH] = KernelWatch(item.nodeid)
+    if damage and not item.config.getoption("--continue-after-kernel-damage"):
+        pytest.skip(
+            f"kernel damaged earlier in this run ({damage}); its results would not be "
+            "trustworthy: boot a fresh kernel (or pass --continue-after-kernel-damage)"
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -225,6 +239,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if watch is None:
         return
     lines = watch.new_lines()
+    if report.failed and _FIRST_PROBLEM:
+        note = f"(kernel health already degraded in this worker since {_FIRST_PROBLEM[0]})"
+        report.sections.append((f"Captured kernel health {report.when}", note))
     if lines:
         # on this report, and on the item so that later phases' reports carry it too
         report.sections.append((f"Captured kernel log {report.when}", "\n".join(lines)))
@@ -249,6 +266,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             f"({workers} xdist workers share this kernel: a concurrent check may be the cause)"
         )
     text = "\n".join(problem)
+    if not _FIRST_PROBLEM:
+        _FIRST_PROBLEM.append(f"{item.nodeid} ({report.when}): {(bad or ['new taint'])[0]}")
     report.sections.append((f"Captured kernel health {report.when}", text))
     item.add_report_section(report.when, "kernel health", text)
     if item.config.getoption("--no-kernel-health"):

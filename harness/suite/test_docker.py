@@ -19,7 +19,7 @@ import pytest
 
 from unionfs import aufs, sysapi
 from unionfs.drivers import AUFS_WH_BASE, AUFS_WH_DIROPQ, AUFS_WH_ORPHDIR, AUFS_WH_PLINKDIR
-from unionfs.fsops import errno_of, names, put
+from unionfs.fsops import errname, errno_of, names, put
 from unionfs.lab import Lab
 
 pytestmark = pytest.mark.only_drivers("aufs")
@@ -148,7 +148,7 @@ def test_docker_unmount_sequence(lab: Lab) -> None:
         if err != errno.EBUSY:
             break
         time.sleep(0.1)
-    assert err is None, lab.explain("umount after flush succeeds", err)
+    assert err is None, lab.explain("umount after flush succeeds", errname(err))
     lab.mounts[-1].mounted = False
     plnk = diff[CID] / AUFS_WH_PLINKDIR
     assert not plnk.exists() or os.listdir(plnk) == [], lab.explain(
@@ -170,4 +170,4 @@ def test_docker_dirperm1_probe(lab: Lab) -> None:
     )
     err = errno_of(sysapi.umount, probe)
     lab.mounts[-1].mounted = err is not None
-    assert err is None, lab.explain("the probe mount unmounts", err)
+    assert err is None, lab.explain("the probe mount unmounts", errname(err))

@@ -17,7 +17,7 @@ import pytest
 
 from unionfs import aufs, sysapi
 from unionfs.drivers import AUFS_WH_BASE, AUFS_WH_ORPHDIR, AUFS_WH_PLINKDIR, Branch
-from unionfs.fsops import errno_of, lexists, names, put
+from unionfs.fsops import errname, errno_of, lexists, names, put
 from unionfs.kernel import KernelWatch
 from unionfs.lab import Lab
 
@@ -307,7 +307,7 @@ def test_deleting_a_busy_branch_fails_ebusy(lab: Lab, holder: str) -> None:
     release = _hold(u / "d", holder)
     try:
         err = errno_of(lab.remount, f"del:{lab.ro}")
-        assert err == errno.EBUSY, lab.explain(f"del:RO with a {holder} in RO: EBUSY", err)
+        assert err == errno.EBUSY, lab.explain(f"del:RO with a {holder} in RO: EBUSY", errname(err))
     finally:
         release()
     lab.remount(f"del:{lab.ro}")
@@ -338,7 +338,7 @@ def test_deleting_the_only_branch_fails_ebusy(lab: Lab) -> None:
     """MNT-10: `del:` of the only branch is EBUSY."""
     lab.mount(upper="RW", lowers=[], plain=True)
     err = errno_of(lab.remount, f"del:{lab.rw}")
-    assert err == errno.EBUSY, lab.explain("del of the only branch: EBUSY", err)
+    assert err == errno.EBUSY, lab.explain("del of the only branch: EBUSY", errname(err))
 
 
 def _wh_meta(lab: Lab) -> dict[str, bool]:
@@ -368,7 +368,9 @@ def test_mod_rw_to_ro_fails_ebusy_while_file_is_mmapped(lab: Lab) -> None:
     m = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     try:
         err = errno_of(lab.remount, f"mod:{lab.rw}=ro")
-        assert err == errno.EBUSY, lab.explain("mod:RW=ro with an mmapped file: EBUSY", err)
+        assert err == errno.EBUSY, lab.explain(
+            "mod:RW=ro with an mmapped file: EBUSY", errname(err)
+        )
     finally:
         m.close()
         os.close(fd)
@@ -382,7 +384,7 @@ def test_mod_to_rw_on_readonly_fs_fails_einval(lab: Lab, kmsg: KernelWatch) -> N
     rofs = lab.readonly_fs_dir("rofs")
     lab.mount(lowers=[Branch(rofs, "ro")], plain=True)
     err = errno_of(lab.remount, f"mod:{rofs}=rw")
-    assert err == errno.EINVAL, lab.explain("mod:X=rw on a read-only fs: EINVAL", err)
+    assert err == errno.EINVAL, lab.explain("mod:X=rw on a read-only fs: EINVAL", errname(err))
     found = kmsg.wait_for(r"write permission for readonly mount or inode")
     assert found, lab.explain("kernel log: write permission for readonly ...", kmsg.lines())
 

@@ -11,7 +11,7 @@ import pytest
 
 from unionfs import aufs, sysapi
 from unionfs.drivers import Branch
-from unionfs.fsops import errno_of, lexists, names, put
+from unionfs.fsops import errname, errno_of, lexists, names, put
 from unionfs.gates import aufs_config_has, require_aufs_config
 from unionfs.kernel import KernelWatch
 from unionfs.lab import Lab
@@ -30,7 +30,7 @@ def test_udba_reval_notices_a_lower_file_removed_behind_its_back(lab: Lab) -> No
     (u / "f").stat()
     (lab.ro / "f").unlink()
     err = errno_of(os.stat, u / "f")
-    assert err == errno.ENOENT, lab.explain("stat U/f after rm RO/f: ENOENT", err)
+    assert err == errno.ENOENT, lab.explain("stat U/f after rm RO/f: ENOENT", errname(err))
 
 
 def test_udba_notify_sees_a_file_added_behind_its_back(lab: Lab) -> None:
@@ -40,7 +40,7 @@ def test_udba_notify_sees_a_file_added_behind_its_back(lab: Lab) -> None:
     u = lab.mount(options=["udba=notify"], plain=True)
     assert "udba=notify" in _opts(lab), lab.explain("udba=notify shown", _opts(lab))
     err = errno_of(os.stat, u / "n")
-    assert err == errno.ENOENT, lab.explain("stat U/n: ENOENT before", err)
+    assert err == errno.ENOENT, lab.explain("stat U/n: ENOENT before", errname(err))
     put(lab.rw / "n", "direct")
     deadline = time.monotonic() + 3
     while errno_of(os.stat, u / "n") is not None and time.monotonic() < deadline:
@@ -62,7 +62,7 @@ def test_udba_notify_is_refused_without_hnotify(lab: Lab) -> None:
     if aufs_config_has("HNOTIFY"):
         pytest.skip("CONFIG_AUFS_HNOTIFY is set: udba=notify is valid here")
     err = errno_of(lab.mount, options=["udba=notify"], plain=True)
-    assert err == errno.EINVAL, lab.explain("udba=notify without HNOTIFY: EINVAL", err)
+    assert err == errno.EINVAL, lab.explain("udba=notify without HNOTIFY: EINVAL", errname(err))
 
 
 def test_udba_none_mounts_and_shows(lab: Lab) -> None:
@@ -117,11 +117,11 @@ def test_xino_truncation_options_work_at_remount_only(lab: Lab) -> None:
     and accepted at remount, as are trunc_xib and trunc_xino."""
     for opt in (f"trunc_xino={lab.rw}", "itrunc_xino=0"):
         err = errno_of(lab.mount, lowers=["RO"], options=[opt], plain=True)
-        assert err == errno.EINVAL, lab.explain(f"{opt} at mount: EINVAL", err)
+        assert err == errno.EINVAL, lab.explain(f"{opt} at mount: EINVAL", errname(err))
     lab.mount(lowers=["RO"], plain=True)
     for opt in ("trunc_xib", f"trunc_xino={lab.rw}", "itrunc_xino=0", "trunc_xino"):
         err = errno_of(lab.remount, opt)
-        assert err is None, lab.explain(f"remount {opt} accepted", err)
+        assert err is None, lab.explain(f"remount {opt} accepted", errname(err))
 
 
 def test_trunc_xino_path_is_not_an_option_key(lab: Lab) -> None:
@@ -129,7 +129,9 @@ def test_trunc_xino_path_is_not_an_option_key(lab: Lab) -> None:
     `trunc_xino_path=` key (an older spelling) is an unknown key, EINVAL at remount."""
     lab.mount(lowers=["RO"], plain=True)
     err = errno_of(lab.remount, f"trunc_xino_path={lab.rw}")
-    assert err == errno.EINVAL, lab.explain("trunc_xino_path=RW: EINVAL (unknown key)", err)
+    assert err == errno.EINVAL, lab.explain(
+        "trunc_xino_path=RW: EINVAL (unknown key)", errname(err)
+    )
 
 
 @pytest.mark.only_branch_fs("mixed")
@@ -340,6 +342,6 @@ def test_o_direct_follows_the_dio_option(lab: Lab) -> None:
     allowed = aufs.dio_is_default() or "dio" in lab.optset.options
     err = errno_of(os.open, u / "f", os.O_RDONLY | os.O_DIRECT)
     if allowed:
-        assert err is None, lab.explain("O_DIRECT open succeeds (dio)", err)
+        assert err is None, lab.explain("O_DIRECT open succeeds (dio)", errname(err))
     else:
-        assert err == errno.EINVAL, lab.explain("O_DIRECT open: EINVAL (nodio)", err)
+        assert err == errno.EINVAL, lab.explain("O_DIRECT open: EINVAL (nodio)", errname(err))

@@ -9,7 +9,7 @@ import pytest
 
 from unionfs import aufs
 from unionfs.expect import no_whiteout_problem, whiteout_problem
-from unionfs.fsops import T1_NS, errno_of, lexists, mkdir, names, put, time_granularity
+from unionfs.fsops import T1_NS, errname, errno_of, lexists, mkdir, names, put, time_granularity
 from unionfs.gates import aufs_config_has, overlay_param, require_aufs_config
 from unionfs.kernel import KernelWatch
 from unionfs.lab import Lab
@@ -79,10 +79,10 @@ def test_rename_directory_with_lower_children(lab: Lab) -> None:
     u = lab.mount()
     err = errno_of(os.rename, u / "d", u / "e")
     if _dir_rename_allowed(lab):
-        assert err is None, lab.explain("rename succeeds (redirect_dir=on)", err)
+        assert err is None, lab.explain("rename succeeds (redirect_dir=on)", errname(err))
         assert names(u / "e") == ["child"], lab.explain("U/e lists child", names(u / "e"))
         return
-    assert err == errno.EXDEV, lab.explain("rename U/d -> U/e: EXDEV", err)
+    assert err == errno.EXDEV, lab.explain("rename U/d -> U/e: EXDEV", errname(err))
     assert names(u / "d") == ["child"] and not lexists(u / "e"), lab.explain(
         "U/d unchanged, no U/e", names(u)
     )
@@ -95,9 +95,9 @@ def test_rename_empty_lower_only_directory(lab: Lab) -> None:
     u = lab.mount()
     err = errno_of(os.rename, u / "d", u / "e")
     if lab.driver.name == "overlay" and not _dir_rename_allowed(lab):
-        assert err == errno.EXDEV, lab.explain("overlay: rename lower dir EXDEV", err)
+        assert err == errno.EXDEV, lab.explain("overlay: rename lower dir EXDEV", errname(err))
         return
-    assert err is None, lab.explain("rename of an empty lower-only dir succeeds", err)
+    assert err is None, lab.explain("rename of an empty lower-only dir succeeds", errname(err))
     assert (u / "e").is_dir() and not lexists(u / "d"), lab.explain("U/e a dir, no U/d", names(u))
     assert (lab.ro / "d").is_dir(), lab.explain("RO/d untouched", None)
 

@@ -54,13 +54,14 @@ def _apply(
         os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
-_GRANULARITY: dict[int, int] = {}
+_GRANULARITY: dict[tuple[int, str], int] = {}
 
 
 def time_granularity(directory: Path) -> int:
     """Nanoseconds between two timestamps directory's filesystem can store (1 for
     nanosecond timestamps, 10**9 for seconds), probed once per filesystem."""
-    dev = directory.stat().st_dev
+    # keyed by path too: anonymous and loop device numbers are reused by later mounts
+    dev = (directory.stat().st_dev, str(directory))
     if dev not in _GRANULARITY:
         probe = directory / ".time-granularity-probe"
         probe.write_bytes(b"")
@@ -97,6 +98,13 @@ def read(path: Path) -> bytes:
 
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
+
+
+def errname(err: int | None) -> str:
+    """An errno_of() result for a failure message: 'EACCES (13)', or success."""
+    if err is None:
+        return "no error: the call succeeded"
+    return f"{errno_mod.errorcode.get(err, 'errno')} ({err})"
 
 
 def errno_of(fn, *args: object, **kwargs: object) -> int | None:  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ concurrent check land in every running check's window; reports say so.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import time
@@ -23,7 +24,9 @@ _SUSPICIOUS = re.compile(
     r"Oops|BUG:|kernel BUG|WARNING:|general protection fault|Call Trace:|"
     r"lockdep|possible circular locking|possible recursive locking|DEBUG_LOCKS_WARN_ON|"
     r"INFO: task .* blocked|Kernel panic|rcu.*stall|UBSAN:|KASAN:|KFENCE:|"
-    r"refcount_t:|list_(add|del) corruption|stack-protector|Unable to handle kernel"
+    r"refcount_t:|list_(add|del) corruption|stack-protector|Unable to handle kernel|"
+    r"Busy inodes after unmount|EXT4-fs error|XFS \(.*\): (Corruption|metadata I/O error)|"
+    r"BTRFS (error|critical)"
 )
 
 
@@ -126,10 +129,15 @@ class KernelWatch:
         up to timeout seconds for at least one to appear."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
+        flushed = False
         while True:
             found = [line for line in self.lines() if rx.search(line)]
             if found or time.monotonic() >= deadline:
                 return found
+            if not flushed:
+                # a message printed without a trailing newline stays in the kernel's
+                # continuation buffer until the next record: force one
+                flushed = write_marker("unionfs-suite: flush")
             time.sleep(0.05)
 
     def new_lines(self) -> list[str]:
@@ -182,3 +190,57 @@ def full_log() -> tuple[list[str], int | None]:
     finally:
         os.close(fd)
     return lines, first_seq
+
+
+_BUSY_LOOP = re.compile(r"Busy inodes after unmount of loop(\d+)")
+#: events after which the kernel cannot be trusted any more (memory may be
+#: corrupted): a later check's result would say nothing about the driver
+_DAMAGE = re.compile(
+    r"Oops|BUG:|kernel BUG|general protection fault|Unable to handle kernel|"
+    r"Busy inodes after unmount|list_(add|del) corruption|Kernel panic|"
+    r"EXT4-fs error|XFS \(.*\): Corruption|BTRFS critical"
+)
+
+
+class SessionLog:
+    """This process's own reader of the whole kernel log for the run.
+
+    Every process (xdist worker) drains the log on its own, so each sees every
+    line however the checks are spread over workers. It remembers loop devices
+    that must not be reused ("VFS: Busy inodes after unmount of loopN": a
+    superblock outlived its umount and may still write to loopN) and the first
+    line showing the kernel damaged during the run.
+    """
+
+    def __init__(self) -> None:
+        self.loops: set[int] = set()
+        lines, _ = full_log()
+        self._scan(lines, during_run=False)
+        self.damage: str | None = None
+        self.reader = KmsgReader()
+
+    def _scan(self, lines: list[str], during_run: bool = True) -> None:
+        for line in lines:
+            m = _BUSY_LOOP.search(line)
+            if m:
+                self.loops.add(int(m.group(1)))
+            if during_run and self.damage is None and _DAMAGE.search(line):
+                self.damage = line.strip()
+
+    def drain(self) -> SessionLog:
+        self._scan(self.reader.read_new())
+        return self
+
+
+@functools.cache
+def session_log() -> SessionLog:
+    return SessionLog()
+
+
+def quarantined_loops() -> set[int]:
+    return set(session_log().drain().loops)
+
+
+def damage_seen() -> str | None:
+    """The first kernel line of this run showing the kernel damaged, if any."""
+    return session_log().drain().damage

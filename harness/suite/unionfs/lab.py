@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import evidence, sysapi
+from . import evidence, kernel, sysapi
 from .drivers import Branch, Mount, UnionDriver
 
 LOOP_FS = ("ext4", "xfs", "btrfs")
@@ -152,7 +152,7 @@ class BackingFs:
             raise RuntimeError(
                 f"mkfs.{self.kind} {self.image} failed ({proc.returncode}): {proc.stderr.strip()}"
             )
-        dev, fd = sysapi.loop_attach(self.image)
+        dev, fd = sysapi.loop_attach(self.image, avoid=kernel.quarantined_loops())
         self.loopdev = dev
         try:
             sysapi.mount(dev, self.mountpoint, self.kind, 0, None)

@@ -45,6 +45,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="directory for per-check temporary directories (default: the system temp dir)",
     )
     group.addoption(
+        "--continue-after-kernel-damage",
+        action="store_true",
+        default=False,
+        help="keep running checks after the kernel logged an oops, BUG, busy inodes after "
+        "unmount or fs corruption (default: skip the rest, naming the damage)",
+    )
+    group.addoption(
         "--no-kernel-health",
         action="store_true",
         default=False,

@@ -277,7 +277,29 @@ LO_FLAGS_AUTOCLEAR = 4
 _LOOP_INFO64 = struct.Struct("=QQQQQIIII64s64s32sQQ")
 
 
-def loop_attach(image: str | os.PathLike[str], read_only: bool = False) -> tuple[str, int]:
+LOOP_CTL_ADD = 0x4C80
+
+
+def _loop_candidates(ctl: int, avoid: set[int]) -> int:
+    """A free loop device number outside avoid (LOOP_CTL_ADD beyond them if needed)."""
+    number = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
+    if number not in avoid:
+        return number
+    candidate = max(avoid) + 1
+    while True:
+        try:
+            return fcntl.ioctl(ctl, LOOP_CTL_ADD, candidate)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+            if not os.path.exists(f"/sys/block/loop{candidate}/loop/backing_file"):
+                return candidate  # exists and is unbound
+            candidate += 1
+
+
+def loop_attach(
+    image: str | os.PathLike[str], read_only: bool = False, avoid: set[int] | None = None
+) -> tuple[str, int]:
     """Bind image to a free loop device with autoclear set.
 
     Returns (device path, open fd). The caller keeps the fd open until the
@@ -291,7 +313,7 @@ def loop_attach(image: str | os.PathLike[str], read_only: bool = False) -> tuple
         ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
         try:
             for _attempt in range(50):
-                number = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
+                number = _loop_candidates(ctl, avoid or set())
                 dev = f"/dev/loop{number}"
                 for _wait in range(100):  # devtmpfs may lag behind LOOP_CTL_GET_FREE
                     if os.path.exists(dev):
