@@ -38,6 +38,12 @@ def main() -> int:
     parser.add_argument("--branch-fs", default="tmpfs")
     parser.add_argument("--workers", type=int, default=2)
     add_build_options(parser, kernel_required=False)
+    parser.add_argument(
+        "suite_args",
+        nargs="*",
+        metavar="PYTEST_ARG",
+        help="extra suite arguments after --, e.g. -- -k 'not notify'",
+    )
     args = parser.parse_args()
     setup_logging(verbose=False)
     spec = spec_from_args(args) if args.kernel else None
