@@ -580,8 +580,14 @@ def load_module(
         expect_fs=expect_fs,
         module=module_name_from_path(target) if use_insmod else target.replace("-", "_"),
     )
+    _settle(result, lambda: _load(result, system, clock), clock)
+    return result
+
+
+def _settle(result: ModuleResult, step: Callable[[], None], clock: _Clock) -> None:
+    """Run `step`; whatever it raises, `result` ends with a status and a reason."""
     try:
-        _load(result, system, clock)
+        step()
     except LoadError as exc:
         result.status, result.reason = ERROR, str(exc)
     except Exception as exc:  # a bug here must still give the caller a result
@@ -589,7 +595,6 @@ def load_module(
         result.status, result.reason = ERROR, f"internal error in load.py: {exc!r}"
     result.seconds = clock.elapsed()
     log.info("%s: %s", result.status, result.reason)
-    return result
 
 
 def _load(result: LoadResult, system: System, clock: _Clock) -> None:
@@ -692,15 +697,7 @@ def unload_module(
         kernel_release=system.release,
         expect_fs=expect_fs,
     )
-    try:
-        _unload(result, system, clock)
-    except LoadError as exc:
-        result.status, result.reason = ERROR, str(exc)
-    except Exception as exc:  # a bug here must still give the caller a result
-        log.exception("internal error")
-        result.status, result.reason = ERROR, f"internal error in load.py: {exc!r}"
-    result.seconds = clock.elapsed()
-    log.info("%s: %s", result.status, result.reason)
+    _settle(result, lambda: _unload(result, system, clock), clock)
     return result
 
 
