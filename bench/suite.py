@@ -60,7 +60,7 @@ def main() -> int:
         guest = m.wait_ssh(Deadline(300, "boot"))
         for need in target.modules(build):
             ensure_module(guest, need.name, need.module, need.fs)
-        base = [f"--driver={args.driver}", f"--branch-fs={args.branch_fs}"]
+        base = [f"--driver={args.driver}", f"--branch-fs={args.branch_fs}", *args.suite_args]
         for label, extra in (("with health capture", []), ("without", ["--no-kernel-health"])):
             out = run_in_vm(
                 m,
