@@ -201,6 +201,7 @@ def _run_pytest(
     check_timeout: float = CHECK_TIMEOUT,
 ) -> SuiteOutcome:
     """Run pytest with the host-side result log and fold what it streamed."""
+    results_dir = results_dir.resolve()  # pytest may run in another directory
     resultlog = results_dir / "events.jsonl"
     resultlog.unlink(missing_ok=True)  # a previous run's events are not this run's
     pytest_log = results_dir / "pytest.log"

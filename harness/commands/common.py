@@ -44,6 +44,8 @@ def add_vm_options(p: argparse.ArgumentParser) -> None:
 
 
 def results_root(base: Path) -> Path:
+    # Absolute: the suite's controller runs in a directory of its own.
+    base = base.resolve()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = base / stamp
     out.mkdir(parents=True, exist_ok=True)

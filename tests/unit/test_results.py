@@ -4,6 +4,8 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from harness.guestsuite import parse_resultlog
 from harness.results import (
     CheckResult,
@@ -119,3 +121,14 @@ def test_running_checks_and_collected_count(tmp_path: Path) -> None:
     pytest_log.write_text("created: 2/2 workers\n2 workers [680 items]\n")
     assert collected_count(pytest_log) == 680
     assert collected_count(tmp_path / "missing.log") is None
+
+
+def test_results_root_is_absolute_even_from_a_relative_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.commands.common import results_root
+
+    monkeypatch.chdir(tmp_path)
+    out = results_root(Path("results"))
+    assert out.is_absolute() and out.parent == tmp_path / "results"
+    assert (tmp_path / "results" / "latest").resolve() == out
