@@ -34,24 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_kmod(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from harness.commands import kmod_build, kmod_load
+
     kmod = sub.add_parser(
         "kmod",
         help="build, load and unload the aufs module",
         description="Build aufs for a kernel; load or unload a module.",
     )
     ksub = kmod.add_subparsers(dest="kmod_command", required=True, metavar="COMMAND")
-    try:
-        from harness.commands import kmod_build
-    except ImportError:
-        pass
-    else:
-        kmod_build.add_parser(ksub)
-    try:
-        from harness.commands import kmod_load
-    except ImportError:
-        pass
-    else:
-        kmod_load.add_parser(ksub)
+    kmod_build.add_parser(ksub)
+    kmod_load.add_parser(ksub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
