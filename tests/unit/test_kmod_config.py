@@ -12,7 +12,10 @@ from kmod import config
 from tests.unit.golden import check_golden
 from tests.unit.kmod_fakes import make_kernel_tree, write
 
-D = Deadline(60, "test")
+
+def D() -> Deadline:
+    """A fresh deadline per call: one made at import would expire in a long session."""
+    return Deadline(60, "test")
 
 
 def test_fragment_golden() -> None:
@@ -58,18 +61,18 @@ def test_make_config_names_a_dropped_option(tmp_path: Path) -> None:
     tree = make_kernel_tree(tmp_path / "k")
     frag = config.render_fragment(config.aufs_options())
     final = config.make_config(["make", "-C", str(tree)], tree, frag, "allnoconfig",
-                               tmp_path / "config.log", D)  # fmt: skip
+                               tmp_path / "config.log", D())  # fmt: skip
     assert final["CONFIG_AUFS_FS"] == "m"
     write(tree / ".fake-unsupported", "CONFIG_AUFS_DIRREN\n")
     with pytest.raises(UserError, match=r"CONFIG_AUFS_DIRREN=y asked for, final \.config has it"):
         config.make_config(["make", "-C", str(tree)], tree, frag, "allnoconfig",
-                           tmp_path / "config.log", D)  # fmt: skip
+                           tmp_path / "config.log", D())  # fmt: skip
 
 
 def test_make_config_defconfig_base(tmp_path: Path) -> None:
     tree = make_kernel_tree(tmp_path / "k")
     frag = config.render_fragment(config.aufs_options(), base="defconfig")
     final = config.make_config(["make", "-C", str(tree)], tree, frag, "defconfig",
-                               tmp_path / "config.log", D)  # fmt: skip
+                               tmp_path / "config.log", D())  # fmt: skip
     assert final["CONFIG_FROM_DEFCONFIG"] == "y"
     assert final["CONFIG_AUFS_FS"] == "m"

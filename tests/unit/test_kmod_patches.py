@@ -19,13 +19,16 @@ from tests.unit.kmod_fakes import (
     write,
 )
 
-D = Deadline(60, "test")
+
+def D() -> Deadline:
+    """A fresh deadline per call: one made at import would expire in a long session."""
+    return Deadline(60, "test")
 
 
 def apply(tmp_path: Path, patch_text: str, mmap: list[str] | None = None) -> patches.PatchReport:
     tree = make_kernel_tree(tmp_path / "k", mmap=mmap)
     p = write(tmp_path / "p" / "test.patch", patch_text)
-    return patches.apply_patch(tree, p, tmp_path / "logs", D)
+    return patches.apply_patch(tree, p, tmp_path / "logs", D())
 
 
 def test_clean(tmp_path: Path) -> None:
@@ -79,8 +82,8 @@ def test_missing_file_and_already_applied(tmp_path: Path) -> None:
     assert "no/such.c: can't find file to patch" in r.failures()[0]
     tree = tmp_path / "k"
     p = write(tmp_path / "again.patch", mmap_patch({5: "five\n"}))
-    assert patches.apply_patch(tree, p, tmp_path / "logs", D).status == "clean"
-    again = patches.apply_patch(tree, p, tmp_path / "logs", D)
+    assert patches.apply_patch(tree, p, tmp_path / "logs", D()).status == "clean"
+    again = patches.apply_patch(tree, p, tmp_path / "logs", D())
     assert again.status == "failed"
     assert "reversed or already applied" in again.summary()
 
@@ -152,7 +155,7 @@ def test_prepare_never_writes_the_source_tree(tmp_path: Path, hardlink: bool) ->
     plan = patches.plan(atree, 5, fix)
     dest = tmp_path / "work" / "src"
     res = patches.prepare(
-        src, atree, plan, dest=dest, logdir=tmp_path / "logs", deadline=D, hardlink=hardlink
+        src, atree, plan, dest=dest, logdir=tmp_path / "logs", deadline=D(), hardlink=hardlink
     )
     assert not res.failed, res.details()
     assert [r.status for r in res.reports] == ["clean"] * 5
@@ -176,6 +179,8 @@ def test_prepare_reports_every_series_failure_and_skips_fixups(tmp_path: Path) -
     atree = aufs_tree(tmp_path, "aufs6.1")
     fix = write(tmp_path / "fix" / "0001-x.patch", VFSUB_FIXUP).parent
     plan = patches.plan(atree, 6, fix)
-    res = patches.prepare(src, atree, plan, dest=tmp_path / "w", logdir=tmp_path / "l", deadline=D)
+    res = patches.prepare(
+        src, atree, plan, dest=tmp_path / "w", logdir=tmp_path / "l", deadline=D()
+    )
     assert [r.name for r in res.reports] == [p.name for p in plan.series]  # no fix-up tried
     assert res.details() == ["aufs6-mmap.patch: mm/mmap.c: hunk 2 of 3 FAILED"]

@@ -28,7 +28,12 @@ from tests.unit.kmod_fakes import (
     write,
 )
 
-D = Deadline(120, "test")
+
+def D() -> Deadline:
+    """A fresh deadline per call: one made at import would expire in a long session."""
+    return Deadline(120, "test")
+
+
 REAL_MODINFO = build.modinfo_vermagic  # before the fixture below replaces it
 
 
@@ -65,7 +70,7 @@ def builds(result: pipeline.BuildResult) -> int:
 
 
 def test_build_failed_names_file_and_error(kernel: Path, repo: Path) -> None:
-    r = pipeline.run(spec(kernel, repo), D)
+    r = pipeline.run(spec(kernel, repo), D())
     assert r.status == "build-failed"
     assert r.details[0] == (
         "fs/aufs/vfsub.c:3:15: error: too many arguments to function 'vfs_rename'"
@@ -78,7 +83,7 @@ def test_build_failed_names_file_and_error(kernel: Path, repo: Path) -> None:
 
 def test_built_with_fixup_then_cached(kernel: Path, repo: Path, fixups: Path) -> None:
     s = spec(kernel, repo, fixup_dir=fixups)
-    r = pipeline.run(s, D)
+    r = pipeline.run(s, D())
     assert r.status == "built", r.details
     assert not r.cached
     assert r.kernel_release == "5.10.223"
@@ -92,7 +97,7 @@ def test_built_with_fixup_then_cached(kernel: Path, repo: Path, fixups: Path) ->
     assert [p["status"] for p in r.patches][-1] == "clean"
     assert builds(r) == 1
 
-    again = pipeline.run(s, D)
+    again = pipeline.run(s, D())
     assert again.status == "built" and again.cached
     assert again.artifacts == r.artifacts
     assert "build" not in again.timings
@@ -102,8 +107,8 @@ def test_built_with_fixup_then_cached(kernel: Path, repo: Path, fixups: Path) ->
 def test_aufs_option_change_rebuilds_in_the_same_work_tree(
     kernel: Path, repo: Path, fixups: Path
 ) -> None:
-    first = pipeline.run(spec(kernel, repo, fixup_dir=fixups), D)
-    second = pipeline.run(spec(kernel, repo, fixup_dir=fixups, aufs_options=("SHWH=n",)), D)
+    first = pipeline.run(spec(kernel, repo, fixup_dir=fixups), D())
+    second = pipeline.run(spec(kernel, repo, fixup_dir=fixups, aufs_options=("SHWH=n",)), D())
     assert second.status == "built" and not second.cached
     assert second.key != first.key
     assert "patch" not in second.timings  # the prepared tree was reused
@@ -116,7 +121,7 @@ def test_patch_failed_names_file_and_hunks(tmp_path: Path, repo: Path) -> None:
     for i in range(14, 27):
         changed[i] = f"6.1 moved on {i}\n"
     kernel = make_kernel_tree(tmp_path / "linux-6.1.176", "6.1.176", mmap=changed)
-    r = pipeline.run(spec(kernel, repo), D)
+    r = pipeline.run(spec(kernel, repo), D())
     assert r.status == "patch-failed"
     assert r.details == ["aufs6-mmap.patch: FAILED: mm/mmap.c: hunk 2 of 3 FAILED"]
     assert r.aufs["branch"] == "aufs6.1"
@@ -124,14 +129,14 @@ def test_patch_failed_names_file_and_hunks(tmp_path: Path, repo: Path) -> None:
     assert statuses["aufs6-mmap.patch"] == "failed"
     assert statuses["aufs6-kbuild.patch"] == "clean"
     # A second run answers from the recorded preparation.
-    assert pipeline.run(spec(kernel, repo), D).details == r.details
+    assert pipeline.run(spec(kernel, repo), D()).details == r.details
 
 
 def test_vermagic_mismatch_is_a_build_failure(
     kernel: Path, repo: Path, fixups: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_VERMAGIC", "5.10.999")
-    r = pipeline.run(spec(kernel, repo, fixup_dir=fixups), D)
+    r = pipeline.run(spec(kernel, repo, fixup_dir=fixups), D())
     assert r.status == "build-failed"
     assert (
         "vermagic '5.10.999 SMP mod_unload' does not match kernel release '5.10.223'"
@@ -142,7 +147,7 @@ def test_vermagic_mismatch_is_a_build_failure(
 def test_dropped_option_is_a_usage_error(kernel: Path, repo: Path, fixups: Path) -> None:
     write(kernel / ".fake-unsupported", "CONFIG_AUFS_FHSM\n")
     with pytest.raises(UserError, match="CONFIG_AUFS_FHSM=y asked for"):
-        pipeline.run(spec(kernel, repo, fixup_dir=fixups, aufs_options=("FHSM=y",)), D)
+        pipeline.run(spec(kernel, repo, fixup_dir=fixups, aufs_options=("FHSM=y",)), D())
 
 
 def inputs_for(tmp_path: Path, **change: Any) -> str:
@@ -220,7 +225,7 @@ def test_store_builds_once_under_concurrency(tmp_path: Path) -> None:
 
 
 def test_failed_build_leaves_no_store_entry(kernel: Path, repo: Path) -> None:
-    pipeline.run(spec(kernel, repo), D)
+    pipeline.run(spec(kernel, repo), D())
     entries = [
         p for p in (source.kmod_cache() / "artifacts").iterdir() if not p.name.startswith(".")
     ]
@@ -275,7 +280,7 @@ def test_reproducer_round_trips(kernel: Path, repo: Path, fixups: Path) -> None:
 
 
 def test_aufs_source_is_a_plain_git_url_too(kernel: Path, repo: Path, fixups: Path) -> None:
-    r = pipeline.run(spec(kernel, f"file://{repo}", fixup_dir=fixups), D)
+    r = pipeline.run(spec(kernel, f"file://{repo}", fixup_dir=fixups), D())
     assert r.status == "built"
     assert aufs.mirror_path(f"file://{repo}").is_dir()
 
@@ -290,4 +295,4 @@ def test_real_modinfo_reads_vermagic(tmp_path: Path) -> None:
     )
     ko = tmp_path / "m.ko"
     subprocess.run(["gcc", "-c", "-o", str(ko), str(src)], check=True)
-    assert REAL_MODINFO(ko, D) == "5.10.223 SMP mod_unload"
+    assert REAL_MODINFO(ko, D()) == "5.10.223 SMP mod_unload"

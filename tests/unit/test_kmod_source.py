@@ -15,37 +15,40 @@ from harness.errors import InfraError, UserError
 from kmod import source
 from tests.unit.kmod_fakes import git, make_kernel_tree, write
 
-D = Deadline(60, "test")
+
+def D() -> Deadline:
+    """A fresh deadline per call: one made at import would expire in a long session."""
+    return Deadline(60, "test")
 
 
 def test_path_source_identity_follows_edits(tmp_path: Path) -> None:
     tree = make_kernel_tree(tmp_path / "k", "5.10.223")
-    first = source.fetch(f"path:{tree}", D)
+    first = source.fetch(f"path:{tree}", D())
     assert first.tree == tree and str(first.version) == "5.10.223"
     assert not first.owned  # the user's tree: copied, never linked
-    assert source.fetch(str(tree), D).identity == first.identity  # a plain directory works
+    assert source.fetch(str(tree), D()).identity == first.identity  # a plain directory works
     time.sleep(0.01)
     write(tree / "mm/mmap.c", "edited\n")
-    assert source.fetch(f"path:{tree}", D).identity != first.identity
+    assert source.fetch(f"path:{tree}", D()).identity != first.identity
 
 
 def test_tarball_from_file_url(tmp_path: Path) -> None:
     make_kernel_tree(tmp_path / "src" / "linux-5.10.223", "5.10.223")
     tarball = tmp_path / "linux-5.10.223.tar.xz"
     subprocess.run(["tar", "-cJf", str(tarball), "-C", str(tmp_path / "src"), "."], check=True)
-    ks = source.fetch(tarball.as_uri(), D)
+    ks = source.fetch(tarball.as_uri(), D())
     assert str(ks.version) == "5.10.223"
     assert ks.identity.startswith("tarball:sha256=")
     assert ks.owned
     assert ks.tree.name == "linux-5.10.223"
     assert paths.cache_dir() in ks.tree.parents
     assert not os.stat(ks.tree / "Makefile").st_mode & 0o222  # cached read-only
-    assert source.fetch(tarball.as_uri(), D).tree == ks.tree  # unpacked once
+    assert source.fetch(tarball.as_uri(), D()).tree == ks.tree  # unpacked once
 
 
 def test_tarball_download_failure(tmp_path: Path) -> None:
     with pytest.raises(InfraError, match="cannot download"):
-        source.fetch((tmp_path / "missing.tar.xz").as_uri(), D)
+        source.fetch((tmp_path / "missing.tar.xz").as_uri(), D())
 
 
 def test_git_source(tmp_path: Path) -> None:
@@ -54,11 +57,11 @@ def test_git_source(tmp_path: Path) -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "v6.1")
     git(repo, "tag", "v6.1")
-    ks = source.fetch(f"git+{repo}@v6.1", D)
+    ks = source.fetch(f"git+{repo}@v6.1", D())
     assert str(ks.version) == "6.1.0"
     assert ks.identity == f"git:{git(repo, 'rev-parse', 'HEAD')}"
     with pytest.raises(UserError, match="names no branch"):
-        source.fetch(f"git+{repo}@v9.9", D)
+        source.fetch(f"git+{repo}@v9.9", D())
 
 
 @pytest.mark.parametrize(
@@ -115,10 +118,10 @@ def test_debian_resolution_is_remembered_while_lists_stay(
         return shows[package]
 
     monkeypatch.setattr(deb, "_show", show)
-    assert deb.resolve(D) == ("linux-source-5.10", "5.10.223-1")
-    assert deb.resolve(D) == ("linux-source-5.10", "5.10.223-1")
+    assert deb.resolve(D()) == ("linux-source-5.10", "5.10.223-1")
+    assert deb.resolve(D()) == ("linux-source-5.10", "5.10.223-1")
     assert asked == ["linux-source", "linux-source-5.10"]  # once
     pinned = source.DebianSource.from_spec("debian:bullseye=5.10.200-1")
     monkeypatch.setattr(pinned, "_show", show)
     with pytest.raises(UserError, match=r"not 5\.10\.200-1"):
-        pinned.resolve(D)
+        pinned.resolve(D())
