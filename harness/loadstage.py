@@ -14,7 +14,7 @@ from typing import Any
 
 from harness.deadline import Deadline
 from harness.errors import InfraError, TargetFailure
-from kmod.guestload import load_in_guest
+from kmod.guestload import Put, Run, load_in_guest
 from kmod.load import LoadResult
 from vm.ssh import Guest
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 LOAD_TIMEOUT = 60.0
 
 
-def _runner(guest: Guest) -> Any:
+def _runner(guest: Guest) -> Run:
     def run(argv: list[str], timeout: float) -> tuple[int, str, str]:
         r = guest.run(argv, Deadline(timeout, f"running {argv[0]} in the guest"))
         return r.status, r.stdout, r.stderr
@@ -31,7 +31,7 @@ def _runner(guest: Guest) -> Any:
     return run
 
 
-def _putter(guest: Guest) -> Any:
+def _putter(guest: Guest) -> Put:
     def put(local: Path, remote: str) -> None:
         guest.put(local, remote)
 
