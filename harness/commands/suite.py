@@ -9,7 +9,7 @@ from harness import guestsuite
 from harness.commands.common import finish, results_root
 from harness.deadline import Deadline
 from harness.errors import UserError
-from harness.results import TargetReport
+from harness.results import TargetReport, write_json, write_junit
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,14 +43,21 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("only --local is supported here; use `aufs-harness run` for a VM")
     out = results_root(args.results)
     extra = [f"--driver={','.join(args.driver)}"] if args.driver else []
-    outcome = guestsuite.run_local(
-        out / "local",
-        [*extra, *args.suite_args],
-        Deadline(args.timeout, "the suite"),
-        workers=args.workers,
-    )
     report = TargetReport(target="local host")
     report.kernel_release = Path("/proc/sys/kernel/osrelease").read_text().strip()
+    try:
+        outcome = guestsuite.run_local(
+            out / "local",
+            [*extra, *args.suite_args],
+            Deadline(args.timeout, "the suite"),
+            workers=args.workers,
+        )
+    except BaseException as exc:  # Ctrl-C, SIGTERM: keep every check reported so far
+        report.checks, _ = guestsuite.parse_resultlog(out / "local" / "events.jsonl")
+        report.verdict, report.reason = "error", f"interrupted ({type(exc).__name__})"
+        write_json([report], out / "report.json")
+        write_junit([report], out / "junit.xml")
+        raise
     report.checks = outcome.checks
     if outcome.timed_out:
         report.verdict, report.reason = "error", "suite deadline passed"
