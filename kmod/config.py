@@ -43,6 +43,14 @@ DEFAULT_AUFS_OPTIONS: dict[str, bool] = {
     "DEBUG": True,
 }
 
+# Branch filesystems the suite knows (harness/suite/unionfs/lab.py). tmpfs and
+# ext4 are always built in (the guest's root is ext4); xfs and btrfs cost about
+# an eighth of a cold build, so a target asks for them with --branch-fs.
+ALWAYS_BRANCH_FS = ("ext4", "tmpfs")  # sorted, as branch_filesystems() returns them
+OPTIONAL_BRANCH_FS = ("btrfs", "xfs")
+DEFAULT_BRANCH_FS = "tmpfs,ext4"  # the suite's own default
+_FS_ALIASES = {"mixed": "ext4+tmpfs+ext4"}
+
 _SET = re.compile(r"^(CONFIG_\w+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_\w+) is not set$")
 _OPTION = re.compile(r"^(?:CONFIG_AUFS_)?([A-Z0-9_]+)=([YN])$")
@@ -81,11 +89,46 @@ def aufs_options(overrides: Sequence[str] = ()) -> dict[str, bool]:
     return options
 
 
+def branch_filesystems(spec: str) -> tuple[str, ...]:
+    """The filesystems a --branch-fs list needs, sorted: "tmpfs,mixed" -> ("ext4", "tmpfs").
+
+    Same syntax as the suite's --branch-fs: comma-separated kinds, "mixed", or
+    A+B+C with one filesystem per branch.
+    """
+    known = (*ALWAYS_BRANCH_FS, *OPTIONAL_BRANCH_FS)
+    kinds: set[str] = set()
+    for item in (v.strip() for v in spec.split(",")):
+        if not item:
+            continue
+        for kind in _FS_ALIASES.get(item, item).split("+"):
+            if kind not in known:
+                raise UserError(
+                    f"--branch-fs: unknown branch filesystem {kind!r}: "
+                    f"use {', '.join(known)}, mixed, or A+B+C of those"
+                )
+            kinds.add(kind)
+    if not kinds:
+        raise UserError("--branch-fs is empty: name at least one filesystem, e.g. tmpfs,ext4")
+    return tuple(sorted(kinds))
+
+
 def render_fragment(
-    options: Mapping[str, bool], base: Base = "allnoconfig", extra: str | None = None
+    options: Mapping[str, bool],
+    base: Base = "allnoconfig",
+    extra: str | None = None,
+    filesystems: Sequence[str] = ALWAYS_BRANCH_FS,
 ) -> str:
-    """The rendered fragment, with a user's fragment text appended (it wins)."""
-    text = render.render(TEMPLATE, base=base, aufs_fs="m", aufs_options=dict(options))
+    """The rendered fragment, with a user's fragment text appended (it wins).
+
+    `filesystems` are the branch filesystems the kernel must provide.
+    """
+    text = render.render(
+        TEMPLATE,
+        base=base,
+        aufs_fs="m",
+        aufs_options=dict(options),
+        filesystems=sorted(set(filesystems)),
+    )
     if extra:
         text += "\n# --- user fragment\n" + extra.rstrip("\n") + "\n"
     return text

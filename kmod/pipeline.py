@@ -52,6 +52,7 @@ class BuildSpec:
     fixup_dir: Path | None = None
     config_fragment: Path | None = None
     aufs_options: tuple[str, ...] = ()
+    branch_fs: tuple[str, ...] = config.ALWAYS_BRANCH_FS
     config_base: config.Base = "allnoconfig"
     loopback: bool = False
     jobs: int = field(default_factory=build.default_jobs)
@@ -67,6 +68,8 @@ class BuildSpec:
             argv += ["--config-fragment", str(self.config_fragment)]
         for opt in self.aufs_options:
             argv += ["--aufs-option", opt]
+        if set(self.branch_fs) != set(config.ALWAYS_BRANCH_FS):
+            argv += ["--branch-fs", ",".join(self.branch_fs)]
         if self.config_base != "allnoconfig":
             argv += ["--config-base", self.config_base]
         if self.loopback:
@@ -193,7 +196,7 @@ def run(spec: BuildSpec, deadline: Deadline) -> BuildResult:
     plan = patches.plan(choice.tree, choice.major, spec.fixup_dir, spec.loopback)
     extra = spec.config_fragment.read_text() if spec.config_fragment else None
     fragment = config.render_fragment(
-        config.aufs_options(spec.aufs_options), spec.config_base, extra
+        config.aufs_options(spec.aufs_options), spec.config_base, extra, spec.branch_fs
     )
     tree_inputs, inputs = cache_inputs(
         ks, choice.commit, plan, spec.config_base, fragment, build.compiler_version(deadline)

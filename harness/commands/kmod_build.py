@@ -90,6 +90,15 @@ def add_build_options(p: argparse._ActionsContainer, *, kernel_required: bool) -
         + ", ".join(f"{k}={'y' if v else 'n'}" for k, v in config.DEFAULT_AUFS_OPTIONS.items()),
     )
     p.add_argument(
+        "--branch-fs",
+        default=config.DEFAULT_BRANCH_FS,
+        metavar="LIST",
+        help="branch filesystems the kernel must provide, as the suite's --branch-fs: "
+        f"{', '.join(config.ALWAYS_BRANCH_FS + config.OPTIONAL_BRANCH_FS)}, mixed, A+B+C "
+        f"(default {config.DEFAULT_BRANCH_FS}; xfs and btrfs lengthen a cold build by about "
+        "an eighth; `run` also runs the suite on them)",
+    )
+    p.add_argument(
         "--config-base",
         choices=config.BASES,
         default="allnoconfig",
@@ -120,6 +129,7 @@ def spec_from_args(args: argparse.Namespace) -> BuildSpec:
         fixup_dir=args.fixup_dir.resolve() if args.fixup_dir else None,
         config_fragment=args.config_fragment.resolve() if args.config_fragment else None,
         aufs_options=tuple(args.aufs_option),
+        branch_fs=config.branch_filesystems(args.branch_fs),
         config_base=args.config_base,
         loopback=args.loopback,
         jobs=args.jobs,

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from harness.commands.common import add_vm_options, finish, results_root
 from harness.commands.kmod_build import add_build_options, spec_from_args
+from harness.errors import UserError
 from harness.results import TargetReport, write_json, write_junit
 from harness.runner import RunOptions, run_target
 from harness.targets import Target
+from kmod import config
 from vm.machine import preflight
 
 
@@ -56,7 +58,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=main)
 
 
+def suite_args_for(args: argparse.Namespace) -> tuple[str, ...]:
+    """The suite's arguments: run's --branch-fs first, then the user's after --."""
+    for arg in args.suite_args:
+        if arg == "--branch-fs" or arg.startswith("--branch-fs="):
+            raise UserError(
+                "--branch-fs after -- reaches only the suite: give it to run itself "
+                "(before --), which also builds those filesystems into an aufs kernel"
+            )
+    config.branch_filesystems(args.branch_fs)  # reject an unknown one before any work
+    return (f"--branch-fs={args.branch_fs}", *args.suite_args)
+
+
 def main(args: argparse.Namespace) -> int:
+    suite_args = suite_args_for(args)
     build = spec_from_args(args) if args.kernel else None
     target = Target(distro=args.distro, image=args.image, build=build)
     preflight()
@@ -69,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
         workers=args.workers,
         boot_timeout=args.boot_timeout,
         suite_timeout=args.suite_timeout,
-        suite_args=tuple(args.suite_args),
+        suite_args=suite_args,
         keep_vm=args.keep_vm,
         check_timeout=args.check_timeout,
     )

@@ -32,6 +32,17 @@ def test_missing_qemu(
     assert "qemu-system-x86_64 not found" in line and "qemu-system-x86" in line
 
 
+def test_branch_fs_after_the_separator(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--", "-k", "whiteout", "--branch-fs=xfs"]) == 2
+    line = one_line_error(capsys)
+    assert "give it to run itself (before --)" in line and "--branch-fs" in line
+
+
+def test_unknown_branch_fs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--branch-fs", "tmpfs,zfs"]) == 2
+    assert "unknown branch filesystem 'zfs'" in one_line_error(capsys)
+
+
 def test_image_path_that_does_not_exist(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--image", "/nonexistent/disk.qcow2"]) == 2
     assert "image /nonexistent/disk.qcow2 does not exist" in one_line_error(capsys)

@@ -45,8 +45,52 @@ def test_aufs_options_override() -> None:
 
 
 def test_user_fragment_wins() -> None:
-    text = config.render_fragment(config.aufs_options(), extra="# CONFIG_XFS_FS is not set\n")
+    plain = config.render_fragment(config.aufs_options(), filesystems=("xfs",))
+    assert config.parse_config(plain)["CONFIG_XFS_FS"] == "y"
+    text = config.render_fragment(
+        config.aufs_options(), extra="# CONFIG_XFS_FS is not set\n", filesystems=("xfs",)
+    )
     assert config.parse_config(text)["CONFIG_XFS_FS"] == "n"
+
+
+def test_fragment_builds_only_the_branch_filesystems_asked_for() -> None:
+    lean = config.parse_config(config.render_fragment(config.aufs_options()))
+    for symbol in ("CONFIG_XFS_FS", "CONFIG_BTRFS_FS", "CONFIG_ACPI", "CONFIG_SQUASHFS"):
+        assert lean.get(symbol, "n") == "n", symbol  # each costs minutes of a cold build
+    full = config.parse_config(
+        config.render_fragment(config.aufs_options(), filesystems=("xfs", "btrfs", "ext4"))
+    )
+    assert full["CONFIG_XFS_FS"] == full["CONFIG_BTRFS_FS"] == "y"
+    assert full["CONFIG_RAID6_PQ_BENCHMARK"] == "n"  # else every boot benchmarks raid6
+    assert config.render_fragment(
+        config.aufs_options(), filesystems=("xfs", "ext4")
+    ) == config.render_fragment(config.aufs_options(), filesystems=("ext4", "xfs", "xfs"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "kinds"),
+    [
+        ("tmpfs,ext4", ("ext4", "tmpfs")),
+        ("tmpfs", ("tmpfs",)),
+        ("mixed", ("ext4", "tmpfs")),
+        ("xfs+tmpfs+btrfs, ext4", ("btrfs", "ext4", "tmpfs", "xfs")),
+    ],
+)
+def test_branch_filesystems(spec: str, kinds: tuple[str, ...]) -> None:
+    assert config.branch_filesystems(spec) == kinds
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("ext4,zfs", "unknown branch filesystem 'zfs'"),
+        ("ext4+", "unknown branch filesystem ''"),
+        (" , ", "--branch-fs is empty"),
+    ],
+)
+def test_branch_filesystems_refuses(spec: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        config.branch_filesystems(spec)
 
 
 def test_verify_reports_dropped() -> None:

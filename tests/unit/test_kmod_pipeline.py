@@ -272,8 +272,9 @@ def test_cli_usage_errors(kernel: Path, argv: list[str], message: str) -> None:
 
 
 def test_reproducer_round_trips(kernel: Path, repo: Path, fixups: Path) -> None:
-    s = spec(kernel, repo, fixup_dir=fixups, aufs_options=("SHWH=n",))
+    s = spec(kernel, repo, fixup_dir=fixups, aufs_options=("SHWH=n",), branch_fs=("ext4", "xfs"))
     line = s.reproducer("abc123")
+    assert "--branch-fs ext4,xfs" in line
     args = cli(line.split()[3:])
     again = kmod_build.spec_from_args(args)
     assert dataclasses.replace(again, jobs=2) == dataclasses.replace(s, aufs_ref="abc123")
