@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from harness.errors import HarnessError, TargetFailure
 from harness.results import Stage, TargetReport
@@ -69,3 +72,43 @@ def stage(report: TargetReport, name: str, what: str) -> Iterator[StageHandle]:
         report.stages.append(st)
         extra = f" ({st.detail.splitlines()[0]})" if st.detail and st.status != "ok" else ""
         log.info("%s: %s in %.1fs%s", name, st.status, st.seconds, extra)
+
+
+class LogSummary(Protocol):
+    """Reads a growing log line by line and says in one line how far it got."""
+
+    def feed(self, line: str) -> None: ...
+
+    def summary(self) -> str | None: ...
+
+
+@contextmanager
+def watch_log(path: Path, summary: LogSummary, every: float = 30.0) -> Iterator[None]:
+    """Log summary's line every `every` seconds while a long, quiet command writes `path`."""
+    stop = threading.Event()
+    t0 = time.monotonic()
+
+    def loop() -> None:
+        offset, partial = 0, b""
+        while not stop.wait(every):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                    offset = f.tell()
+            except OSError:
+                continue  # not created yet
+            *lines, partial = (partial + chunk).split(b"\n")
+            for line in lines:
+                summary.feed(line.decode(errors="replace"))
+            said = summary.summary()
+            if said:
+                log.info("%s (%.0fs)", said, time.monotonic() - t0)
+
+    thread = threading.Thread(target=loop, name=f"watch {path.name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)

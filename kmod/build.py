@@ -16,6 +16,7 @@ from pathlib import Path
 from harness import procs
 from harness.deadline import Deadline
 from harness.errors import InfraError
+from harness.progress import watch_log
 from kmod.source import kmod_cache
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ _OTHER_ERROR = re.compile(
     r"^(?:ERROR: modpost: .*|.*: undefined reference to .*|ld: .*error.*|"
     r".*\*\*\* No rule to make target .*)$"
 )
+_KBUILD_STEP = re.compile(r"^  (?P<what>[A-Z][A-Z0-9_]*(?: \[M\])?)\s+(?P<target>\S+)$")
 _MAKE_ERROR = re.compile(r"^make(?:\[\d+\])?: \*\*\* \[(?P<target>[^\]]+)\] Error \d+")
 
 
@@ -106,18 +108,36 @@ class BuildOutcome:
         return failing_files(self.errors)
 
 
+class MakeProgress:
+    """Counts kbuild's quiet step lines ("  CC      fs/aufs/super.o") in a build log."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.last = ""
+
+    def feed(self, line: str) -> None:
+        m = _KBUILD_STEP.match(line)
+        if m:
+            self.steps += 1
+            self.last = f"{m['what']} {m['target']}"
+
+    def summary(self) -> str | None:
+        return f"make: step {self.steps}, {self.last}" if self.steps else None
+
+
 def build(tree: Path, jobs: int, logfile: Path, deadline: Deadline) -> BuildOutcome:
     """make bzImage modules; on success check aufs.ko's vermagic against the release."""
     logfile.unlink(missing_ok=True)
     env = make_env(tree)
     log.info("make -j%d bzImage modules (log: %s)", jobs, logfile)
-    res = procs.run(
-        [*make_argv(tree, jobs), "bzImage", "modules"],
-        deadline=deadline,
-        env=env,
-        logfile=logfile,
-        check=False,
-    )
+    with watch_log(logfile, MakeProgress()):
+        res = procs.run(
+            [*make_argv(tree, jobs), "bzImage", "modules"],
+            deadline=deadline,
+            env=env,
+            logfile=logfile,
+            check=False,
+        )
     if res.returncode != 0:
         errors = first_errors(logfile.read_text(errors="replace"))
         if not errors:
