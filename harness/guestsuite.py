@@ -35,6 +35,15 @@ log = logging.getLogger(__name__)
 GUEST_SUITE = f"{guestenv.GUEST_ROOT}/suite"
 PROGRESS_EVERY = 15.0
 CHECK_TIMEOUT = 300.0  # one check running longer than this is declared hung
+SLOW_CHECK = 60.0  # progress names a check running longer than this
+# Once the guest kernel has logged one of these on its console, a check still
+# running DAMAGED_GRACE seconds later is not going to end: declare it hung then
+# instead of after the full CHECK_TIMEOUT.
+KERNEL_DAMAGE = re.compile(
+    r"kernel BUG at|BUG: unable to handle|general protection fault|Oops: |"
+    r"Kernel panic|VFS: Busy inodes after unmount"
+)
+DAMAGED_GRACE = 30.0
 
 
 def suite_dir() -> Path:
@@ -53,6 +62,7 @@ class SuiteOutcome:
     workers_down: list[str]
     timed_out: bool = False
     hung_check: str | None = None  # the check the watchdog gave up on
+    hung_why: str = ""  # and why, e.g. "still running after 301s"
     collected: int | None = None  # how many checks the run had, when known
 
 
@@ -145,6 +155,67 @@ def collected_count(pytest_log: Path) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def _progress(
+    checks: Sequence[CheckResult], total: int | None, running: dict[str, float], now: float
+) -> str:
+    """'659 of 924 checks reported, 10 failed; test_x[aufs-tmpfs] running for 150s'."""
+    failed = sum(c.outcome in (FAILED, ERROR) for c in checks)
+    of = f" of {total}" if total else ""
+    line = f"{len(checks)}{of} checks reported, {failed} failed"
+    if running:
+        nodeid, t0 = min(running.items(), key=lambda item: item[1])
+        if now - t0 >= SLOW_CHECK:  # say which check holds the run up
+            line += f"; {nodeid.rsplit('::', 1)[-1]} running for {now - t0:.0f}s"
+    return line
+
+
+class Watchdog:
+    """Decides when a running check is hung: after `check_timeout`, or sooner,
+    DAMAGED_GRACE after the guest kernel logged an oops, BUG or panic on its
+    console (a check in flight then rarely ends)."""
+
+    def __init__(self, check_timeout: float, console: Path | None = None) -> None:
+        self.check_timeout = check_timeout
+        self.console = console
+        self.damage_at: float | None = None
+        self.damage_line = ""
+        self._offset = 0
+        self._partial = b""
+
+    def read_console(self, now: float) -> None:
+        if self.console is None or self.damage_at is not None:
+            return
+        try:
+            with open(self.console, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+                self._offset = f.tell()
+        except OSError:
+            return
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for raw in lines:
+            line = raw.decode(errors="replace").strip()
+            if KERNEL_DAMAGE.search(line):
+                self.damage_at, self.damage_line = now, line
+                log.warning("suite: the guest kernel logged %r; a check still running in "
+                            "%.0fs will be declared hung", line, DAMAGED_GRACE)  # fmt: skip
+                return
+
+    def hung(self, running: dict[str, float], now: float) -> tuple[str, str] | None:
+        """(nodeid, why) of a check to give up on, or None."""
+        if not running:
+            return None
+        nodeid, t0 = min(running.items(), key=lambda item: item[1])
+        if now - t0 > self.check_timeout:
+            return nodeid, f"still running after {now - t0:.0f}s"
+        if self.damage_at is not None and now - max(t0, self.damage_at) > DAMAGED_GRACE:
+            return nodeid, (
+                f"still running {now - self.damage_at:.0f}s after the kernel logged "
+                f"{self.damage_line!r}"
+            )
+        return None
+
+
 def _run_controller(
     argv: list[str],
     env: dict[str, str],
@@ -152,10 +223,10 @@ def _run_controller(
     logfile: Path,
     resultlog: Path,
     deadline: Deadline,
-    check_timeout: float = CHECK_TIMEOUT,
-) -> tuple[int | None, bool, str | None]:
+    watchdog: Watchdog,
+) -> tuple[int | None, bool, tuple[str, str] | None]:
     """Run the pytest controller, logging progress; kill it at the deadline, or
-    when one check runs longer than `check_timeout` (returning that check)."""
+    when the watchdog gives up on a check (returning that check and why)."""
     log.debug("suite argv: %s", argv)
     with open(logfile, "w") as out:
         proc = subprocess.Popen(
@@ -177,15 +248,15 @@ def _run_controller(
                 if time.monotonic() - last >= PROGRESS_EVERY:
                     last = time.monotonic()
                     checks, _ = parse_resultlog(resultlog)
-                    failed = sum(c.outcome in (FAILED, ERROR) for c in checks)
-                    log.info("suite: %d checks reported, %d failed", len(checks), failed)
+                    running = running_checks(resultlog)
                     now = time.time()
-                    for nodeid, t0 in running_checks(resultlog).items():
-                        if now - t0 > check_timeout:
-                            log.error("suite: %s still running after %.0fs: declaring it hung",
-                                      nodeid, now - t0)  # fmt: skip
-                            kill_group(proc)
-                            return None, True, nodeid
+                    log.info("suite: %s", _progress(checks, collected_count(logfile), running, now))
+                    watchdog.read_console(now)
+                    hung = watchdog.hung(running, now)
+                    if hung is not None:
+                        log.error("suite: %s %s: declaring it hung", *hung)
+                        kill_group(proc)
+                        return None, True, hung
         except BaseException:
             kill_group(proc)
             raise
@@ -199,19 +270,29 @@ def _run_pytest(
     results_dir: Path,
     deadline: Deadline,
     check_timeout: float = CHECK_TIMEOUT,
+    console: Path | None = None,
 ) -> SuiteOutcome:
-    """Run pytest with the host-side result log and fold what it streamed."""
+    """Run pytest with the host-side result log and fold what it streamed;
+    `console` is the guest's console log, watched for kernel damage."""
     results_dir = results_dir.resolve()  # pytest may run in another directory
     resultlog = results_dir / "events.jsonl"
     resultlog.unlink(missing_ok=True)  # a previous run's events are not this run's
     pytest_log = results_dir / "pytest.log"
     env = {**env, "PYTEST_PLUGINS": "harness.resultlog", RESULTLOG_ENV: str(resultlog)}
+    watchdog = Watchdog(check_timeout, console)
     code, timed_out, hung = _run_controller(
-        argv, env, cwd, pytest_log, resultlog, deadline, check_timeout
+        argv, env, cwd, pytest_log, resultlog, deadline, watchdog
     )
     checks, down = parse_resultlog(resultlog)
     return SuiteOutcome(
-        checks, code, pytest_log, down, timed_out, hung, collected_count(pytest_log)
+        checks,
+        code,
+        pytest_log,
+        down,
+        timed_out,
+        hung[0] if hung else None,
+        hung[1] if hung else "",
+        collected_count(pytest_log),
     )
 
 
@@ -261,7 +342,9 @@ def run_in_vm(
             *suite_args,
         ]
         env = {"PYTHONPATH": str(suite_dir())}  # the controller loads unionfs.options
-        return _run_pytest(argv, env, Path(tmp), results_dir, deadline, check_timeout)
+        return _run_pytest(
+            argv, env, Path(tmp), results_dir, deadline, check_timeout, machine.console_log()
+        )
 
 
 def run_local(

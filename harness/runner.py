@@ -16,17 +16,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import guestsuite
+from harness import guestsuite, resume
 from harness.deadline import Deadline
 from harness.errors import HarnessError, TargetFailure, UserError
 from harness.loadstage import ensure_module
 from harness.paths import state_dir
 from harness.progress import StageHandle, stage
-from harness.results import ERROR, FAILED, HUNG, TargetReport
+from harness.results import ERROR, FAILED, HUNG, CheckResult, TargetReport
 from harness.targets import Target, resolve_boot
 from kmod import pipeline as kmod_pipeline
 from kmod.pipeline import BuildResult, BuildSpec
-from vm.machine import Machine
+from vm.machine import BootSpec, Machine
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class RunOptions:
     check_timeout: float = 300.0
     suite_args: Sequence[str] = field(default_factory=tuple)
     keep_vm: bool = False
+    fresh_vms: int = 6  # VMs to boot for the checks a kernel-killing check cost
 
 
 def run_target(
@@ -59,9 +60,6 @@ def run_target(
     slug = target.label.replace(":", "-").replace(" ", "-").replace("/", "-")
     out = opts.results_dir / slug
     out.mkdir(parents=True, exist_ok=True)
-    name = f"run-{uuid.uuid4().hex[:8]}"
-    workdir = state_dir() / "runs" / name
-    machine: Machine | None = None
     build: BuildResult | None = None
     try:
         if target.build is not None:
@@ -70,10 +68,92 @@ def run_target(
         with stage(report, "image", "preparing the image") as h:
             boot = resolve_boot(target, Deadline(1800, "building the image"), h, build)
         report.kernel_release = boot.kernel_release
-        machine = Machine(
-            name, boot, workdir, accel=opts.accel, memory_mb=opts.memory_mb, smp=opts.smp
-        )
-        with stage(report, "boot", f"booting {boot.label}") as h:
+        _run_suite_on_vms(target, boot, build, opts, report, out)
+    except UserError:
+        raise
+    except TargetFailure as exc:
+        report.verdict, report.reason = FAILED, str(exc).splitlines()[0]
+        log.error("%s: %s", target.label, exc)
+    except HarnessError as exc:
+        report.verdict, report.reason = ERROR, str(exc).splitlines()[0]
+        log.error("%s: %s", target.label, exc)
+    except BaseException as exc:  # Ctrl-C, SIGTERM: the report still says so
+        report.verdict, report.reason = ERROR, f"interrupted ({type(exc).__name__})"
+        raise
+    finally:
+        report.seconds = time.monotonic() - t0
+    report.settle()
+    return report
+
+
+def _run_suite_on_vms(
+    target: Target,
+    boot: BootSpec,
+    build: BuildResult | None,
+    opts: RunOptions,
+    report: TargetReport,
+    out: Path,
+) -> None:
+    """Boot, load and run the suite; after a check hangs or damages the kernel,
+    run the checks it cost on fresh VMs (up to opts.fresh_vms), so they are
+    results rather than skips."""
+    deadline = Deadline(opts.suite_timeout, "the suite")
+    standing: list[CheckResult] = []
+    notes: list[str] = []
+    vm = 1
+    while True:
+        vm_out = out if vm == 1 else out / f"vm-{vm}"
+        outcome = _one_vm(target, boot, build, opts, report, vm, vm_out, standing, deadline)
+        # Until the next VM reports, this VM's results are the report: a
+        # fresh VM that fails to boot loses nothing.
+        report.checks = [*standing, *outcome.checks]
+        parts = resume.split(outcome)
+        if not parts.needs_fresh_vm:
+            break
+        notes.append(f"VM {vm}: {parts.why}")
+        if vm > 1 and not parts.final:
+            notes.append("no check ended on that VM: stopped")
+            break
+        if outcome.collected is not None and outcome.collected <= len(parts.final):
+            break  # the check that hung was the last one: nothing left to run
+        if opts.keep_vm or vm > opts.fresh_vms or deadline.remaining() < 60:
+            break  # the skips stay in the report, with the damage named
+        standing += parts.final
+        log.warning("suite: %s; running the checks left on a fresh VM", parts.why)
+        report.verdict, report.reason = "pending", ""  # the next VM judges again
+        vm += 1
+    if notes:
+        report.extra["vms"] = notes
+        # A check that hung or damaged the kernel is a finding about the target.
+        summary = notes[0] + (f" (and {len(notes) - 1} more, see report.json)" if notes[1:] else "")
+        if vm > 1:
+            summary += f"; {vm - 1} fresh VM(s) ran the checks left"
+        if report.verdict == ERROR:
+            report.reason = f"{report.reason} (VM {vm}); {summary}"
+        elif vm > 1:
+            report.verdict, report.reason = FAILED, summary
+
+
+def _one_vm(
+    target: Target,
+    boot: BootSpec,
+    build: BuildResult | None,
+    opts: RunOptions,
+    report: TargetReport,
+    vm: int,
+    out: Path,
+    standing: Sequence[CheckResult],
+    deadline: Deadline,
+) -> guestsuite.SuiteOutcome:
+    """One VM: boot, load, the suite minus the checks in `standing`; judged, and
+    its console log kept in `out` whatever happens."""
+    out.mkdir(parents=True, exist_ok=True)
+    tag = "" if vm == 1 else f"#{vm}"
+    name = f"run-{uuid.uuid4().hex[:8]}"
+    workdir = state_dir() / "runs" / name
+    machine = Machine(name, boot, workdir, accel=opts.accel, memory_mb=opts.memory_mb, smp=opts.smp)
+    try:
+        with stage(report, f"boot{tag}", f"booting {boot.label}") as h:
             machine.start(Deadline(120, "starting QEMU"))
             assert machine.accel is not None
             report.accel = machine.accel.name
@@ -87,51 +167,36 @@ def run_target(
             )
             uname = guest.run(["uname", "-r"], Deadline(30, "uname"), check=True)
             report.kernel_release = uname.stdout.strip()
-            report.extra["boot_seconds"] = machine.boot_seconds
-        with stage(report, "load", "loading the union filesystems under test") as h:
+            report.extra.setdefault("boot_seconds", machine.boot_seconds)
+        with stage(report, f"load{tag}", "loading the union filesystems under test") as h:
             loaded = {}
             for need in target.modules(build):
                 result = ensure_module(guest, need.name, need.module, need.fs)
                 if result is not None:
                     loaded[need.name] = result
-            report.extra["load"] = loaded
+            report.extra.setdefault("load", loaded)
             h.note("; ".join(str(r["reason"]) for r in loaded.values()) or "all built in")
-        with stage(report, "suite", "running the union suite in the guest over xdist") as h:
+        with stage(report, f"suite{tag}", "running the union suite in the guest over xdist") as h:
             outcome = guestsuite.run_in_vm(
                 machine,
                 out,
-                opts.suite_args,
-                Deadline(opts.suite_timeout, "the suite"),
+                [*opts.suite_args, *resume.deselect_args(standing)],
+                deadline,
                 workers=opts.workers,
                 check_timeout=opts.check_timeout,
             )
-            report.checks = outcome.checks
             _judge_suite(report, machine, outcome, out)
             h.note(f"{len(outcome.checks)} checks; log {outcome.log}")
-    except UserError:
-        raise
-    except TargetFailure as exc:
-        report.verdict, report.reason = FAILED, str(exc).splitlines()[0]
-        log.error("%s: %s", target.label, exc)
-    except HarnessError as exc:
-        report.verdict, report.reason = ERROR, str(exc).splitlines()[0]
-        log.error("%s: %s", target.label, exc)
-    except BaseException as exc:  # Ctrl-C, SIGTERM: the report still says so
-        report.verdict, report.reason = ERROR, f"interrupted ({type(exc).__name__})"
-        raise
+        return outcome
     finally:
-        if machine is not None:
-            if not opts.keep_vm:
-                machine.stop()
-            console = machine.console_log()
-            if console.exists():
-                shutil.copy(console, out / "console.log")
-                report.console_log = str(out / "console.log")
-            if not opts.keep_vm:
-                shutil.rmtree(workdir, ignore_errors=True)
-        report.seconds = time.monotonic() - t0
-    report.settle()
-    return report
+        if not opts.keep_vm:
+            machine.stop()
+        console = machine.console_log()
+        if console.exists():
+            shutil.copy(console, out / "console.log")
+            report.console_log = report.console_log or str(out / "console.log")
+        if not opts.keep_vm:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def build_kernel(spec: BuildSpec, report: TargetReport, handle: StageHandle) -> BuildResult:
@@ -192,11 +257,12 @@ def _judge_suite(
             cause = "the guest still answers" + (f"; {evidence}" if evidence else "")
         else:
             cause = "the guest kernel no longer answers (see console.log)"
-        for c in report.checks:
+        for c in outcome.checks:
             if c.outcome == HUNG:
-                c.message = f"{c.message}: {cause}"
+                why = f" ({outcome.hung_why})" if c.nodeid == outcome.hung_check else ""
+                c.message = f"{c.message}{why}: {cause}"
                 c.details = f"evidence: {out / 'hang-evidence.txt'}" if ssh_ok else ""
-        not_run = (outcome.collected or 0) - len(report.checks)
+        not_run = (outcome.collected or 0) - len(outcome.checks)
         what = f"{outcome.hung_check} hung" if outcome.hung_check else "suite deadline passed"
         # A check that hangs the guest is a finding about the target (exit 1);
         # only a deadline with no check to blame leaves us without a verdict.
@@ -209,7 +275,7 @@ def _judge_suite(
     elif outcome.workers_down:
         report.verdict = ERROR
         report.reason = f"xdist worker crashed: {outcome.workers_down[0][:200]}"
-    elif outcome.returncode not in (0, 1) and not report.checks:
+    elif outcome.returncode not in (0, 1) and not outcome.checks:
         report.verdict = ERROR
         report.reason = f"pytest exited {outcome.returncode} with no result (see {outcome.log})"
     if not ssh_ok and not outcome.timed_out and alive:

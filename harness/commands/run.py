@@ -48,7 +48,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="S",
         help="declare a single check hung after S seconds (default: 300)",
     )
-    p.add_argument("--keep-vm", action="store_true", help="leave the VM running afterwards")
+    p.add_argument(
+        "--fresh-vms",
+        type=int,
+        default=6,
+        metavar="N",
+        help="after a check hangs or damages the guest kernel, boot up to N fresh VMs to run "
+        "the checks it cost (default: 6; 0: leave them skipped)",
+    )
+    p.add_argument(
+        "--keep-vm",
+        action="store_true",
+        help="leave the VM running afterwards (the damaged one, too: no fresh VM then)",
+    )
     p.add_argument(
         "suite_args",
         nargs="*",
@@ -72,6 +84,8 @@ def suite_args_for(args: argparse.Namespace) -> tuple[str, ...]:
 
 def main(args: argparse.Namespace) -> int:
     suite_args = suite_args_for(args)
+    if args.fresh_vms < 0:
+        raise UserError(f"--fresh-vms {args.fresh_vms}: give 0 or more")
     build = spec_from_args(args) if args.kernel else None
     target = Target(distro=args.distro, image=args.image, build=build)
     preflight()
@@ -86,6 +100,7 @@ def main(args: argparse.Namespace) -> int:
         suite_timeout=args.suite_timeout,
         suite_args=suite_args,
         keep_vm=args.keep_vm,
+        fresh_vms=args.fresh_vms,
         check_timeout=args.check_timeout,
     )
     reports: list[TargetReport] = []

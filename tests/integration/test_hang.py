@@ -15,28 +15,33 @@ from tests.integration.conftest import qemu_pids
 from vm.image import Image
 
 
-def test_a_hung_check_is_a_verdict_with_evidence(
-    bookworm: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fact: list[str]
-) -> None:
+def fake_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checks: str) -> None:
+    """Ship a tiny suite of `checks` into the guest instead of the union suite."""
     suite = tmp_path / "suite"
     (suite / "unionfs").mkdir(parents=True)
     (suite / "unionfs" / "__init__.py").write_text("")
     (suite / "unionfs" / "options.py").write_text("def pytest_addoption(parser):\n    pass\n")
     (suite / "conftest.py").write_text('pytest_plugins = ("unionfs.options",)\n')
-    (suite / "test_hang.py").write_text(
-        textwrap.dedent(
-            """
-            import time
-
-            def test_before():
-                pass
-
-            def test_hangs():
-                time.sleep(3600)
-            """
-        )
-    )
+    (suite / "test_hang.py").write_text(textwrap.dedent(checks))
     monkeypatch.setattr(guestsuite, "suite_dir", lambda: suite)
+
+
+def test_a_hung_check_is_a_verdict_with_evidence(
+    bookworm: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fact: list[str]
+) -> None:
+    fake_suite(
+        tmp_path,
+        monkeypatch,
+        """
+        import time
+
+        def test_before():
+            pass
+
+        def test_hangs():
+            time.sleep(3600)
+        """,
+    )
     results = tmp_path / "results"
     opts = RunOptions(results_dir=results, check_timeout=20, workers=1)
     report = run_target(Target(distro="bookworm"), opts)
@@ -50,3 +55,50 @@ def test_a_hung_check_is_a_verdict_with_evidence(
     assert "sysrq: Show Blocked State" in evidence.read_text()
     assert not qemu_pids(os.environ["AUFS_HARNESS_STATE"]), "QEMU left running after a hung check"
     fact.append(f"hung check: {report.reason}; evidence {evidence.stat().st_size} bytes")
+
+
+def test_checks_after_a_hung_one_run_on_a_fresh_vm(
+    bookworm: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fact: list[str]
+) -> None:
+    # One worker runs the checks in file order: the hang leaves two never started.
+    fake_suite(
+        tmp_path,
+        monkeypatch,
+        """
+        import os, time
+
+        def test_before():
+            pass
+
+        def test_hangs():
+            time.sleep(3600)
+
+        def test_after():
+            assert os.path.exists("/proc/version")
+
+        def test_last():
+            pass
+        """,
+    )
+    results = tmp_path / "results"
+    opts = RunOptions(results_dir=results, check_timeout=20, workers=1, fresh_vms=1)
+    report = run_target(Target(distro="bookworm"), opts)
+    outcomes = {c.name: c.outcome for c in report.checks}
+    assert outcomes == {
+        "test_before": "passed", "test_hangs": "hung", "test_after": "passed",
+        "test_last": "passed",
+    }  # fmt: skip
+    assert report.verdict == "failed"
+    assert report.reason == ("VM 1: test_hangs hung; 1 fresh VM(s) ran the checks left"), (
+        report.reason
+    )
+    assert [s.name for s in report.stages if s.name.endswith("#2")] == [
+        "boot#2",
+        "load#2",
+        "suite#2",
+    ]
+    vm2 = results / "debian-bookworm-stock" / "vm-2"
+    assert (vm2 / "console.log").exists() and (vm2 / "events.jsonl").exists()
+    assert "test_before" not in (vm2 / "events.jsonl").read_text()  # it was not run again
+    assert not qemu_pids(os.environ["AUFS_HARNESS_STATE"]), "QEMU left running"
+    fact.append(f"fresh VM after a hung check: {report.reason}; outcomes {outcomes}")

@@ -53,3 +53,16 @@ def test_watch_log_reports_while_the_log_grows(
     assert progress.steps == 2 and progress.last == "CC b.o"  # the split line counted once
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("make:")]
     assert said and said[0].startswith("make: step 1, CC a.o (")
+
+
+def test_suite_progress_names_the_check_that_holds_the_run_up() -> None:
+    from harness.guestsuite import _progress
+    from harness.results import FAILED, PASSED, CheckResult
+
+    checks = [CheckResult("s/t.py::a", PASSED, 0.1), CheckResult("s/t.py::b", FAILED, 0.2)]
+    running = {"s/t_udba.py::test_notify[aufs-tmpfs]": 1000.0, "s/t.py::quick": 1140.0}
+    line = _progress(checks, 924, running, now=1150.0)
+    assert line == "2 of 924 checks reported, 1 failed; test_notify[aufs-tmpfs] running for 150s"
+    assert _progress(checks, None, {"s/t.py::quick": 1140.0}, now=1150.0) == (
+        "2 checks reported, 1 failed"  # nothing slow, total not known yet
+    )

@@ -1,0 +1,57 @@
+"""Carry on after a kernel-killing check: which results stand, which checks go to a fresh VM.
+
+A check that hangs the guest kernel, or oopses it, leaves the rest of the run
+without a trustworthy kernel: the suite skips every later check ("kernel
+damaged earlier in this run") and the watchdog stops a hung run with checks
+never started. Those are not results about the target, so the runner boots a
+fresh VM and runs exactly those checks there (kirk does the same for LTP).
+What stands: every check that really ran to a verdict, and the check that
+hung; what goes again: checks skipped for the damage, checks that were in
+flight beside the hung one, and checks never started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from harness.guestsuite import SuiteOutcome
+from harness.results import HUNG, SKIPPED, CheckResult
+
+# The suite's skip reason after kernel damage (harness/suite/conftest.py).
+DAMAGE_SKIP = "kernel damaged earlier in this run"
+
+
+@dataclass
+class Split:
+    final: list[CheckResult] = field(default_factory=list)  # results that stand
+    again: list[CheckResult] = field(default_factory=list)  # placeholders for a fresh VM
+    why: str = ""  # why a fresh VM is needed; "" when it is not
+
+    @property
+    def needs_fresh_vm(self) -> bool:
+        return bool(self.why)
+
+
+def split(outcome: SuiteOutcome) -> Split:
+    """Sort one VM's results into those that stand and those to run again."""
+    result = Split()
+    damage = ""
+    for check in outcome.checks:
+        if check.outcome == SKIPPED and check.message.startswith(DAMAGE_SKIP):
+            damage = damage or check.message.removeprefix(DAMAGE_SKIP).strip(" (").split(")")[0]
+            result.again.append(check)
+        elif check.outcome == HUNG and check.nodeid != outcome.hung_check:
+            result.again.append(check)  # in flight on another worker when the run was stopped
+        else:
+            result.final.append(check)
+    if outcome.hung_check:
+        result.why = f"{outcome.hung_check.rsplit('::', 1)[-1]} hung"
+    elif damage:
+        result.why = f"the kernel was damaged ({damage})"
+    return result
+
+
+def deselect_args(done: Sequence[CheckResult]) -> list[str]:
+    """pytest arguments that leave out every check with a standing result."""
+    return [f"--deselect={c.nodeid}" for c in done]

@@ -1,0 +1,192 @@
+"""After a check hangs or damages the guest kernel: which results stand, which
+checks run again on a fresh VM, and the watchdog that spots such a check early."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import resume, runner
+from harness.deadline import Deadline
+from harness.guestsuite import SuiteOutcome, Watchdog
+from harness.results import FAILED, HUNG, PASSED, SKIPPED, CheckResult, TargetReport
+from harness.runner import RunOptions
+from harness.targets import Target
+
+DAMAGE = (
+    "kernel damaged earlier in this run ([   42.0] kernel BUG at fs/aufs/hfsnotify.c:173!); "
+    "its results would not be trustworthy: boot a fresh kernel"
+)
+
+
+def outcome(*checks: CheckResult, hung: str | None = None) -> SuiteOutcome:
+    return SuiteOutcome(list(checks), None if hung else 1, Path("pytest.log"), [], bool(hung), hung)
+
+
+def c(nodeid: str, result: str, message: str = "") -> CheckResult:
+    return CheckResult(f"suite/t.py::{nodeid}", result, 0.1, message)
+
+
+def test_split_keeps_real_results_and_reruns_what_the_damage_cost() -> None:
+    parts = resume.split(
+        outcome(
+            c("ok", PASSED),
+            c("bad", FAILED, "AssertionError"),
+            c("notify", HUNG, "set up, but the check never ended"),
+            c("beside", HUNG, "set up, but the check never ended"),
+            c("later", SKIPPED, DAMAGE),
+            c("xattr", SKIPPED, "RO's fs refuses user.a"),
+            hung="suite/t.py::notify",
+        )
+    )
+    assert [x.name for x in parts.final] == ["ok", "bad", "notify", "xattr"]
+    assert [x.name for x in parts.again] == ["beside", "later"]
+    assert parts.why == "notify hung"
+    assert resume.deselect_args(parts.final)[0] == "--deselect=suite/t.py::ok"
+
+
+def test_split_names_the_damage_when_nothing_hung() -> None:
+    parts = resume.split(outcome(c("oops", FAILED, "kernel BUG"), c("later", SKIPPED, DAMAGE)))
+    assert parts.why == "the kernel was damaged ([   42.0] kernel BUG at fs/aufs/hfsnotify.c:173!)"
+    assert not resume.split(outcome(c("ok", PASSED))).needs_fresh_vm
+
+
+def test_watchdog_gives_up_early_once_the_kernel_logged_a_bug(tmp_path: Path) -> None:
+    console = tmp_path / "console.log"
+    console.write_bytes(b"[    1.0] Run /sbin/init\n")
+    dog = Watchdog(check_timeout=300, console=console)
+    running = {"suite/t.py::notify": 1000.0}
+    dog.read_console(now=1010.0)
+    assert dog.hung(running, now=1100.0) is None  # a healthy kernel: the full timeout
+    with open(console, "ab") as f:
+        f.write(b"[   42.0] kernel BUG at fs/au")  # a line still being written
+    dog.read_console(now=1110.0)
+    assert dog.damage_at is None
+    with open(console, "ab") as f:
+        f.write(b"fs/hfsnotify.c:173!\n")
+    dog.read_console(now=1120.0)
+    assert dog.damage_at == 1120.0
+    assert dog.hung(running, now=1140.0) is None  # within the grace
+    hung = dog.hung(running, now=1151.0)
+    assert hung is not None and hung[0] == "suite/t.py::notify"
+    assert "after the kernel logged '[   42.0] kernel BUG at fs/aufs/hfsnotify.c:173!'" in hung[1]
+    assert Watchdog(300).hung(running, now=1301.0) == (
+        "suite/t.py::notify",
+        "still running after 301s",
+    )
+
+
+class FakeVMs:
+    """Stands in for runner._one_vm: one scripted outcome per VM booted."""
+
+    def __init__(self, *outcomes: SuiteOutcome) -> None:
+        self.outcomes = list(outcomes)
+        self.deselected: list[list[str]] = []
+        self.dirs: list[Path] = []
+
+    def __call__(
+        self, target: Any, boot: Any, build: Any, opts: RunOptions, report: TargetReport,
+        vm: int, out: Path, standing: Sequence[CheckResult], deadline: Deadline,
+    ) -> SuiteOutcome:  # fmt: skip
+        self.deselected.append([x.name for x in standing])
+        self.dirs.append(out)
+        if not self.outcomes:
+            raise AssertionError(f"VM {vm} booted, but no outcome was scripted for it")
+        got = self.outcomes.pop(0)
+        if got.hung_check:
+            report.verdict, report.reason = FAILED, f"{got.hung_check} hung"
+        return got
+
+
+def run_vms(
+    fake: FakeVMs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any
+) -> TargetReport:
+    monkeypatch.setattr(runner, "_one_vm", fake)
+    report = TargetReport("debian:bullseye aufs")
+    opts = RunOptions(results_dir=tmp_path, **kw)
+    runner._run_suite_on_vms(Target(), None, None, opts, report, tmp_path)  # type: ignore[arg-type]
+    report.settle()
+    return report
+
+
+def test_a_hang_sends_the_checks_left_to_a_fresh_vm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeVMs(
+        outcome(
+            c("ok", PASSED), c("notify", HUNG), c("later", SKIPPED, DAMAGE),
+            hung="suite/t.py::notify",
+        ),
+        outcome(c("later", PASSED), c("never_started", PASSED)),
+    )  # fmt: skip
+    report = run_vms(fake, tmp_path, monkeypatch)
+    assert fake.deselected == [[], ["ok", "notify"]]
+    assert fake.dirs == [tmp_path, tmp_path / "vm-2"]
+    assert [(x.name, x.outcome) for x in report.checks] == [
+        ("ok", PASSED), ("notify", HUNG), ("later", PASSED), ("never_started", PASSED),
+    ]  # fmt: skip
+    assert report.verdict == FAILED
+    assert report.reason == "VM 1: notify hung; 1 fresh VM(s) ran the checks left"
+
+
+def test_fresh_vms_are_bounded_and_the_skips_stay_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeVMs(
+        outcome(
+            c("a", HUNG), c("b", SKIPPED, DAMAGE), c("d", SKIPPED, DAMAGE), hung="suite/t.py::a"
+        ),
+        outcome(c("b", HUNG), c("d", SKIPPED, DAMAGE), hung="suite/t.py::b"),
+    )  # fmt: skip
+    report = run_vms(fake, tmp_path, monkeypatch, fresh_vms=1)
+    assert fake.deselected == [[], ["a"]]
+    assert [(x.name, x.outcome) for x in report.checks] == [
+        ("a", HUNG), ("b", HUNG), ("d", SKIPPED),
+    ]  # fmt: skip
+    assert report.checks[-1].message.startswith(resume.DAMAGE_SKIP)
+    assert report.verdict == FAILED
+    assert report.reason == (
+        "VM 1: a hung (and 1 more, see report.json); 1 fresh VM(s) ran the checks left"
+    )
+    assert report.extra["vms"] == ["VM 1: a hung", "VM 2: b hung"]
+
+
+def test_keep_vm_means_no_fresh_vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeVMs(outcome(c("a", HUNG), c("b", SKIPPED, DAMAGE), hung="suite/t.py::a"))
+    report = run_vms(fake, tmp_path, monkeypatch, keep_vm=True)
+    assert len(fake.deselected) == 1
+    assert report.verdict == FAILED and report.reason == "suite/t.py::a hung"
+    assert report.extra["vms"] == ["VM 1: a hung"]
+
+
+def test_no_damage_no_fresh_vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeVMs(outcome(c("a", PASSED), c("b", SKIPPED, "xfs not in /proc/filesystems")))
+    report = run_vms(fake, tmp_path, monkeypatch)
+    assert len(fake.deselected) == 1 and report.verdict == PASSED and "vms" not in report.extra
+
+
+def test_a_vm_where_nothing_ends_stops_the_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeVMs(
+        outcome(c("a", FAILED, "Oops"), c("b", SKIPPED, DAMAGE)),
+        outcome(c("b", SKIPPED, DAMAGE)),  # damaged before any check ended
+    )
+    report = run_vms(fake, tmp_path, monkeypatch, fresh_vms=5)
+    assert len(fake.deselected) == 2
+    assert report.extra["vms"][-1] == "no check ended on that VM: stopped"
+    assert report.reason.endswith(
+        "(and 2 more, see report.json); 1 fresh VM(s) ran the checks left"
+    )
+
+
+def test_no_fresh_vm_when_the_hung_check_was_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    last = outcome(c("before", PASSED), c("hangs", HUNG), hung="suite/t.py::hangs")
+    last.collected = 2
+    report = run_vms(FakeVMs(last), tmp_path, monkeypatch)
+    assert report.verdict == FAILED and report.reason == "suite/t.py::hangs hung"
