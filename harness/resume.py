@@ -7,19 +7,25 @@ never started. Those are not results about the target, so the runner boots a
 fresh VM and runs exactly those checks there (kirk does the same for LTP).
 What stands: every check that really ran to a verdict, and the check that
 hung; what goes again: checks skipped for the damage, checks that were in
-flight beside the hung one, and checks never started.
+flight beside the hung one, and checks never started. A check that failed
+only on kernel health while another worker's check ran beside it may be the
+innocent one of the pair: it goes again once, on a VM with one worker so that
+the kernel's complaint has one author, and that result stands.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 from harness.guestsuite import SuiteOutcome
-from harness.results import HUNG, SKIPPED, CheckResult
+from harness.results import ERROR, FAILED, HUNG, SKIPPED, CheckResult
 
-# The suite's skip reason after kernel damage (harness/suite/conftest.py).
+# The suite's words (harness/suite/conftest.py): the skip reason after kernel
+# damage, and a failure on kernel health alone, with xdist workers side by side.
 DAMAGE_SKIP = "kernel damaged earlier in this run"
+HEALTH_ONLY = "kernel health ("
+SHARED_KERNEL = "a concurrent check may be the cause"
 
 
 @dataclass
@@ -27,28 +33,46 @@ class Split:
     final: list[CheckResult] = field(default_factory=list)  # results that stand
     again: list[CheckResult] = field(default_factory=list)  # placeholders for a fresh VM
     why: str = ""  # why a fresh VM is needed; "" when it is not
+    suspects: int = 0  # checks blamed beside another worker's check: rerun them alone
 
     @property
     def needs_fresh_vm(self) -> bool:
         return bool(self.why)
 
 
-def split(outcome: SuiteOutcome) -> Split:
-    """Sort one VM's results into those that stand and those to run again."""
+def ambiguous(check: CheckResult) -> bool:
+    """Failed on kernel health alone, with checks of other workers beside it."""
+    return (
+        check.outcome in (FAILED, ERROR)
+        and check.details.startswith(HEALTH_ONLY)
+        and SHARED_KERNEL in check.details
+    )
+
+
+def split(outcome: SuiteOutcome, retried: Set[str] = frozenset()) -> Split:
+    """Sort one VM's results into those that stand and those to run again;
+    `retried` are checks that already went again for ambiguity."""
     result = Split()
     damage = ""
+    suspects = 0
     for check in outcome.checks:
         if check.outcome == SKIPPED and check.message.startswith(DAMAGE_SKIP):
             damage = damage or check.message.removeprefix(DAMAGE_SKIP).strip(" (").split(")")[0]
             result.again.append(check)
         elif check.outcome == HUNG and check.nodeid != outcome.hung_check:
             result.again.append(check)  # in flight on another worker when the run was stopped
+        elif ambiguous(check) and check.nodeid not in retried:
+            suspects += 1
+            result.again.append(check)
         else:
             result.final.append(check)
     if outcome.hung_check:
         result.why = f"{outcome.hung_check.rsplit('::', 1)[-1]} hung"
     elif damage:
         result.why = f"the kernel was damaged ({damage})"
+    elif suspects:
+        result.why = f"{suspects} check(s) failed on kernel health beside another check"
+    result.suspects = suspects
     return result
 
 

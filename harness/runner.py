@@ -99,15 +99,19 @@ def _run_suite_on_vms(
     results rather than skips."""
     deadline = Deadline(opts.suite_timeout, "the suite")
     standing: list[CheckResult] = []
+    retried: set[str] = set()  # ambiguous checks that already went to a fresh VM
     notes: list[str] = []
     vm = 1
+    workers = opts.workers
     while True:
         vm_out = out if vm == 1 else out / f"vm-{vm}"
-        outcome = _one_vm(target, boot, build, opts, report, vm, vm_out, standing, deadline)
+        outcome = _one_vm(
+            target, boot, build, opts, report, vm, vm_out, standing, deadline, workers
+        )
         # Until the next VM reports, this VM's results are the report: a
         # fresh VM that fails to boot loses nothing.
         report.checks = [*standing, *outcome.checks]
-        parts = resume.split(outcome)
+        parts = resume.split(outcome, retried)
         if not parts.needs_fresh_vm:
             break
         notes.append(f"VM {vm}: {parts.why}")
@@ -119,6 +123,9 @@ def _run_suite_on_vms(
         if opts.keep_vm or vm > opts.fresh_vms or deadline.remaining() < 60:
             break  # the skips stay in the report, with the damage named
         standing += parts.final
+        retried.update(c.nodeid for c in parts.again if resume.ambiguous(c))
+        # One worker when a suspect goes again: then the kernel log has one author.
+        workers = 1 if parts.suspects else opts.workers
         log.warning("suite: %s; running the checks left on a fresh VM", parts.why)
         report.verdict, report.reason = "pending", ""  # the next VM judges again
         vm += 1
@@ -144,6 +151,7 @@ def _one_vm(
     out: Path,
     standing: Sequence[CheckResult],
     deadline: Deadline,
+    workers: int,
 ) -> guestsuite.SuiteOutcome:
     """One VM: boot, load, the suite minus the checks in `standing`; judged, and
     its console log kept in `out` whatever happens."""
@@ -182,7 +190,7 @@ def _one_vm(
                 out,
                 [*opts.suite_args, *resume.deselect_args(standing)],
                 deadline,
-                workers=opts.workers,
+                workers=workers,
                 check_timeout=opts.check_timeout,
             )
             _judge_suite(report, machine, outcome, out)

@@ -85,13 +85,15 @@ class FakeVMs:
     def __init__(self, *outcomes: SuiteOutcome) -> None:
         self.outcomes = list(outcomes)
         self.deselected: list[list[str]] = []
+        self.workers: list[int] = []
         self.dirs: list[Path] = []
 
     def __call__(
         self, target: Any, boot: Any, build: Any, opts: RunOptions, report: TargetReport,
-        vm: int, out: Path, standing: Sequence[CheckResult], deadline: Deadline,
+        vm: int, out: Path, standing: Sequence[CheckResult], deadline: Deadline, workers: int,
     ) -> SuiteOutcome:  # fmt: skip
         self.deselected.append([x.name for x in standing])
+        self.workers.append(workers)
         self.dirs.append(out)
         if not self.outcomes:
             raise AssertionError(f"VM {vm} booted, but no outcome was scripted for it")
@@ -124,6 +126,7 @@ def test_a_hang_sends_the_checks_left_to_a_fresh_vm(
     )  # fmt: skip
     report = run_vms(fake, tmp_path, monkeypatch)
     assert fake.deselected == [[], ["ok", "notify"]]
+    assert fake.workers == [2, 2]
     assert fake.dirs == [tmp_path, tmp_path / "vm-2"]
     assert [(x.name, x.outcome) for x in report.checks] == [
         ("ok", PASSED), ("notify", HUNG), ("later", PASSED), ("never_started", PASSED),
@@ -190,3 +193,39 @@ def test_no_fresh_vm_when_the_hung_check_was_the_last(
     last.collected = 2
     report = run_vms(FakeVMs(last), tmp_path, monkeypatch)
     assert report.verdict == FAILED and report.reason == "suite/t.py::hangs hung"
+
+
+HEALTH = (
+    "kernel health (call) of suite/t.py::x:\nsuspicious kernel lines:\n"
+    "  [   23.9] VFS: Busy inodes after unmount of tmpfs.\n"
+    "(2 xdist workers share this kernel: a concurrent check may be the cause)"
+)
+
+
+def health_failure(name: str, alone: bool = False) -> CheckResult:
+    details = HEALTH.split("\n(", maxsplit=1)[0] if alone else HEALTH
+    return CheckResult(f"suite/t.py::{name}", FAILED, 0.1, details.splitlines()[-1], details)
+
+
+def test_a_check_blamed_beside_another_goes_again_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = CheckResult("suite/t.py::own", FAILED, 0.1, "AssertionError", "E   assert 1\n\n" + HEALTH)
+    fake = FakeVMs(
+        outcome(c("ok", PASSED), health_failure("culprit"), health_failure("bystander"), own),
+        outcome(health_failure("culprit"), c("bystander", PASSED)),
+    )
+    report = run_vms(fake, tmp_path, monkeypatch, fresh_vms=5)
+    assert fake.deselected == [[], ["ok", "own"]]  # its own assertion failed: that stands
+    assert fake.workers == [2, 1]  # the suspects go again with the kernel to themselves
+    assert [(x.name, x.outcome) for x in report.checks] == [
+        ("ok", PASSED), ("own", FAILED), ("culprit", FAILED), ("bystander", PASSED),
+    ]  # fmt: skip
+    assert report.extra["vms"] == [
+        "VM 1: 2 check(s) failed on kernel health beside another check"
+    ]  # the second failure of culprit stands: no third VM
+
+
+def test_a_health_failure_with_one_worker_stands() -> None:
+    parts = resume.split(outcome(health_failure("alone", alone=True)))
+    assert [x.name for x in parts.final] == ["alone"] and not parts.needs_fresh_vm
