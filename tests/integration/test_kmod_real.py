@@ -4,7 +4,7 @@ Needs AUFS_HARNESS_AUFS_SRC (a URL or a clone of aufs-standalone); the
 bullseye build also needs AUFS_HARNESS_FIXUP_DIR, your fix-ups for Debian's
 5.10.223 (vfs_rename() takes struct renamedata *, fsnotify_alloc_group()
 takes flags). Downloads, trees and ccache live in the user's cache dir, so
-only the first run pays for a cold build (about 10 minutes on 2 cores).
+only the first run pays for a cold build (about 4-5 minutes on 2 cores).
 """
 
 from __future__ import annotations
