@@ -26,6 +26,7 @@ from harness import guestenv
 from harness.deadline import Deadline
 from harness.errors import InfraError, UserError
 from harness.procs import kill_group
+from harness.progress import LogTail
 from harness.resultlog import ENV as RESULTLOG_ENV
 from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult
 from vm.machine import Machine
@@ -176,25 +177,15 @@ class Watchdog:
 
     def __init__(self, check_timeout: float, console: Path | None = None) -> None:
         self.check_timeout = check_timeout
-        self.console = console
         self.damage_at: float | None = None
         self.damage_line = ""
-        self._offset = 0
-        self._partial = b""
+        self._tail = LogTail(console) if console is not None else None
 
     def read_console(self, now: float) -> None:
-        if self.console is None or self.damage_at is not None:
+        if self._tail is None or self.damage_at is not None:
             return
-        try:
-            with open(self.console, "rb") as f:
-                f.seek(self._offset)
-                chunk = f.read()
-                self._offset = f.tell()
-        except OSError:
-            return
-        *lines, self._partial = (self._partial + chunk).split(b"\n")
-        for raw in lines:
-            line = raw.decode(errors="replace").strip()
+        for raw in self._tail.new_lines():
+            line = raw.strip()
             if KERNEL_DAMAGE.search(line):
                 self.damage_at, self.damage_line = now, line
                 log.warning("suite: the guest kernel logged %r; a check still running in "

@@ -74,6 +74,27 @@ def stage(report: TargetReport, name: str, what: str) -> Iterator[StageHandle]:
         log.info("%s: %s in %.1fs%s", name, st.status, st.seconds, extra)
 
 
+class LogTail:
+    """The complete lines a growing file gained since the last call (a line
+    still being written waits for its newline); a missing file has none yet."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+
+    def new_lines(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+                self._offset = f.tell()
+        except OSError:
+            return []
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        return [line.decode(errors="replace") for line in lines]
+
+
 class LogSummary(Protocol):
     """Reads a growing log line by line and says in one line how far it got."""
 
@@ -87,20 +108,12 @@ def watch_log(path: Path, summary: LogSummary, every: float = 30.0) -> Iterator[
     """Log summary's line every `every` seconds while a long, quiet command writes `path`."""
     stop = threading.Event()
     t0 = time.monotonic()
+    tail = LogTail(path)
 
     def loop() -> None:
-        offset, partial = 0, b""
         while not stop.wait(every):
-            try:
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    chunk = f.read()
-                    offset = f.tell()
-            except OSError:
-                continue  # not created yet
-            *lines, partial = (partial + chunk).split(b"\n")
-            for line in lines:
-                summary.feed(line.decode(errors="replace"))
+            for line in tail.new_lines():
+                summary.feed(line)
             said = summary.summary()
             if said:
                 log.info("%s (%.0fs)", said, time.monotonic() - t0)
