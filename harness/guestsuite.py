@@ -65,6 +65,7 @@ class SuiteOutcome:
     hung_check: str | None = None  # the check the watchdog gave up on
     hung_why: str = ""  # and why, e.g. "still running after 301s"
     collected: int | None = None  # how many checks the run had, when known
+    kernel_died: str = ""  # the console line, when the guest kernel died under the checks
 
 
 def _first_error_line(text: str) -> str:
@@ -168,6 +169,23 @@ def _progress(
         if now - t0 >= SLOW_CHECK:  # say which check holds the run up
             line += f"; {nodeid.rsplit('::', 1)[-1]} running for {now - t0:.0f}s"
     return line
+
+
+def kernel_death(console: Path) -> str:
+    """The line that says why a guest kernel stopped: its panic, else its first
+    BUG or oops; "" when the console shows neither."""
+    try:
+        text = console.read_text(errors="replace")
+    except OSError:
+        return ""
+    first = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if "Kernel panic" in line:
+            return line
+        if not first and KERNEL_DAMAGE.search(line) and "Busy inodes" not in line:
+            first = line
+    return first
 
 
 class Watchdog:

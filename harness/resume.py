@@ -55,10 +55,17 @@ def split(outcome: SuiteOutcome, retried: Set[str] = frozenset()) -> Split:
     result = Split()
     damage = ""
     suspects = 0
+    in_flight = sum(c.outcome == HUNG for c in outcome.checks)
     for check in outcome.checks:
         if check.outcome == SKIPPED and check.message.startswith(DAMAGE_SKIP):
             damage = damage or check.message.removeprefix(DAMAGE_SKIP).strip(" (").split(")")[0]
             result.again.append(check)
+        elif check.outcome == HUNG and outcome.kernel_died and not outcome.hung_check:
+            if in_flight == 1:
+                result.final.append(check)  # the kernel died under this check alone
+            else:
+                suspects += 1  # one of them killed it: each goes again, alone
+                result.again.append(check)
         elif check.outcome == HUNG and check.nodeid != outcome.hung_check:
             result.again.append(check)  # in flight on another worker when the run was stopped
         elif ambiguous(check) and check.nodeid not in retried:
@@ -66,7 +73,9 @@ def split(outcome: SuiteOutcome, retried: Set[str] = frozenset()) -> Split:
             result.again.append(check)
         else:
             result.final.append(check)
-    if outcome.hung_check:
+    if outcome.kernel_died and not outcome.hung_check:
+        result.why = f"the kernel died ({outcome.kernel_died})"
+    elif outcome.hung_check:
         result.why = f"{outcome.hung_check.rsplit('::', 1)[-1]} hung"
     elif damage:
         result.why = f"the kernel was damaged ({damage})"

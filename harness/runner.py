@@ -278,6 +278,20 @@ def _judge_suite(
         report.reason = what + (f"; {not_run} checks not run" if not_run > 0 else "")
         report.extra["hang"] = {"check": outcome.hung_check, "cause": cause, "not_run": not_run}
         return
+    in_flight = [c for c in outcome.checks if c.outcome == HUNG]
+    died = guestsuite.kernel_death(machine.console_log()) if not ssh_ok else ""
+    if died and in_flight:
+        # The kernel went down under these checks: a finding about the target.
+        outcome.kernel_died = died
+        alone = len(in_flight) == 1
+        for c in in_flight:
+            c.message = f"{c.message}: the kernel logged {died!r} and stopped answering"
+            if not alone:
+                c.message += f" ({len(in_flight)} checks were running)"
+        report.verdict = FAILED
+        culprit = in_flight[0].nodeid if alone else f"one of {len(in_flight)} checks"
+        report.reason = f"the guest kernel died under {culprit}: {died}"
+        return
     if not alive:
         report.verdict, report.reason = ERROR, "the VM died during the suite (see console.log)"
     elif outcome.workers_down:

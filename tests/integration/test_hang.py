@@ -102,3 +102,42 @@ def test_checks_after_a_hung_one_run_on_a_fresh_vm(
     assert "test_before" not in (vm2 / "events.jsonl").read_text()  # it was not run again
     assert not qemu_pids(os.environ["AUFS_HARNESS_STATE"]), "QEMU left running"
     fact.append(f"fresh VM after a hung check: {report.reason}; outcomes {outcomes}")
+
+
+def test_a_check_that_panics_the_kernel_is_the_verdict_and_the_rest_run_on_a_fresh_vm(
+    bookworm: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fact: list[str]
+) -> None:
+    fake_suite(
+        tmp_path,
+        monkeypatch,
+        """
+        def test_before():
+            pass
+
+        def test_panics():
+            with open("/proc/sysrq-trigger", "w") as f:
+                f.write("c")
+
+        def test_after():
+            pass
+        """,
+    )
+    # The xdist worker's SSH dies with the kernel; the watchdog's own 30 s
+    # after the panic line (unit-tested) must not race it here.
+    monkeypatch.setattr(guestsuite, "DAMAGED_GRACE", 600.0)
+    results = tmp_path / "results"
+    opts = RunOptions(results_dir=results, workers=1, fresh_vms=1)
+    report = run_target(Target(distro="bookworm"), opts)
+    checks = {c.name: c for c in report.checks}
+    assert {n: c.outcome for n, c in checks.items()} == {
+        "test_before": "passed", "test_panics": "hung", "test_after": "passed",
+    }  # fmt: skip
+    message = checks["test_panics"].message
+    assert "Kernel panic - not syncing: sysrq triggered crash" in message, message
+    assert message.endswith("and stopped answering"), message
+    assert report.verdict == "failed"
+    assert report.reason.startswith("VM 1: the kernel died ("), report.reason
+    assert report.reason.endswith("; 1 fresh VM(s) ran the checks left"), report.reason
+    assert "Kernel panic" in (results / "debian-bookworm-stock" / "console.log").read_text()
+    assert not qemu_pids(os.environ["AUFS_HARNESS_STATE"]), "QEMU left running"
+    fact.append(f"panicking check: {message[:160]}")

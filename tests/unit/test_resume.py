@@ -229,3 +229,30 @@ def test_a_check_blamed_beside_another_goes_again_once(
 def test_a_health_failure_with_one_worker_stands() -> None:
     parts = resume.split(outcome(health_failure("alone", alone=True)))
     assert [x.name for x in parts.final] == ["alone"] and not parts.needs_fresh_vm
+
+
+def test_kernel_death_names_the_panic_first(tmp_path: Path) -> None:
+    from harness.guestsuite import kernel_death
+
+    console = tmp_path / "console.log"
+    assert kernel_death(console) == ""  # no console at all
+    console.write_text(
+        "[ 9.0] VFS: Busy inodes after unmount of tmpfs.\n[ 9.5] Oops: 0002 [#1] SMP\n"
+        "[ 9.6] Kernel panic - not syncing: Fatal exception\n"
+    )
+    assert kernel_death(console) == "[ 9.6] Kernel panic - not syncing: Fatal exception"
+    console.write_text("[ 9.0] VFS: Busy inodes after unmount of tmpfs.\n[ 9.5] Oops: 0002\n")
+    assert kernel_death(console) == "[ 9.5] Oops: 0002"
+
+
+def test_a_kernel_that_dies_under_two_checks_sends_both_again_alone() -> None:
+    died = outcome(c("ok", PASSED), c("x", HUNG), c("y", HUNG))
+    died.kernel_died = "[ 9.6] Kernel panic - not syncing: sysrq triggered crash"
+    parts = resume.split(died)
+    assert [x.name for x in parts.again] == ["x", "y"] and parts.suspects == 2
+    assert parts.why == "the kernel died ([ 9.6] Kernel panic - not syncing: sysrq triggered crash)"
+    alone = outcome(c("ok", PASSED), c("x", HUNG))
+    alone.kernel_died = died.kernel_died
+    parts = resume.split(alone)
+    assert [x.name for x in parts.final] == ["ok", "x"] and parts.suspects == 0
+    assert parts.needs_fresh_vm  # for the checks that never started
