@@ -7,17 +7,18 @@ concurrent producers of the same entry.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class Store:
 
     def discard(self, key: str) -> None:
         """Remove an entry (e.g. found incomplete), under its lock."""
-        with FileLock(str(self.root / f".{key}.lock")):
+        with self._locked(key):
             shutil.rmtree(self.path(key), ignore_errors=True)
 
     def get_or_build(
@@ -73,7 +74,7 @@ class Store:
         found = self.lookup(key)
         if found:
             return found
-        with FileLock(str(self.root / f".{key}.lock")):
+        with self._locked(key):
             found = self.lookup(key)
             if found:  # another process built it while we waited
                 return found
@@ -92,6 +93,21 @@ class Store:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
         return Entry(key, self.path(key), hit=False)
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        """Hold the key's lock; say so when another process holds it first
+        (a concurrent run building the same kernel or image): waits can be long."""
+        lock = FileLock(str(self.root / f".{key}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("%s: another process is producing %s; waiting for it", self.root.name, key)
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _sweep(self, key: str) -> None:
         """Remove temporaries of dead producers of this key (we hold its lock)."""

@@ -66,3 +66,29 @@ def test_concurrent_producers_build_once(tmp_path: Path) -> None:
         p.join(30)
     assert [p.exitcode for p in procs] == [0, 0, 0]
     assert log.read_text() == "built\n"
+
+
+def test_a_wait_for_another_producer_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import threading
+
+    store = Store(tmp_path / "s")
+    started, release = threading.Event(), threading.Event()
+
+    def slow(tmp: Path) -> None:
+        started.set()
+        release.wait(10)
+        (tmp / "f").write_text("x")
+
+    first = threading.Thread(target=store.get_or_build, args=({"k": 1}, slow))
+    first.start()
+    assert started.wait(10)
+    timer = threading.Timer(0.3, release.set)
+    timer.start()
+    with caplog.at_level(logging.INFO):
+        entry = store.get_or_build({"k": 1}, lambda tmp: pytest.fail("built twice"))
+    first.join(10)
+    assert entry.hit and (entry.path / "f").read_text() == "x"
+    assert any("another process is producing" in r.getMessage() for r in caplog.records)
