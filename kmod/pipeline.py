@@ -24,11 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from filelock import FileLock
-
 from harness.deadline import Deadline
 from harness.store import Store, key_of
-from kmod import aufs, build, config, patches, source
+from kmod import aufs, build, config, patches, source, worktrees
 from kmod.source import kmod_cache
 
 log = logging.getLogger(__name__)
@@ -253,7 +251,9 @@ def _produce(
     """Fill `out` with the artifacts, or raise _Failed with the result."""
     work = kmod_cache() / "work" / work_key
     work.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(work) + ".lock"):
+    with worktrees.lock(work):
+        worktrees.mark_used(work)
+        worktrees.prune(work.parent, worktrees.keep_count(), work)  # before the disk fills
         reports = _prepared(ks, choice, plan, work, clock, deadline)
         base.patches = reports
         failed = [r for r in reports if r["status"] == "failed"]
