@@ -81,3 +81,12 @@ def test_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
 def test_vm_list_empty(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["vm", "list"]) == 0
     assert "no VMs" in capsys.readouterr().out
+
+
+def test_branch_fs_reaches_the_suite_first() -> None:
+    import argparse
+
+    from harness.commands.run import suite_args_for
+
+    args = argparse.Namespace(branch_fs="tmpfs,xfs", suite_args=["-k", "whiteout"])
+    assert suite_args_for(args) == ("--branch-fs=tmpfs,xfs", "-k", "whiteout")
