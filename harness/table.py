@@ -1,12 +1,17 @@
 """The tables printed at the end of a run: where checks passed, what failed and
-why, why checks were skipped, and one line per target."""
+why, why checks were skipped, and one line per target.
+
+Every text from a run is escaped: rich would take a check's parameters
+("[aufs-tmpfs]") or a kernel line ("[   42.0]") for markup and drop them."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult, TargetReport
@@ -31,7 +36,7 @@ def _color(outcome: str, text: str | None = None) -> str:
 
 
 def checks_table(r: TargetReport) -> Table:
-    table = Table(title=f"{r.target}: checks by area and driver")
+    table = Table(title=escape(f"{r.target}: checks by area and driver"))
     for col in ("area", "driver", "passed", "failed", "skipped"):
         table.add_column(col, justify="left" if col in ("area", "driver") else "right")
     groups: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
@@ -40,7 +45,7 @@ def checks_table(r: TargetReport) -> Table:
     for (area, driver), n in sorted(groups.items()):
         bad = n[FAILED] + n[ERROR] + n[HUNG]
         table.add_row(
-            area,
+            escape(area),
             driver,
             _color(PASSED, str(n[PASSED])),
             _color(FAILED, str(bad)) if bad else "0",
@@ -50,18 +55,18 @@ def checks_table(r: TargetReport) -> Table:
 
 
 def failures_table(r: TargetReport) -> Table:
-    table = Table(title=f"{r.target}: failures")
+    table = Table(title=escape(f"{r.target}: failures"))
     table.add_column("check", overflow="fold")
     table.add_column("result")
     table.add_column("why", overflow="fold")
     for c in r.checks:
         if c.outcome in BAD:
-            table.add_row(c.name, _color(c.outcome), c.message)
+            table.add_row(escape(c.name), _color(c.outcome), escape(c.message))
     return table
 
 
 def skip_reasons(r: TargetReport, top: int = 6) -> Table:
-    table = Table(title=f"{r.target}: why checks were skipped")
+    table = Table(title=escape(f"{r.target}: why checks were skipped"))
     table.add_column("checks", justify="right")
     table.add_column("reason", overflow="fold")
     reasons = Counter(
@@ -70,7 +75,7 @@ def skip_reasons(r: TargetReport, top: int = 6) -> Table:
         if c.outcome == SKIPPED
     )
     for reason, n in reasons.most_common(top):
-        table.add_row(str(n), reason)
+        table.add_row(str(n), escape(reason))
     rest = sum(reasons.values()) - sum(n for _, n in reasons.most_common(top))
     if rest:
         table.add_row(str(rest), f"({len(reasons) - top} other reasons: see report.json)")
@@ -85,14 +90,14 @@ def summary_table(reports: list[TargetReport]) -> Table:
         n = r.counts()
         stages = " ".join(f"{s.name}:{s.status}({s.seconds:.0f}s)" for s in r.stages)
         table.add_row(
-            r.target,
-            r.kernel_release,
+            escape(r.target),
+            escape(r.kernel_release),
             r.accel,
             _color(r.verdict),
             str(n[PASSED]),
             str(n[FAILED] + n[ERROR] + n[HUNG]),
             str(n[SKIPPED]),
-            stages,
+            escape(stages),
         )
     return table
 
@@ -109,6 +114,11 @@ def print_report(reports: list[TargetReport], console: Console | None = None) ->
     console.print(summary_table(reports))
     for r in reports:
         if r.verdict != PASSED:
-            console.print(f"{r.target}: {_color(r.verdict)}: {r.reason}")
+            console.print(f"{escape(r.target)}: {_color(r.verdict)}: {escape(r.reason)}")
             if r.console_log:
-                console.print(f"  console log: {r.console_log}")
+                console.print(escape(f"  console log: {r.console_log}"))
+            notes = r.extra.get("vms", [])
+            for note in notes:  # what sent the run to fresh VMs, VM by VM
+                console.print(escape(f"  {note}"))
+            if len(notes) > 0 and r.console_log and "fresh VM" in r.reason:
+                console.print(escape(f"  fresh VMs' logs: {Path(r.console_log).parent}/vm-N/"))
