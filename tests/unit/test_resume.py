@@ -256,3 +256,16 @@ def test_a_kernel_that_dies_under_two_checks_sends_both_again_alone() -> None:
     parts = resume.split(alone)
     assert [x.name for x in parts.final] == ["ok", "x"] and parts.suspects == 0
     assert parts.needs_fresh_vm  # for the checks that never started
+
+
+def test_watchdog_waits_out_busy_inodes(tmp_path: Path) -> None:
+    """The kernel runs on after "Busy inodes after unmount": a slow check there
+    still gets the full timeout rather than being called hung after 30 s."""
+    console = tmp_path / "console.log"
+    console.write_text(
+        "[ 9.0] VFS: Busy inodes after unmount of tmpfs. Self-destruct in 5 seconds.\n"
+    )
+    dog = Watchdog(check_timeout=300, console=console)
+    dog.read_console(now=1000.0)
+    assert dog.damage_at is None
+    assert dog.hung({"suite/t.py::slow_mkfs": 990.0}, now=1100.0) is None
