@@ -17,10 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from harness import guestenv
 from harness.deadline import Deadline
@@ -76,27 +77,41 @@ def _first_error_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def parse_events(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """The result log's events; a line cut short by a kill is left out."""
+    events = []
+    for line in lines:
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    return parse_events(path.read_text().splitlines()) if path.exists() else []
+
+
 def parse_resultlog(path: Path) -> tuple[list[CheckResult], list[str]]:
     """Fold start/report events into one CheckResult per test, in start order."""
+    return fold_events(read_events(path))
+
+
+def fold_events(events: Iterable[dict[str, Any]]) -> tuple[list[CheckResult], list[str]]:
     order: list[str] = []
     phases: dict[str, dict[str, dict[str, object]]] = {}
     down: list[str] = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a kill
-            if ev["event"] == "start" and ev["nodeid"] not in phases:
+    for ev in events:
+        if ev["event"] == "start" and ev["nodeid"] not in phases:
+            order.append(ev["nodeid"])
+            phases[ev["nodeid"]] = {}
+        elif ev["event"] == "report":
+            if ev["nodeid"] not in phases:
                 order.append(ev["nodeid"])
                 phases[ev["nodeid"]] = {}
-            elif ev["event"] == "report":
-                if ev["nodeid"] not in phases:
-                    order.append(ev["nodeid"])
-                    phases[ev["nodeid"]] = {}
-                phases[ev["nodeid"]][ev["when"]] = ev
-            elif ev["event"] == "worker-down" and ev.get("error"):
-                down.append(f"{ev['worker']}: {ev['error']}")
+            phases[ev["nodeid"]][ev["when"]] = ev
+        elif ev["event"] == "worker-down" and ev.get("error"):
+            down.append(f"{ev['worker']}: {ev['error']}")
     checks = []
     for nodeid in order:
         ph = phases[nodeid]
@@ -132,16 +147,10 @@ def parse_resultlog(path: Path) -> tuple[list[CheckResult], list[str]]:
     return checks, down
 
 
-def running_checks(path: Path) -> dict[str, float]:
+def running_in(events: Iterable[dict[str, Any]]) -> dict[str, float]:
     """Checks that started and have not finished yet, with their start times."""
     started: dict[str, float] = {}
-    if not path.exists():
-        return started
-    for line in path.read_text().splitlines():
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
+    for ev in events:
         if ev["event"] == "start":
             started[ev["nodeid"]] = float(ev["t"])
         elif ev["event"] == "report" and ev["when"] == "teardown":
@@ -248,6 +257,11 @@ def _run_controller(
             start_new_session=True,
         )
         last = time.monotonic()
+        # The result log and pytest's log grow for the whole run: read each
+        # new event once, and pytest's log only until it gave the check count.
+        tail = LogTail(resultlog)
+        events: list[dict[str, Any]] = []
+        total: int | None = None
         try:
             while proc.poll() is None:
                 if deadline.expired():
@@ -256,10 +270,12 @@ def _run_controller(
                 time.sleep(0.5)
                 if time.monotonic() - last >= PROGRESS_EVERY:
                     last = time.monotonic()
-                    checks, _ = parse_resultlog(resultlog)
-                    running = running_checks(resultlog)
+                    events += parse_events(tail.new_lines())
+                    checks, _ = fold_events(events)
+                    running = running_in(events)
+                    total = total or collected_count(logfile)
                     now = time.time()
-                    log.info("suite: %s", _progress(checks, collected_count(logfile), running, now))
+                    log.info("suite: %s", _progress(checks, total, running, now))
                     watchdog.read_console(now)
                     hung = watchdog.hung(running, now)
                     if hung is not None:
@@ -305,6 +321,11 @@ def _run_pytest(
     )
 
 
+def _pytest(*args: str) -> list[str]:
+    """This interpreter's pytest, verbose with every outcome summarised, no cache dir."""
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA", *args]
+
+
 def run_in_vm(
     machine: Machine,
     results_dir: Path,
@@ -332,24 +353,10 @@ def run_in_vm(
         # any project's pytest configuration, and "suite" must not exist here so
         # xdist passes it through to the guest as a guest path.
         Path(tmp, "pytest.ini").write_text("[pytest]\n")
-        argv = [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "unionfs.options",
-            "--dist",
-            "load",
-            "--tx",
-            tx,
-            "--max-worker-restart=0",
-            "-v",
-            "-rA",
-            "suite",
-            *suite_args,
-        ]
+        argv = _pytest(
+            "-p", "unionfs.options", "--dist", "load", "--tx", tx, "--max-worker-restart=0",
+            "suite", *suite_args,
+        )  # fmt: skip
         env = {"PYTHONPATH": str(suite_dir())}  # the controller loads unionfs.options
         return _run_pytest(
             argv, env, Path(tmp), results_dir, deadline, check_timeout, machine.console_log()
@@ -363,19 +370,7 @@ def run_local(
     if os.geteuid() != 0:
         raise UserError("the suite mounts filesystems: run `aufs-harness suite --local` as root")
     results_dir.mkdir(parents=True, exist_ok=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
-        "-v",
-        "-rA",
-        "--rootdir",
-        str(suite_dir()),
-        str(suite_dir()),
-        *suite_args,
-    ]
+    argv = _pytest("--rootdir", str(suite_dir()), str(suite_dir()), *suite_args)
     if workers:
         argv += ["-n", str(workers), "--max-worker-restart=0"]
     return _run_pytest(argv, {}, results_dir, results_dir, deadline)

@@ -108,7 +108,7 @@ def test_json_round_trip_and_junit(tmp_path: Path) -> None:
 
 
 def test_running_checks_and_collected_count(tmp_path: Path) -> None:
-    from harness.guestsuite import collected_count, running_checks
+    from harness.guestsuite import collected_count, read_events, running_in
 
     log = events(
         tmp_path / "e.jsonl",
@@ -116,7 +116,7 @@ def test_running_checks_and_collected_count(tmp_path: Path) -> None:
         rep("t.py::done", "teardown", "passed"),
         {"event": "start", "nodeid": "t.py::running", "t": 2.0},
     )
-    assert running_checks(log) == {"t.py::running": 2.0}
+    assert running_in(read_events(log)) == {"t.py::running": 2.0}
     pytest_log = tmp_path / "pytest.log"
     pytest_log.write_text("created: 2/2 workers\n2 workers [680 items]\n")
     assert collected_count(pytest_log) == 680
