@@ -40,6 +40,12 @@ class Split:
         return bool(self.why)
 
 
+def _damage_line(message: str) -> str:
+    """The kernel line in "kernel damaged earlier in this run (LINE); its results ..."."""
+    inner = message.removeprefix(DAMAGE_SKIP).removeprefix(" (")
+    return inner.rpartition("); its results")[0] or inner
+
+
 def ambiguous(check: CheckResult) -> bool:
     """Failed on kernel health alone, with checks of other workers beside it."""
     return (
@@ -58,7 +64,7 @@ def split(outcome: SuiteOutcome, retried: Set[str] = frozenset()) -> Split:
     in_flight = sum(c.outcome == HUNG for c in outcome.checks)
     for check in outcome.checks:
         if check.outcome == SKIPPED and check.message.startswith(DAMAGE_SKIP):
-            damage = damage or check.message.removeprefix(DAMAGE_SKIP).strip(" (").split(")")[0]
+            damage = damage or _damage_line(check.message)
             result.again.append(check)
         elif check.outcome == HUNG and outcome.kernel_died and not outcome.hung_check:
             if in_flight == 1:

@@ -48,6 +48,13 @@ def test_split_keeps_real_results_and_reruns_what_the_damage_cost() -> None:
     assert resume.deselect_args(parts.final)[0] == "--deselect=suite/t.py::ok"
 
 
+def test_split_keeps_a_damage_line_with_parentheses_whole() -> None:
+    gpf = "[ 9.1] general protection fault, probably for non-canonical address (0xdead)"
+    message = f"kernel damaged earlier in this run ({gpf}); its results would not be trustworthy"
+    parts = resume.split(outcome(c("later", SKIPPED, message)))
+    assert parts.why == f"the kernel was damaged ({gpf})"
+
+
 def test_split_names_the_damage_when_nothing_hung() -> None:
     parts = resume.split(outcome(c("oops", FAILED, "kernel BUG"), c("later", SKIPPED, DAMAGE)))
     assert parts.why == "the kernel was damaged ([   42.0] kernel BUG at fs/aufs/hfsnotify.c:173!)"
