@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness import guestsuite
+from harness.results import TargetReport
 from harness.runner import RunOptions, run_target
 from harness.targets import Target
 from tests.integration.conftest import qemu_pids
@@ -26,10 +28,22 @@ def fake_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checks: str) -> 
     monkeypatch.setattr(guestsuite, "suite_dir", lambda: suite)
 
 
+def run_fake_suite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checks: str, **opts: Any
+) -> tuple[TargetReport, Path]:
+    """Run `checks` as the suite of a bookworm stock target; no QEMU may be left.
+    Returns the report and the target's results directory."""
+    fake_suite(tmp_path, monkeypatch, checks)
+    results = tmp_path / "results"
+    report = run_target(Target(distro="bookworm"), RunOptions(results_dir=results, **opts))
+    assert not qemu_pids(os.environ["AUFS_HARNESS_STATE"]), "QEMU left running"
+    return report, results / "debian-bookworm-stock"
+
+
 def test_a_hung_check_is_a_verdict_with_evidence(
     bookworm: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fact: list[str]
 ) -> None:
-    fake_suite(
+    report, out = run_fake_suite(
         tmp_path,
         monkeypatch,
         """
@@ -41,19 +55,17 @@ def test_a_hung_check_is_a_verdict_with_evidence(
         def test_hangs():
             time.sleep(3600)
         """,
+        check_timeout=20,
+        workers=1,
     )
-    results = tmp_path / "results"
-    opts = RunOptions(results_dir=results, check_timeout=20, workers=1)
-    report = run_target(Target(distro="bookworm"), opts)
     assert report.verdict == "failed", report.reason
     assert report.reason.startswith("suite/test_hang.py::test_hangs hung")
     outcomes = {c.name: c for c in report.checks}
     assert outcomes["test_before"].outcome == "passed"
     assert outcomes["test_hangs"].outcome == "hung"
     assert "the guest still answers" in outcomes["test_hangs"].message
-    evidence = results / "debian-bookworm-stock" / "hang-evidence.txt"
+    evidence = out / "hang-evidence.txt"
     assert "sysrq: Show Blocked State" in evidence.read_text()
-    assert not qemu_pids(os.environ["AUFS_HARNESS_STATE"]), "QEMU left running after a hung check"
     fact.append(f"hung check: {report.reason}; evidence {evidence.stat().st_size} bytes")
 
 
@@ -61,7 +73,7 @@ def test_checks_after_a_hung_one_run_on_a_fresh_vm(
     bookworm: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fact: list[str]
 ) -> None:
     # One worker runs the checks in file order: the hang leaves two never started.
-    fake_suite(
+    report, out = run_fake_suite(
         tmp_path,
         monkeypatch,
         """
@@ -79,10 +91,10 @@ def test_checks_after_a_hung_one_run_on_a_fresh_vm(
         def test_last():
             pass
         """,
+        check_timeout=20,
+        workers=1,
+        fresh_vms=1,
     )
-    results = tmp_path / "results"
-    opts = RunOptions(results_dir=results, check_timeout=20, workers=1, fresh_vms=1)
-    report = run_target(Target(distro="bookworm"), opts)
     outcomes = {c.name: c.outcome for c in report.checks}
     assert outcomes == {
         "test_before": "passed", "test_hangs": "hung", "test_after": "passed",
@@ -97,17 +109,19 @@ def test_checks_after_a_hung_one_run_on_a_fresh_vm(
         "load#2",
         "suite#2",
     ]
-    vm2 = results / "debian-bookworm-stock" / "vm-2"
+    vm2 = out / "vm-2"
     assert (vm2 / "console.log").exists() and (vm2 / "events.jsonl").exists()
     assert "test_before" not in (vm2 / "events.jsonl").read_text()  # it was not run again
-    assert not qemu_pids(os.environ["AUFS_HARNESS_STATE"]), "QEMU left running"
     fact.append(f"fresh VM after a hung check: {report.reason}; outcomes {outcomes}")
 
 
 def test_a_check_that_panics_the_kernel_is_the_verdict_and_the_rest_run_on_a_fresh_vm(
     bookworm: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fact: list[str]
 ) -> None:
-    fake_suite(
+    # The xdist worker's SSH dies with the kernel; the watchdog's own 30 s
+    # after the panic line (unit-tested) must not race it here.
+    monkeypatch.setattr(guestsuite, "DAMAGED_GRACE", 600.0)
+    report, out = run_fake_suite(
         tmp_path,
         monkeypatch,
         """
@@ -121,13 +135,9 @@ def test_a_check_that_panics_the_kernel_is_the_verdict_and_the_rest_run_on_a_fre
         def test_after():
             pass
         """,
+        workers=1,
+        fresh_vms=1,
     )
-    # The xdist worker's SSH dies with the kernel; the watchdog's own 30 s
-    # after the panic line (unit-tested) must not race it here.
-    monkeypatch.setattr(guestsuite, "DAMAGED_GRACE", 600.0)
-    results = tmp_path / "results"
-    opts = RunOptions(results_dir=results, workers=1, fresh_vms=1)
-    report = run_target(Target(distro="bookworm"), opts)
     checks = {c.name: c for c in report.checks}
     assert {n: c.outcome for n, c in checks.items()} == {
         "test_before": "passed", "test_panics": "hung", "test_after": "passed",
@@ -138,6 +148,5 @@ def test_a_check_that_panics_the_kernel_is_the_verdict_and_the_rest_run_on_a_fre
     assert report.verdict == "failed"
     assert report.reason.startswith("VM 1: the kernel died ("), report.reason
     assert report.reason.endswith("; 1 fresh VM(s) ran the checks left"), report.reason
-    assert "Kernel panic" in (results / "debian-bookworm-stock" / "console.log").read_text()
-    assert not qemu_pids(os.environ["AUFS_HARNESS_STATE"]), "QEMU left running"
+    assert "Kernel panic" in (out / "console.log").read_text()
     fact.append(f"panicking check: {message[:160]}")
