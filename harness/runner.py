@@ -115,6 +115,7 @@ def _run_suite_on_vms(
         if not parts.needs_fresh_vm:
             break
         notes.append(f"VM {vm}: {parts.why}")
+        report.extra["vms"] = notes  # now: kept even if the next VM never boots
         if vm > 1 and not parts.final:
             notes.append("no check ended on that VM: stopped")
             break
@@ -130,7 +131,6 @@ def _run_suite_on_vms(
         report.verdict, report.reason = "pending", ""  # the next VM judges again
         vm += 1
     if notes:
-        report.extra["vms"] = notes
         # A check that hung or damaged the kernel is a finding about the target.
         summary = notes[0] + (f" (and {len(notes) - 1} more, see report.json)" if notes[1:] else "")
         if vm > 1:

@@ -276,3 +276,28 @@ def test_watchdog_waits_out_busy_inodes(tmp_path: Path) -> None:
     dog.read_console(now=1000.0)
     assert dog.damage_at is None
     assert dog.hung({"suite/t.py::slow_mkfs": 990.0}, now=1100.0) is None
+
+
+def test_a_fresh_vm_that_fails_to_boot_keeps_what_came_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.errors import InfraError
+
+    fake = FakeVMs(
+        outcome(c("ok", PASSED), c("n", HUNG), c("later", SKIPPED, DAMAGE), hung="suite/t.py::n")
+    )
+
+    def then_no_boot(*a: Any, **k: Any) -> SuiteOutcome:
+        if fake.outcomes:
+            return fake(*a, **k)
+        raise InfraError("QEMU exited before SSH answered")
+
+    monkeypatch.setattr(runner, "_one_vm", then_no_boot)
+    report = TargetReport("debian:bullseye aufs")
+    with pytest.raises(InfraError):
+        opts = RunOptions(results_dir=tmp_path)
+        runner._run_suite_on_vms(Target(), None, None, opts, report, tmp_path)  # type: ignore[arg-type]
+    assert [(x.name, x.outcome) for x in report.checks] == [
+        ("ok", PASSED), ("n", HUNG), ("later", SKIPPED),
+    ]  # fmt: skip
+    assert report.extra["vms"] == ["VM 1: n hung"]
