@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.deadline import Deadline
+from harness.core.deadline import Deadline
 from harness.progress import StageHandle, setup_logging
 from harness.results import Stage
 from harness.targets import Target, resolve_boot

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from harness.commands.kmod_build import add_build_options, spec_from_args
-from harness.deadline import Deadline
+from harness.core.deadline import Deadline
 from harness.guestsuite import run_in_vm
 from harness.loadstage import ensure_module
 from harness.progress import StageHandle, setup_logging

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from harness import __version__
-from harness.errors import EXIT_ERROR, HarnessError
+from harness.core.errors import EXIT_ERROR, HarnessError
 from harness.progress import setup_logging
 
 log = logging.getLogger("aufs-harness")

@@ -14,10 +14,10 @@ import logging
 import sys
 from pathlib import Path
 
-from harness.deadline import Deadline
-from harness.paths import cache_dir
-from harness.procs import run
-from harness.store import Store
+from harness.core.deadline import Deadline
+from harness.core.paths import cache_dir
+from harness.core.procs import run
+from harness.core.store import Store
 from vm.ssh import Guest
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from harness import guestenv
-from harness.deadline import Deadline
-from harness.errors import InfraError, UserError
-from harness.procs import kill_group
-from harness.progress import LogTail
+from harness.core.deadline import Deadline
+from harness.core.errors import InfraError, UserError
+from harness.core.logtail import LogTail
+from harness.core.procs import kill_group
 from harness.resultlog import ENV as RESULTLOG_ENV
 from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult
 from vm.machine import Machine

@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from harness.deadline import Deadline
-from harness.errors import InfraError, TargetFailure
+from harness.core.deadline import Deadline
+from harness.core.errors import InfraError, TargetFailure
 from kmod.guestload import Put, Run, load_in_guest
 from kmod.load import LoadResult
 from vm.ssh import Guest

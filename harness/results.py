@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK
+from harness.core.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 
 PASSED, FAILED, SKIPPED, ERROR, HUNG = "passed", "failed", "skipped", "error", "hung"
 

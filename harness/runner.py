@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import guestsuite, resume
-from harness.deadline import Deadline
-from harness.errors import HarnessError, TargetFailure, UserError
+from harness.core.deadline import Deadline
+from harness.core.errors import HarnessError, TargetFailure, UserError
+from harness.core.paths import state_dir
 from harness.loadstage import ensure_module
-from harness.paths import state_dir
 from harness.progress import StageHandle, stage
 from harness.results import ERROR, FAILED, HUNG, CheckResult, TargetReport
 from harness.targets import Target, resolve_boot

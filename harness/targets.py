@@ -11,9 +11,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.deadline import Deadline
-from harness.errors import UserError
-from harness.procs import run
+from harness.core.deadline import Deadline
+from harness.core.errors import UserError
+from harness.core.procs import run
 from harness.progress import StageHandle
 from kmod.pipeline import BuildResult, BuildSpec
 from vm.image import SUITES, ImageRecipe, build_image

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from harness import procs
-from harness.deadline import Deadline
-from harness.errors import UserError
+from harness.core import procs
+from harness.core.deadline import Deadline
+from harness.core.errors import UserError
 from kmod.source import kmod_cache, mirror_fetch, resolve_commit
 from kmod.version import KernelVersion
 

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import procs
-from harness.deadline import Deadline
-from harness.errors import InfraError
-from harness.progress import watch_log
+from harness.core import procs
+from harness.core.deadline import Deadline
+from harness.core.errors import InfraError
+from harness.core.logtail import watch_log
 from kmod.source import kmod_cache
 
 log = logging.getLogger(__name__)

@@ -18,15 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from harness import procs, render
-from harness.deadline import Deadline
-from harness.errors import UserError
+from harness.core import procs
+from harness.core.deadline import Deadline
+from harness.core.errors import UserError
+from kmod import templates
 
 log = logging.getLogger(__name__)
 
 Base = Literal["allnoconfig", "defconfig"]
 BASES: tuple[Base, ...] = ("allnoconfig", "defconfig")
-TEMPLATE = "kmod/guest.config.j2"
+TEMPLATE = "guest.config.j2"
 
 # What a target gets unless it says otherwise (--aufs-option NAME=y|n).
 DEFAULT_AUFS_OPTIONS: dict[str, bool] = {
@@ -122,7 +123,7 @@ def render_fragment(
 
     `filesystems` are the branch filesystems the kernel must provide.
     """
-    text = render.render(
+    text = templates.render(
         TEMPLATE,
         base=base,
         aufs_fs="m",

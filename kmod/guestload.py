@@ -17,7 +17,7 @@ import posixpath
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness.errors import InfraError, UserError
+from harness.core.errors import InfraError, UserError
 from kmod import load as loader
 from kmod.load import LoadResult, ModuleResult, UnloadResult, result_from_json
 

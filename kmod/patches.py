@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness import procs
-from harness.deadline import Deadline
-from harness.errors import InfraError, UserError
+from harness.core import procs
+from harness.core.deadline import Deadline
+from harness.core.errors import InfraError, UserError
 
 log = logging.getLogger(__name__)
 

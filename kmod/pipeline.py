@@ -5,7 +5,7 @@ is "built", "patch-failed" or "build-failed"; bad input and broken machinery
 raise UserError / InfraError instead.
 
 Two caches make repeated runs cheap:
-- the artifact store (harness.store.Store under cache_dir()/kmod/artifacts),
+- the artifact store (harness.core.store.Store under cache_dir()/kmod/artifacts),
   keyed by every input: same inputs never rebuild and report "cached";
 - a work tree per (kernel, aufs commit, patch set): a changed config (say one
   aufs option) rebuilds incrementally in it, and ccache covers the rest.
@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.deadline import Deadline
-from harness.store import Store, key_of
+from harness.core.deadline import Deadline
+from harness.core.store import Store, key_of
 from kmod import aufs, build, config, patches, source, worktrees
 from kmod.source import kmod_cache
 

@@ -32,9 +32,9 @@ from typing import Protocol
 
 from filelock import FileLock
 
-from harness import paths, procs
-from harness.deadline import Deadline
-from harness.errors import InfraError, UserError
+from harness.core import paths, procs
+from harness.core.deadline import Deadline
+from harness.core.errors import InfraError, UserError
 from kmod.version import KernelVersion
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.deadline import Deadline
-from harness.errors import UserError
-from harness.paths import cache_dir
-from harness.procs import kill_group
+from harness.core.deadline import Deadline
+from harness.core.errors import UserError
+from harness.core.paths import cache_dir
+from harness.core.procs import kill_group
 
 log = logging.getLogger(__name__)
 

@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.deadline import Deadline
-from harness.errors import DeadlineExceeded, InfraError, UserError
-from harness.paths import cache_dir
-from harness.procs import run, which
-from harness.render import render
-from harness.store import Entry, Store, key_of
+from harness.core.deadline import Deadline
+from harness.core.errors import DeadlineExceeded, InfraError, UserError
+from harness.core.paths import cache_dir
+from harness.core.procs import run, which
+from harness.core.store import Entry, Store, key_of
+from vm import templates
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +175,11 @@ class ImageRecipe:
     def templates(self) -> dict[str, str]:
         """Every rendered file of the recipe, by its name in the hook directory."""
         return {
-            "hooks/essential.sh": render("vm/image-essential.sh.j2", compress=INITRAMFS_COMPRESS),
-            "hooks/customize.sh": render(
-                "vm/image-customize.sh.j2",
+            "hooks/essential.sh": templates.render(
+                "image-essential.sh.j2", compress=INITRAMFS_COMPRESS
+            ),
+            "hooks/customize.sh": templates.render(
+                "image-customize.sh.j2",
                 init_path=INIT_PATH,
                 poweroff_path=POWEROFF_PATH,
                 reboot_path=REBOOT_PATH,
@@ -186,8 +188,8 @@ class ImageRecipe:
                 dns=DNS,
             ),
             "hook-files/harness-init": render_init(),
-            "hook-files/initramfs-hook": render(
-                "vm/initramfs-hook.sh.j2", modules=INITRAMFS_MODULES
+            "hook-files/initramfs-hook": templates.render(
+                "initramfs-hook.sh.j2", modules=INITRAMFS_MODULES
             ),
         }
 
@@ -207,8 +209,8 @@ class ImageRecipe:
 
 
 def render_init() -> str:
-    return render(
-        "vm/guest-init.sh.j2",
+    return templates.render(
+        "guest-init.sh.j2",
         init_path=INIT_PATH,
         poweroff_path=POWEROFF_PATH,
         seed_label=SEED_LABEL,

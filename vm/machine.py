@@ -18,12 +18,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from harness.deadline import Deadline
-from harness.errors import DeadlineExceeded, InfraError, UserError
-from harness.paths import state_dir
-from harness.procs import which
-from harness.render import render
+from harness.core.deadline import Deadline
+from harness.core.errors import DeadlineExceeded, InfraError, UserError
+from harness.core.paths import state_dir
+from harness.core.procs import which
 from vm import accel as accel_mod
+from vm import templates
 from vm.keys import generate
 from vm.qemu import (
     LaunchSpec,
@@ -186,10 +186,12 @@ class Machine:
     def _write_ssh_config(self, port: int, identity: Path, host_public: str) -> None:
         known = self.workdir / "known_hosts"
         keytype, b64 = host_public.split()[:2]
-        known.write_text(render("vm/known_hosts.j2", name=self.name, host_key=f"{keytype} {b64}"))
+        known.write_text(
+            templates.render("known_hosts.j2", name=self.name, host_key=f"{keytype} {b64}")
+        )
         (self.workdir / "ssh_config").write_text(
-            render(
-                "vm/ssh_config.j2",
+            templates.render(
+                "ssh_config.j2",
                 name=self.name,
                 port=port,
                 user=self.boot.user,

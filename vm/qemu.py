@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from harness.deadline import Deadline
-from harness.errors import InfraError, UserError
-from harness.procs import kill_group, run, which
-from harness.render import render_argv
+from harness.core.deadline import Deadline
+from harness.core.errors import InfraError, UserError
+from harness.core.procs import kill_group, run, which
+from vm import templates
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ class LaunchSpec:
     smp: int = 2
 
     def argv(self, qemu: str) -> list[str]:
-        return render_argv(
-            "vm/qemu.argv.j2",
+        return templates.render_argv(
+            "qemu.argv.j2",
             qemu=qemu,
             name=self.name,
             accel=self.accel,

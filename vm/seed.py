@@ -13,9 +13,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.deadline import Deadline
-from harness.procs import run, which
-from harness.render import render
+from harness.core.deadline import Deadline
+from harness.core.procs import run, which
+from vm import templates
 
 LABEL = "cidata"
 
@@ -38,9 +38,9 @@ def render_files(seed: SeedInput) -> dict[str, str]:
         "instance_id": f"{seed.name}-{uuid.uuid4().hex[:8]}",
     }
     return {
-        "user-data": render("vm/user-data.j2", **ctx),
-        "meta-data": render("vm/meta-data.j2", **ctx),
-        "network-config": render("vm/network-config.j2", **ctx),
+        "user-data": templates.render("user-data.j2", **ctx),
+        "meta-data": templates.render("meta-data.j2", **ctx),
+        "network-config": templates.render("network-config.j2", **ctx),
         "harness/authorized_keys": seed.authorized_key + "\n",
         "harness/ssh_host_ed25519_key": seed.host_private,
         "harness/ssh_host_ed25519_key.pub": seed.host_public + "\n",

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import paramiko
 
-from harness.deadline import Deadline
-from harness.errors import DeadlineExceeded, InfraError
+from harness.core.deadline import Deadline
+from harness.core.errors import DeadlineExceeded, InfraError
 
 log = logging.getLogger(__name__)
 # paramiko logs every failed attempt with a traceback; we report failures ourselves.

@@ -12,8 +12,8 @@ import logging
 import os
 from pathlib import Path
 
-from harness.deadline import Deadline
-from harness.errors import EXIT_FAILED, EXIT_OK, UserError
+from harness.core.deadline import Deadline
+from harness.core.errors import EXIT_FAILED, EXIT_OK, UserError
 from kmod import aufs, build, config
 from kmod.pipeline import BuildResult, BuildSpec, run
 

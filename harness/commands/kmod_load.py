@@ -11,7 +11,7 @@ import argparse
 import logging
 import os
 
-from harness.errors import InfraError, UserError
+from harness.core.errors import InfraError, UserError
 from kmod.load import ERROR, ModuleResult, System, load_module, summary, unload_module
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.commands.common import add_vm_options, finish, results_root
 from harness.commands.kmod_build import add_build_options, spec_from_args
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.results import TargetReport, write_json, write_junit
 from harness.runner import RunOptions, run_target
 from harness.targets import Target

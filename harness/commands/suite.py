@@ -7,8 +7,8 @@ from pathlib import Path
 
 from harness import guestsuite
 from harness.commands.common import finish, results_root
-from harness.deadline import Deadline
-from harness.errors import UserError
+from harness.core.deadline import Deadline
+from harness.core.errors import UserError
 from harness.results import TargetReport, write_json, write_junit
 
 

@@ -9,9 +9,9 @@ import shlex
 import shutil
 import time
 
-from harness.deadline import Deadline
-from harness.errors import UserError
-from harness.procs import which
+from harness.core.deadline import Deadline
+from harness.core.errors import UserError
+from harness.core.procs import which
 from harness.progress import StageHandle
 from harness.results import Stage
 from harness.targets import Target, resolve_boot

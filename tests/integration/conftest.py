@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.deadline import Deadline
+from harness.core.deadline import Deadline
 from vm.image import Image, ImageRecipe, build_image
 
 FACTS: list[str] = []

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from harness.deadline import Deadline
+from harness.core.deadline import Deadline
 from vm.image import CMDLINE, INIT_PATH, Image, ImageRecipe, build_image
 
 pytestmark = pytest.mark.integration

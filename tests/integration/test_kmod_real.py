@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.deadline import Deadline
+from harness.core.deadline import Deadline
 from harness.loadstage import ensure_module
 from harness.progress import StageHandle
 from harness.results import Stage

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.deadline import Deadline
-from harness.errors import InfraError
+from harness.core.deadline import Deadline
+from harness.core.errors import InfraError
 from tests.integration.conftest import qemu_pids
 from vm.image import Image
 from vm.machine import BootSpec, Machine

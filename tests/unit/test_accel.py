@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.deadline import Deadline
-from harness.errors import UserError
+from harness.core.deadline import Deadline
+from harness.core.errors import UserError
 from vm import accel
 
 INTEL = "processor\t: 0\nflags\t\t: fpu vme vmx sse\n"

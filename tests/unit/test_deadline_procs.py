@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.deadline import Deadline
-from harness.errors import DeadlineExceeded, InfraError, UserError
-from harness.procs import run, which
+from harness.core.deadline import Deadline
+from harness.core.errors import DeadlineExceeded, InfraError, UserError
+from harness.core.procs import run, which
 
 
 def test_deadline_counts_down_and_expires() -> None:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from harness.deadline import Deadline
-from harness.errors import InfraError, UserError
-from harness.store import key_of
+from harness.core.deadline import Deadline
+from harness.core.errors import InfraError, UserError
+from harness.core.store import key_of
 from tests.unit.golden import check_golden
 from vm import image as image_mod
 from vm.image import (

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.deadline import Deadline
-from harness.errors import UserError
+from harness.core.deadline import Deadline
+from harness.core.errors import UserError
 from kmod import aufs
 from kmod.version import KernelVersion
 from tests.unit.kmod_fakes import git, make_aufs_repo

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.deadline import Deadline
-from harness.errors import UserError
+from harness.core.deadline import Deadline
+from harness.core.errors import UserError
 from kmod import config
 from tests.unit.golden import check_golden
 from tests.unit.kmod_fakes import make_kernel_tree, write

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness.commands import kmod_load
-from harness.errors import InfraError, UserError
+from harness.core.errors import InfraError, UserError
 from kmod import guestload
 from kmod import load as kl
 from kmod.load import (

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.deadline import Deadline
-from harness.errors import UserError
+from harness.core.deadline import Deadline
+from harness.core.errors import UserError
 from kmod import patches
 from tests.unit.kmod_fakes import (
     BRANCHES,

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from harness.commands import kmod_build
-from harness.deadline import Deadline
-from harness.errors import EXIT_FAILED, EXIT_OK, UserError
-from harness.store import Store, key_of
+from harness.core.deadline import Deadline
+from harness.core.errors import EXIT_FAILED, EXIT_OK, UserError
+from harness.core.store import Store, key_of
 from kmod import aufs, build, config, patches, pipeline, source
 from kmod.pipeline import BuildSpec
 from kmod.version import KernelVersion

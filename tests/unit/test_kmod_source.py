@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import paths
-from harness.deadline import Deadline
-from harness.errors import InfraError, UserError
+from harness.core import paths
+from harness.core.deadline import Deadline
+from harness.core.errors import InfraError, UserError
 from kmod import source
 from tests.unit.kmod_fakes import git, make_kernel_tree, write
 

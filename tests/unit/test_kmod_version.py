@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from kmod.version import KernelVersion
 from tests.unit.kmod_fakes import make_kernel_tree
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.progress import watch_log
+from harness.core.logtail import watch_log
 from kmod.build import MakeProgress
 
 KBUILD_LOG = """\

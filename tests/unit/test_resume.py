@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from harness import resume, runner
-from harness.deadline import Deadline
+from harness.core.deadline import Deadline
 from harness.guestsuite import SuiteOutcome, Watchdog
 from harness.results import FAILED, HUNG, PASSED, SKIPPED, CheckResult, TargetReport
 from harness.runner import RunOptions
@@ -281,7 +281,7 @@ def test_watchdog_waits_out_busy_inodes(tmp_path: Path) -> None:
 def test_a_fresh_vm_that_fails_to_boot_keeps_what_came_before(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harness.errors import InfraError
+    from harness.core.errors import InfraError
 
     fake = FakeVMs(
         outcome(c("ok", PASSED), c("n", HUNG), c("later", SKIPPED, DAMAGE), hung="suite/t.py::n")

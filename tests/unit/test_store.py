@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import Store, key_of
+from harness.core.store import Store, key_of
 
 
 def test_key_is_stable_and_sensitive() -> None:

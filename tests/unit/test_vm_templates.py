@@ -7,8 +7,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from harness.render import render, render_argv
 from tests.unit.golden import check_golden
+from vm import templates
 from vm.qemu import LaunchSpec
 from vm.seed import SeedInput, render_files
 
@@ -77,8 +77,8 @@ def test_user_data_is_cloud_config_with_pinned_host_key() -> None:
 
 
 def test_ssh_config_pins_host_key() -> None:
-    text = render(
-        "vm/ssh_config.j2",
+    text = templates.render(
+        "ssh_config.j2",
         name="vm1",
         port=2222,
         user="root",
@@ -92,11 +92,11 @@ def test_ssh_config_pins_host_key() -> None:
 
 def test_missing_template_variable_fails_loudly() -> None:
     with pytest.raises(jinja2.UndefinedError):
-        render("vm/ssh_config.j2", name="vm1")
+        templates.render("ssh_config.j2", name="vm1")
 
 
 def test_render_argv_drops_blank_lines() -> None:
-    argv = render_argv("vm/known_hosts.j2", name="a", host_key="ssh-ed25519 K")
+    argv = templates.render_argv("known_hosts.j2", name="a", host_key="ssh-ed25519 K")
     assert argv == ["a ssh-ed25519 K"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from harness.errors import DeadlineExceeded
+from harness.core.errors import DeadlineExceeded
 
 
 class Deadline:

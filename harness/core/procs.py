@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from harness.deadline import Deadline
-from harness.errors import DeadlineExceeded, InfraError, UserError
+from harness.core.deadline import Deadline
+from harness.core.errors import DeadlineExceeded, InfraError, UserError
 
 log = logging.getLogger(__name__)
 
