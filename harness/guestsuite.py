@@ -28,29 +28,35 @@ from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
 from harness.core.logtail import LogTail
 from harness.core.procs import kill_group
+from harness.guest.kmsg import FACTS, FATAL, CheckFacts, death_line
 from harness.resultlog import ENV as RESULTLOG_ENV
 from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult
 from vm.machine import Machine
 
 log = logging.getLogger(__name__)
 
-GUEST_SUITE = f"{guestenv.GUEST_ROOT}/suite"
+# The guest package goes where the guest's python3 finds it as harness.guest
+# (GUEST_ROOT is on its path), so the suite imports the shared kmsg module by
+# the same name as the host does.
+GUEST_PACKAGE = "harness/guest"
+GUEST_SUITE = f"{guestenv.GUEST_ROOT}/{GUEST_PACKAGE}/suite"
 PROGRESS_EVERY = 15.0
 CHECK_TIMEOUT = 300.0  # one check running longer than this is declared hung
 SLOW_CHECK = 60.0  # progress names a check running longer than this
-# Once the guest kernel has logged one of these on its console, a check still
+# Once the guest kernel has logged a FATAL line on its console, a check still
 # running DAMAGED_GRACE seconds later is not going to end: declare it hung then
-# instead of after the full CHECK_TIMEOUT. ("Busy inodes after unmount" is
-# damage too, but the kernel runs on and checks still end: not listed.)
-KERNEL_DAMAGE = re.compile(
-    r"kernel BUG at|BUG: unable to handle|general protection fault|Oops: |Kernel panic"
-)
+# instead of after the full CHECK_TIMEOUT.
 DAMAGED_GRACE = 30.0
+
+
+def guest_dir() -> Path:
+    """The guest package shipped with the tool (harness/guest: suite, loader, kmsg)."""
+    return Path(str(resources.files("harness") / "guest"))
 
 
 def suite_dir() -> Path:
     """The suite shipped with the tool (package data)."""
-    path = Path(str(resources.files("harness") / "suite"))
+    path = guest_dir() / "suite"
     if not (path / "conftest.py").exists():
         raise InfraError(f"the suite is missing from the installation: {path}")
     return path
@@ -98,53 +104,53 @@ def parse_resultlog(path: Path) -> tuple[list[CheckResult], list[str]]:
 
 
 def fold_events(events: Iterable[dict[str, Any]]) -> tuple[list[CheckResult], list[str]]:
+    """One CheckResult per test in start order, and the workers that went down."""
     order: list[str] = []
-    phases: dict[str, dict[str, dict[str, object]]] = {}
+    phases: dict[str, dict[str, dict[str, Any]]] = {}
     down: list[str] = []
     for ev in events:
-        if ev["event"] == "start" and ev["nodeid"] not in phases:
+        if ev["event"] in ("start", "report") and ev["nodeid"] not in phases:
             order.append(ev["nodeid"])
             phases[ev["nodeid"]] = {}
-        elif ev["event"] == "report":
-            if ev["nodeid"] not in phases:
-                order.append(ev["nodeid"])
-                phases[ev["nodeid"]] = {}
+        if ev["event"] == "report":
             phases[ev["nodeid"]][ev["when"]] = ev
         elif ev["event"] == "worker-down" and ev.get("error"):
             down.append(f"{ev['worker']}: {ev['error']}")
     checks = []
     for nodeid in order:
-        ph = phases[nodeid]
-        setup, call, teardown = ph.get("setup"), ph.get("call"), ph.get("teardown")
-        duration = sum(float(str(p.get("duration", 0.0))) for p in ph.values())
-        if setup is None and call is None:
-            checks.append(CheckResult(nodeid, HUNG, 0.0, "started but never reported"))
-            continue
-        if setup and setup["outcome"] == "skipped":
-            reason = str(setup["longrepr"])
-            checks.append(CheckResult(nodeid, SKIPPED, duration, reason.removeprefix("Skipped: ")))
-            continue
-        if setup and setup["outcome"] == "failed":
-            text = str(setup["longrepr"])
-            checks.append(CheckResult(nodeid, ERROR, duration, _first_error_line(text), text))
-            continue
-        if call is None:
-            checks.append(CheckResult(nodeid, HUNG, duration, "set up, but the check never ended"))
-            continue
-        if call["outcome"] == "failed":
-            text = str(call["longrepr"])
-            checks.append(CheckResult(nodeid, FAILED, duration, _first_error_line(text), text))
-        elif call["outcome"] == "skipped":
-            reason = str(call["longrepr"]).removeprefix("Skipped: ")
-            checks.append(CheckResult(nodeid, SKIPPED, duration, reason))
-        elif teardown and teardown["outcome"] == "failed":
-            text = str(teardown["longrepr"])
-            checks.append(
-                CheckResult(nodeid, ERROR, duration, "teardown: " + _first_error_line(text), text)
-            )
-        else:
-            checks.append(CheckResult(nodeid, PASSED, duration))
+        check = _fold_check(nodeid, phases[nodeid])
+        for phase in phases[nodeid].values():
+            facts = phase.get("properties", {}).get(FACTS)
+            check.kernel = check.kernel.merge(CheckFacts.from_dict(facts))
+        checks.append(check)
     return checks, down
+
+
+def _fold_check(nodeid: str, ph: dict[str, dict[str, Any]]) -> CheckResult:
+    """The verdict of one check from its setup, call and teardown reports."""
+    setup, call, teardown = ph.get("setup"), ph.get("call"), ph.get("teardown")
+    duration = sum(float(str(p.get("duration", 0.0))) for p in ph.values())
+    if setup is None and call is None:
+        return CheckResult(nodeid, HUNG, 0.0, "started but never reported")
+    if setup and setup["outcome"] == "skipped":
+        reason = str(setup["longrepr"])
+        return CheckResult(nodeid, SKIPPED, duration, reason.removeprefix("Skipped: "))
+    if setup and setup["outcome"] == "failed":
+        text = str(setup["longrepr"])
+        return CheckResult(nodeid, ERROR, duration, _first_error_line(text), text)
+    if call is None:
+        return CheckResult(nodeid, HUNG, duration, "set up, but the check never ended")
+    if call["outcome"] == "failed":
+        text = str(call["longrepr"])
+        return CheckResult(nodeid, FAILED, duration, _first_error_line(text), text)
+    if call["outcome"] == "skipped":
+        reason = str(call["longrepr"]).removeprefix("Skipped: ")
+        return CheckResult(nodeid, SKIPPED, duration, reason)
+    if teardown and teardown["outcome"] == "failed":
+        text = str(teardown["longrepr"])
+        message = "teardown: " + _first_error_line(text)
+        return CheckResult(nodeid, ERROR, duration, message, text)
+    return CheckResult(nodeid, PASSED, duration)
 
 
 def running_in(events: Iterable[dict[str, Any]]) -> dict[str, float]:
@@ -184,17 +190,9 @@ def kernel_death(console: Path) -> str:
     """The line that says why a guest kernel stopped: its panic, else its first
     BUG or oops; "" when the console shows neither."""
     try:
-        text = console.read_text(errors="replace")
+        return death_line(console.read_text(errors="replace"))
     except OSError:
         return ""
-    first = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if "Kernel panic" in line:
-            return line
-        if not first and KERNEL_DAMAGE.search(line):
-            first = line
-    return first
 
 
 class Watchdog:
@@ -213,7 +211,7 @@ class Watchdog:
             return
         for raw in self._tail.new_lines():
             line = raw.strip()
-            if KERNEL_DAMAGE.search(line):
+            if FATAL.search(line):
                 self.damage_at, self.damage_line = now, line
                 log.warning("suite: the guest kernel logged %r; a check still running in "
                             "%.0fs will be declared hung", line, DAMAGED_GRACE)  # fmt: skip
@@ -339,9 +337,11 @@ def run_in_vm(
     if guest is None:
         raise InfraError("the VM is not reachable over SSH")
     step = Deadline(min(300.0, deadline.remaining()), "installing the suite in the guest")
-    guestenv.install(guest, step, paths=(GUEST_SUITE,))  # the suite's own `unionfs` package
-    guest.run(["rm", "-rf", GUEST_SUITE], step, check=True)
-    count = guest.put_tree(suite_dir(), GUEST_SUITE)
+    # on the guest's path: harness.guest, and the suite's own `unionfs` package
+    guestenv.install(guest, step, paths=(guestenv.GUEST_ROOT, GUEST_SUITE))
+    remote = f"{guestenv.GUEST_ROOT}/{GUEST_PACKAGE}"
+    guest.run(["rm", "-rf", remote], step, check=True)
+    count = guest.put_tree(guest_dir(), remote)
     log.info("suite: %d files shipped to the guest", count)
     results_dir.mkdir(parents=True, exist_ok=True)
     ssh_config = machine.workdir / "ssh_config"
@@ -350,12 +350,12 @@ def run_in_vm(
     )
     with tempfile.TemporaryDirectory(prefix="aufs-harness-ctl-") as tmp:
         # An empty ini in an empty directory: the controller must not pick up
-        # any project's pytest configuration, and "suite" must not exist here so
-        # xdist passes it through to the guest as a guest path.
+        # any project's pytest configuration, and the suite's path must not
+        # exist here so xdist passes it through to the guest as a guest path.
         Path(tmp, "pytest.ini").write_text("[pytest]\n")
         argv = _pytest(
             "-p", "unionfs.options", "--dist", "load", "--tx", tx, "--max-worker-restart=0",
-            "suite", *suite_args,
+            f"{GUEST_PACKAGE}/suite", *suite_args,
         )  # fmt: skip
         env = {"PYTHONPATH": str(suite_dir())}  # the controller loads unionfs.options
         return _run_pytest(

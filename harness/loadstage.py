@@ -1,6 +1,6 @@
 """The load stage: make sure the kernel has the union filesystems under test.
 
-A module load is proven by kmod.load in the guest (uevent, /proc/filesystems,
+A module load is proven by the guest package's module loader (uevent, /proc/filesystems,
 dmesg, taint); a module that will not load is a target failure with the lines
 that explain it, never a gap.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, TargetFailure
-from kmod.guestload import Put, Run, load_in_guest
-from kmod.load import LoadResult
+from harness.guest.records import LoadResult
+from harness.guestload import Put, Run, load_in_guest
 from vm.ssh import Guest
 
 log = logging.getLogger(__name__)

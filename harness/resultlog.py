@@ -48,6 +48,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             "longrepr": longrepr,
             "sections": [[title, text] for title, text in report.sections],
             "worker": _worker_id(report),
+            # what the guest recorded as data (harness.guest.kmsg.FACTS: kernel facts)
+            "properties": {str(k): v for k, v in report.user_properties},
         }
     )
 

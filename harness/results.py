@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK
+from harness.guest.kmsg import CheckFacts
 
 PASSED, FAILED, SKIPPED, ERROR, HUNG = "passed", "failed", "skipped", "error", "hung"
 
@@ -27,6 +28,7 @@ class CheckResult:
     duration: float = 0.0
     message: str = ""  # one line
     details: str = ""  # the full report
+    kernel: CheckFacts = field(default_factory=CheckFacts)  # recorded by the guest
 
     @property
     def name(self) -> str:
@@ -104,9 +106,14 @@ def read_json(path: Path) -> list[TargetReport]:
     reports = []
     for raw in data["targets"]:
         raw["stages"] = [Stage(**s) for s in raw["stages"]]
-        raw["checks"] = [CheckResult(**c) for c in raw["checks"]]
+        raw["checks"] = [_check_from_dict(c) for c in raw["checks"]]
         reports.append(TargetReport(**raw))
     return reports
+
+
+def _check_from_dict(raw: dict[str, Any]) -> CheckResult:
+    kernel = CheckFacts.from_dict(raw.pop("kernel", {}))
+    return CheckResult(**raw, kernel=kernel)
 
 
 def write_junit(reports: list[TargetReport], path: Path) -> None:

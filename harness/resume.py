@@ -5,6 +5,8 @@ without a trustworthy kernel: the suite skips every later check ("kernel
 damaged earlier in this run") and the watchdog stops a hung run with checks
 never started. Those are not results about the target, so the runner boots a
 fresh VM and runs exactly those checks there (kirk does the same for LTP).
+Every decision reads the facts the guest recorded per check (CheckResult.kernel,
+harness/guest/kmsg.py CheckFacts), never the wording of a message.
 What stands: every check that really ran to a verdict, and the check that
 hung; what goes again: checks skipped for the damage, checks that were in
 flight beside the hung one, and checks never started. A check that failed
@@ -21,12 +23,6 @@ from dataclasses import dataclass, field
 from harness.guestsuite import SuiteOutcome
 from harness.results import ERROR, FAILED, HUNG, SKIPPED, CheckResult
 
-# The suite's words (harness/suite/conftest.py): the skip reason after kernel
-# damage, and a failure on kernel health alone, with xdist workers side by side.
-DAMAGE_SKIP = "kernel damaged earlier in this run"
-HEALTH_ONLY = "kernel health ("
-SHARED_KERNEL = "a concurrent check may be the cause"
-
 
 @dataclass
 class Split:
@@ -40,19 +36,11 @@ class Split:
         return bool(self.why)
 
 
-def _damage_line(message: str) -> str:
-    """The kernel line in "kernel damaged earlier in this run (LINE); its results ..."."""
-    inner = message.removeprefix(DAMAGE_SKIP).removeprefix(" (")
-    return inner.rpartition("); its results")[0] or inner
-
-
 def ambiguous(check: CheckResult) -> bool:
-    """Failed on kernel health alone, with checks of other workers beside it."""
-    return (
-        check.outcome in (FAILED, ERROR)
-        and check.details.startswith(HEALTH_ONLY)
-        and SHARED_KERNEL in check.details
-    )
+    """Failed on kernel health alone, with checks of other workers beside it
+    (the guest's facts: harness.guest.kmsg.CheckFacts)."""
+    facts = check.kernel
+    return check.outcome in (FAILED, ERROR) and facts.health_only and facts.shared_kernel
 
 
 def split(outcome: SuiteOutcome, retried: Set[str] = frozenset()) -> Split:
@@ -63,8 +51,8 @@ def split(outcome: SuiteOutcome, retried: Set[str] = frozenset()) -> Split:
     suspects = 0
     in_flight = sum(c.outcome == HUNG for c in outcome.checks)
     for check in outcome.checks:
-        if check.outcome == SKIPPED and check.message.startswith(DAMAGE_SKIP):
-            damage = damage or _damage_line(check.message)
+        if check.outcome == SKIPPED and check.kernel.damaged:
+            damage = damage or check.kernel.damaged
             result.again.append(check)
         elif check.outcome == HUNG and outcome.kernel_died and not outcome.hung_check:
             if in_flight == 1:

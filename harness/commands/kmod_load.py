@@ -1,8 +1,10 @@
 """`aufs-harness kmod load|unload`: load a module on this machine and prove it.
 
-For people validating a distribution kernel directly: runs kmod/load.py's code
-here, as root. Exit 0 loaded/unloaded, 1 load-failed/unload-failed, 2 when
-this machine cannot load modules at all (not root, no module support).
+For people validating a distribution kernel directly: runs the guest
+package's module loader here, as root, as a program of its own (exactly as it
+runs in a guest), and reads back its JSON result. Exit 0 loaded/unloaded,
+1 load-failed/unload-failed, 2 when this machine cannot load modules at all
+(not root, no module support).
 """
 
 from __future__ import annotations
@@ -10,11 +12,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
+from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
-from kmod.load import ERROR, ModuleResult, System, load_module, summary, unload_module
+from harness.core.procs import run
+from harness.guest.records import ERROR, ModuleResult, result_from_json, summary
 
 log = logging.getLogger(__name__)
+
+# On top of the loader's own deadline: interpreter start-up.
+GRACE = 15.0
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,28 +54,35 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p.add_argument("--json", action="store_true", help="print the full result as JSON")
 
 
-def cmd_load(args: argparse.Namespace, system: System | None = None) -> int:
+def cmd_load(args: argparse.Namespace) -> int:
     _preflight("load", args.timeout)
-    result = load_module(
-        args.target,
-        args.params,
-        expect_fs=args.expect_fs,
-        timeout=args.timeout,
-        system=system,
-    )
-    return _report(result, args.json)
+    return _report(_loader(args, ["load", args.target, *args.params]), args.json)
 
 
-def cmd_unload(args: argparse.Namespace, system: System | None = None) -> int:
+def cmd_unload(args: argparse.Namespace) -> int:
     _preflight("unload", args.timeout)
-    result = unload_module(
-        args.name,
-        expect_fs=args.expect_fs,
-        timeout=args.timeout,
-        modprobe=args.modprobe,
-        system=system,
+    extra = ["--modprobe"] if args.modprobe else []
+    return _report(_loader(args, ["unload", *extra, args.name]), args.json)
+
+
+def _loader(args: argparse.Namespace, action: list[str]) -> ModuleResult:
+    """Run the loader as a program and read its JSON result."""
+    argv = [sys.executable, "-m", "harness.guest.modload", action[0], "--json"]
+    argv += ["--timeout", f"{args.timeout:g}"]
+    if args.expect_fs:
+        argv += ["--expect-fs", args.expect_fs]
+    res = run(
+        [*argv, *action[1:]],
+        deadline=Deadline(args.timeout + GRACE, f"kmod {action[0]}"),
+        check=False,
     )
-    return _report(result, args.json)
+    try:
+        return result_from_json(res.stdout)
+    except (ValueError, TypeError) as exc:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [str(exc)]
+        raise InfraError(
+            f"the module loader exited {res.returncode} without a result: {tail[0]}"
+        ) from exc
 
 
 def _preflight(verb: str, timeout: float) -> None:

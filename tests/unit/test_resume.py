@@ -11,13 +11,15 @@ import pytest
 
 from harness import resume, runner
 from harness.core.deadline import Deadline
+from harness.guest.kmsg import CheckFacts
 from harness.guestsuite import SuiteOutcome, Watchdog
 from harness.results import FAILED, HUNG, PASSED, SKIPPED, CheckResult, TargetReport
 from harness.runner import RunOptions
 from harness.targets import Target
 
+BUG_LINE = "[   42.0] kernel BUG at fs/aufs/hfsnotify.c:173!"
 DAMAGE = (
-    "kernel damaged earlier in this run ([   42.0] kernel BUG at fs/aufs/hfsnotify.c:173!); "
+    f"kernel damaged earlier in this run ({BUG_LINE}); "
     "its results would not be trustworthy: boot a fresh kernel"
 )
 
@@ -30,6 +32,12 @@ def c(nodeid: str, result: str, message: str = "") -> CheckResult:
     return CheckResult(f"suite/t.py::{nodeid}", result, 0.1, message)
 
 
+def damaged(nodeid: str, line: str = BUG_LINE, message: str = DAMAGE) -> CheckResult:
+    """A check the guest skipped because the kernel was damaged: the fact, and
+    the suite's sentence (which resume must not need)."""
+    return CheckResult(f"suite/t.py::{nodeid}", SKIPPED, 0.1, message, kernel=CheckFacts(line))
+
+
 def test_split_keeps_real_results_and_reruns_what_the_damage_cost() -> None:
     parts = resume.split(
         outcome(
@@ -37,7 +45,7 @@ def test_split_keeps_real_results_and_reruns_what_the_damage_cost() -> None:
             c("bad", FAILED, "AssertionError"),
             c("notify", HUNG, "set up, but the check never ended"),
             c("beside", HUNG, "set up, but the check never ended"),
-            c("later", SKIPPED, DAMAGE),
+            damaged("later"),
             c("xattr", SKIPPED, "RO's fs refuses user.a"),
             hung="suite/t.py::notify",
         )
@@ -51,12 +59,25 @@ def test_split_keeps_real_results_and_reruns_what_the_damage_cost() -> None:
 def test_split_keeps_a_damage_line_with_parentheses_whole() -> None:
     gpf = "[ 9.1] general protection fault, probably for non-canonical address (0xdead)"
     message = f"kernel damaged earlier in this run ({gpf}); its results would not be trustworthy"
-    parts = resume.split(outcome(c("later", SKIPPED, message)))
+    parts = resume.split(outcome(damaged("later", gpf, message)))
     assert parts.why == f"the kernel was damaged ({gpf})"
 
 
+def test_split_decides_on_the_facts_not_the_message() -> None:
+    """The same decisions with every message empty: resume reads fields only."""
+    worded = resume.split(outcome(c("oops", FAILED, "kernel BUG"), damaged("later")))
+    bare = resume.split(outcome(c("oops", FAILED), damaged("later", message="")))
+    assert [x.name for x in bare.again] == [x.name for x in worded.again] == ["later"]
+    assert bare.why == worded.why == f"the kernel was damaged ({BUG_LINE})"
+    silent = CheckResult(
+        "suite/t.py::x", FAILED, 0.1, kernel=CheckFacts(health_only=True, workers=2)
+    )
+    assert resume.ambiguous(silent)
+    assert not resume.ambiguous(c("x", FAILED, "kernel health (call) of x: a concurrent check"))
+
+
 def test_split_names_the_damage_when_nothing_hung() -> None:
-    parts = resume.split(outcome(c("oops", FAILED, "kernel BUG"), c("later", SKIPPED, DAMAGE)))
+    parts = resume.split(outcome(c("oops", FAILED, "kernel BUG"), damaged("later")))
     assert parts.why == "the kernel was damaged ([   42.0] kernel BUG at fs/aufs/hfsnotify.c:173!)"
     assert not resume.split(outcome(c("ok", PASSED))).needs_fresh_vm
 
@@ -126,7 +147,7 @@ def test_a_hang_sends_the_checks_left_to_a_fresh_vm(
 ) -> None:
     fake = FakeVMs(
         outcome(
-            c("ok", PASSED), c("notify", HUNG), c("later", SKIPPED, DAMAGE),
+            c("ok", PASSED), c("notify", HUNG), damaged("later"),
             hung="suite/t.py::notify",
         ),
         outcome(c("later", PASSED), c("never_started", PASSED)),
@@ -147,16 +168,16 @@ def test_fresh_vms_are_bounded_and_the_skips_stay_named(
 ) -> None:
     fake = FakeVMs(
         outcome(
-            c("a", HUNG), c("b", SKIPPED, DAMAGE), c("d", SKIPPED, DAMAGE), hung="suite/t.py::a"
+            c("a", HUNG), damaged("b"), damaged("d"), hung="suite/t.py::a"
         ),
-        outcome(c("b", HUNG), c("d", SKIPPED, DAMAGE), hung="suite/t.py::b"),
+        outcome(c("b", HUNG), damaged("d"), hung="suite/t.py::b"),
     )  # fmt: skip
     report = run_vms(fake, tmp_path, monkeypatch, fresh_vms=1)
     assert fake.deselected == [[], ["a"]]
     assert [(x.name, x.outcome) for x in report.checks] == [
         ("a", HUNG), ("b", HUNG), ("d", SKIPPED),
     ]  # fmt: skip
-    assert report.checks[-1].message.startswith(resume.DAMAGE_SKIP)
+    assert report.checks[-1].kernel.damaged == BUG_LINE
     assert report.verdict == FAILED
     assert report.reason == (
         "VM 1: a hung (and 1 more, see report.json); 1 fresh VM(s) ran the checks left"
@@ -165,7 +186,7 @@ def test_fresh_vms_are_bounded_and_the_skips_stay_named(
 
 
 def test_keep_vm_means_no_fresh_vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeVMs(outcome(c("a", HUNG), c("b", SKIPPED, DAMAGE), hung="suite/t.py::a"))
+    fake = FakeVMs(outcome(c("a", HUNG), damaged("b"), hung="suite/t.py::a"))
     report = run_vms(fake, tmp_path, monkeypatch, keep_vm=True)
     assert len(fake.deselected) == 1
     assert report.verdict == FAILED and report.reason == "suite/t.py::a hung"
@@ -182,8 +203,8 @@ def test_a_vm_where_nothing_ends_stops_the_chain(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = FakeVMs(
-        outcome(c("a", FAILED, "Oops"), c("b", SKIPPED, DAMAGE)),
-        outcome(c("b", SKIPPED, DAMAGE)),  # damaged before any check ended
+        outcome(c("a", FAILED, "Oops"), damaged("b")),
+        outcome(damaged("b")),  # damaged before any check ended
     )
     report = run_vms(fake, tmp_path, monkeypatch, fresh_vms=5)
     assert len(fake.deselected) == 2
@@ -211,13 +232,19 @@ HEALTH = (
 
 def health_failure(name: str, alone: bool = False) -> CheckResult:
     details = HEALTH.split("\n(", maxsplit=1)[0] if alone else HEALTH
-    return CheckResult(f"suite/t.py::{name}", FAILED, 0.1, details.splitlines()[-1], details)
+    facts = CheckFacts(health_only=True, workers=1 if alone else 2)
+    return CheckResult(
+        f"suite/t.py::{name}", FAILED, 0.1, details.splitlines()[-1], details, kernel=facts
+    )
 
 
 def test_a_check_blamed_beside_another_goes_again_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    own = CheckResult("suite/t.py::own", FAILED, 0.1, "AssertionError", "E   assert 1\n\n" + HEALTH)
+    own = CheckResult(
+        "suite/t.py::own", FAILED, 0.1, "AssertionError", "E   assert 1\n\n" + HEALTH,
+        kernel=CheckFacts(workers=2, lines=["[   23.9] VFS: Busy inodes after unmount"]),
+    )  # fmt: skip
     fake = FakeVMs(
         outcome(c("ok", PASSED), health_failure("culprit"), health_failure("bystander"), own),
         outcome(health_failure("culprit"), c("bystander", PASSED)),
@@ -283,9 +310,7 @@ def test_a_fresh_vm_that_fails_to_boot_keeps_what_came_before(
 ) -> None:
     from harness.core.errors import InfraError
 
-    fake = FakeVMs(
-        outcome(c("ok", PASSED), c("n", HUNG), c("later", SKIPPED, DAMAGE), hung="suite/t.py::n")
-    )
+    fake = FakeVMs(outcome(c("ok", PASSED), c("n", HUNG), damaged("later"), hung="suite/t.py::n"))
 
     def then_no_boot(*a: Any, **k: Any) -> SuiteOutcome:
         if fake.outcomes:

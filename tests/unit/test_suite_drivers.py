@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-SUITE = Path(__file__).resolve().parents[2] / "harness" / "suite"
+from harness.guest import kmsg
+
+SUITE = Path(__file__).resolve().parents[2] / "harness" / "guest" / "suite"
 
 
 def _load(name: str) -> Any:
@@ -149,9 +151,9 @@ def test_aufs_version_keys(version: str, key: tuple[int, int], dio_default: bool
 
 
 def test_taint_letters_name_each_bit() -> None:
-    assert kernel.taint_letters(0) == ""
-    assert kernel.taint_letters(1 << 9) == "W"
-    assert kernel.taint_letters((1 << 12) | (1 << 13)) == "OE"
+    assert kmsg.taint_letters(0) == ""
+    assert kmsg.taint_letters(1 << 9) == "W"
+    assert kmsg.taint_letters((1 << 12) | (1 << 13)) == "OE"
 
 
 def test_suspicious_kernel_lines_are_picked_out() -> None:

@@ -13,13 +13,14 @@ missing file) is a result with status "load-failed", never a traceback. A
 machine that cannot load modules at all (not root, no module support, no
 /lib/modules for modprobe, no pyudev) gives status "error".
 
-This file is uploaded into guests and run there with the guest's python3, so
-it is SELF-CONTAINED: standard library plus pyudev only, Python 3.9+, no
-imports from the rest of the project.
+Part of the guest package: uploaded into guests with its two shared modules
+(harness/guest/kmsg.py, harness/guest/records.py) and run there with the
+guest's python3, so standard library plus pyudev only, Python 3.9+. The host's
+`kmod load` runs it the same way, as a program, never imports it.
 
-    python3 load.py load PATH.ko [PARAM=VALUE ...] [--expect-fs aufs] [--json]
-    python3 load.py load NAME [PARAM=VALUE ...]        # modprobe NAME
-    python3 load.py unload NAME [--expect-fs aufs] [--json]
+    python3 -m harness.guest.modload load PATH.ko [PARAM=VALUE ...] [--expect-fs aufs] [--json]
+    python3 -m harness.guest.modload load NAME [PARAM=VALUE ...]        # modprobe NAME
+    python3 -m harness.guest.modload unload NAME [--expect-fs aufs] [--json]
 
 Exit status: 0 loaded/unloaded, 1 load-failed/unload-failed, 2 error.
 """
@@ -29,10 +30,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -42,166 +41,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-log = logging.getLogger("kmod.load")
+from harness.guest.kmsg import KmsgReader, Taint, decode_taint
+from harness.guest.records import (
+    ERROR,
+    LOAD_FAILED,
+    LOADED,
+    UNLOAD_FAILED,
+    UNLOADED,
+    CommandRun,
+    LoadResult,
+    ModuleResult,
+    UnloadResult,
+    summary,
+)
 
-SCHEMA = 1
-
-LOADED = "loaded"
-LOAD_FAILED = "load-failed"
-UNLOADED = "unloaded"
-UNLOAD_FAILED = "unload-failed"
-ERROR = "error"
-
-EXIT_CODES = {LOADED: 0, UNLOADED: 0, LOAD_FAILED: 1, UNLOAD_FAILED: 1, ERROR: 2}
+log = logging.getLogger("harness.guest.modload")
 
 KO_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 MAX_DMESG_LINES = 400
 
-# Documentation/admin-guide/tainted-kernels.rst: bit, letter, meaning.
-TAINT_FLAGS: tuple[tuple[int, str, str], ...] = (
-    (0, "P", "proprietary module"),
-    (1, "F", "module force-loaded"),
-    (2, "S", "out-of-spec system"),
-    (3, "R", "module force-unloaded"),
-    (4, "M", "machine check"),
-    (5, "B", "bad page"),
-    (6, "U", "taint requested by userspace"),
-    (7, "D", "kernel died recently (oops/BUG)"),
-    (8, "A", "ACPI table overridden"),
-    (9, "W", "kernel warning"),
-    (10, "C", "staging driver"),
-    (11, "I", "firmware bug workaround"),
-    (12, "O", "out-of-tree module"),
-    (13, "E", "unsigned module"),
-    (14, "L", "soft lockup"),
-    (15, "K", "live patched"),
-    (16, "X", "auxiliary (distribution) taint"),
-    (17, "T", "struct randomization plugin"),
-    (18, "N", "in-kernel test run"),
-    (19, "J", "fwctl mutating debug operation"),
-)
-
 
 class LoadError(Exception):
     """The machine cannot run the operation at all: becomes status "error"."""
-
-
-# ---------------------------------------------------------------- plain data
-
-
-@dataclass
-class Taint:
-    """/proc/sys/kernel/tainted decoded: letters as the kernel prints them."""
-
-    value: int = 0
-    letters: str = ""
-    names: list[str] = field(default_factory=list)
-
-
-@dataclass
-class CommandRun:
-    argv: list[str] = field(default_factory=list)
-    returncode: int = 0
-    stdout: str = ""
-    stderr: str = ""
-    seconds: float = 0.0
-
-
-@dataclass
-class ModuleResult:
-    """What both a load and an unload report. Every field has a default so
-    JSON from an older or newer load.py still parses."""
-
-    action: str = ""
-    status: str = ERROR
-    reason: str = ""
-    module: str = ""
-    method: str = ""
-    kernel_release: str = ""
-    uevent_seen: bool = False
-    uevent_seconds: float | None = None
-    expect_fs: str | None = None
-    fs_registered: bool | None = None
-    dmesg: list[str] = field(default_factory=list)
-    taint_before: Taint | None = None
-    taint_after: Taint | None = None
-    taint_added: list[str] = field(default_factory=list)
-    commands: list[CommandRun] = field(default_factory=list)
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    schema: int = SCHEMA
-
-    @property
-    def ok(self) -> bool:
-        return self.status in (LOADED, UNLOADED)
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_CODES.get(self.status, 2)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-
-@dataclass
-class LoadResult(ModuleResult):
-    action: str = "load"
-    target: str = ""
-    params: list[str] = field(default_factory=list)
-    vermagic: str | None = None
-    modinfo: dict[str, str] = field(default_factory=dict)
-    version: str | None = None
-    fs_config: dict[str, str] | None = None
-
-
-@dataclass
-class UnloadResult(ModuleResult):
-    action: str = "unload"
-
-
-def result_from_dict(data: dict[str, Any]) -> LoadResult | UnloadResult:
-    """The inverse of dataclasses.asdict; unknown keys are ignored."""
-    cls: type[LoadResult] | type[UnloadResult]
-    action = data.get("action")
-    if action == "load":
-        cls = LoadResult
-    elif action == "unload":
-        cls = UnloadResult
-    else:
-        raise ValueError(f"not a kmod.load result: action={action!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: v for k, v in data.items() if k in names}
-    for key in ("taint_before", "taint_after"):
-        if isinstance(kwargs.get(key), dict):
-            kwargs[key] = Taint(**kwargs[key])
-    kwargs["commands"] = [CommandRun(**c) for c in kwargs.get("commands", [])]
-    return cls(**kwargs)
-
-
-def result_from_json(text: str) -> LoadResult | UnloadResult:
-    data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError("not a kmod.load result: JSON is not an object")
-    return result_from_dict(data)
-
-
-def decode_taint(value: int) -> Taint:
-    """Bits to letters and names; bit 0 clear on a tainted kernel prints "G"."""
-    letters: list[str] = []
-    names: list[str] = []
-    known = 0
-    for bit, letter, name in TAINT_FLAGS:
-        known |= 1 << bit
-        if value & (1 << bit):
-            letters.append(letter)
-            names.append(name)
-        elif bit == 0 and value:
-            letters.append("G")
-    for bit in range(64):
-        if value & (1 << bit) and not known & (1 << bit):
-            letters.append("?")
-            names.append(f"unknown taint bit {bit}")
-    return Taint(value=value, letters="".join(letters), names=names)
 
 
 # ------------------------------------------------------------ the boundaries
@@ -294,61 +155,6 @@ class PyudevUevents:
 
 
 UeventFactory = Callable[[], UeventSource]
-
-_KMSG_RECORD = re.compile(r"^(\d+),(\d+),(\d+),[^;]*;(.*)$")
-
-
-class Kmsg:
-    """New kernel log lines since construction, read from /dev/kmsg non-blocking.
-
-    /dev/kmsg returns one record per read and EAGAIN when drained; a regular
-    file (tests) returns b"" at its end. Both are handled.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.error: str | None = None
-        self._fd: int | None = None
-        try:
-            self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-            os.lseek(self._fd, 0, os.SEEK_END)
-        except OSError as exc:
-            self.error = f"cannot read {path}: {exc.strerror}"
-            self.close()
-
-    def read_new(self) -> list[str]:
-        if self._fd is None:
-            return []
-        chunks: list[bytes] = []
-        for _ in range(100_000):  # bounded: the log is finite, reads never block
-            try:
-                chunk = os.read(self._fd, 16384)
-            except BlockingIOError:
-                break
-            except BrokenPipeError:  # records overwritten since our position
-                chunks.append(b"6,0,0,-;[kmod.load: kernel log records lost]\n")
-                continue
-            if not chunk:
-                break
-            chunks.append(chunk)
-        text = b"".join(chunks).decode("utf-8", "replace")
-        return [line for line in map(format_kmsg_line, text.splitlines()) if line]
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def format_kmsg_line(line: str) -> str:
-    """A /dev/kmsg record as dmesg prints it; continuation (key=value) lines drop."""
-    if not line or line.startswith(" "):
-        return ""
-    m = _KMSG_RECORD.match(line)
-    if not m:
-        return line
-    usec = int(m.group(3))
-    return f"[{usec // 1_000_000:5d}.{usec % 1_000_000:06d}] {m.group(4)}"
 
 
 def _is_root() -> bool:
@@ -518,7 +324,7 @@ def _run_observed(
 ) -> _Observed:
     """Run argv with the uevent monitor and the kmsg reader already listening."""
     source = system.uevents()
-    kmsg = Kmsg(system.kmsg)
+    kmsg = KmsgReader(system.kmsg)
     try:
         started = time.monotonic()
         cmd = system.runner(argv, clock.remaining())
@@ -530,9 +336,9 @@ def _run_observed(
         kmsg.close()
         source.close()
     if kmsg.error:
-        lines.insert(0, f"[kmod.load: {kmsg.error}]")
+        lines.insert(0, f"[modload: {kmsg.error}]")
     if len(lines) > MAX_DMESG_LINES:
-        lines = [*lines[:MAX_DMESG_LINES], f"[kmod.load: {len(lines) - MAX_DMESG_LINES} more]"]
+        lines = [*lines[:MAX_DMESG_LINES], f"[modload: {len(lines) - MAX_DMESG_LINES} more]"]
     return _Observed(cmd, waited, lines, system.taint())
 
 
@@ -592,7 +398,7 @@ def _settle(result: ModuleResult, step: Callable[[], None], clock: _Clock) -> No
         result.status, result.reason = ERROR, str(exc)
     except Exception as exc:  # a bug here must still give the caller a result
         log.exception("internal error")
-        result.status, result.reason = ERROR, f"internal error in load.py: {exc!r}"
+        result.status, result.reason = ERROR, f"internal error in modload: {exc!r}"
     result.seconds = clock.elapsed()
     log.info("%s: %s", result.status, result.reason)
 
@@ -733,19 +539,6 @@ def _unload(result: UnloadResult, system: System, clock: _Clock) -> None:
 
 
 # ------------------------------------------------------------------ rendering
-
-
-def summary(result: ModuleResult) -> str:
-    """A few lines for people: verdict, then the evidence that matters."""
-    lines = [f"{result.status}: {result.reason}"]
-    before, after = result.taint_before, result.taint_after
-    if before is not None and after is not None and before.value != after.value:
-        lines.append(f"  taint: {before.letters or '-'} -> {after.letters or '-'}")
-    if not result.ok and result.dmesg:
-        lines.append("  dmesg:")
-        lines.extend(f"    {line}" for line in result.dmesg[-15:])
-    lines.extend(f"  note: {note}" for note in result.notes)
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------ CLI

@@ -1,9 +1,10 @@
-"""Run kmod/load.py inside a guest and get back the same result dataclasses.
+"""Run the guest package's module loader inside a guest and read its result.
 
 The transport stays behind two callables the caller provides (the SSH
 wrapper): `run(argv, timeout) -> (returncode, stdout, stderr)` and
-`put(local_path, remote_path)`. load.py is self-contained, so uploading the
-one file is enough; the guest needs python3 (3.9+), python3-pyudev and kmod.
+`put(local_path, remote_path)`. The loader and the two modules it shares with
+the host are uploaded as harness/guest/ under a remote directory put on
+PYTHONPATH; the guest needs python3 (3.9+), python3-pyudev and kmod.
 
 A result with status "error" means the guest could not load modules at all
 (not root, no pyudev, no /lib/modules for modprobe): the caller should treat
@@ -18,8 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from harness.core.errors import InfraError, UserError
-from kmod import load as loader
-from kmod.load import LoadResult, ModuleResult, UnloadResult, result_from_json
+from harness.guest import records
+from harness.guest.records import LoadResult, ModuleResult, result_from_json
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +29,24 @@ Put = Callable[[Path, str], None]
 
 REMOTE_DIR = "/var/tmp/aufs-harness-kmod"
 SETUP_TIMEOUT = 30.0
-# On top of load.py's own deadline: python start-up and the SSH round trip.
+# On top of the loader's own deadline: python start-up and the SSH round trip.
 GRACE = 30.0
 
 
-def upload_loader(run: Run, put: Put, remote_dir: str = REMOTE_DIR) -> str:
-    """Copy load.py into the guest; return its remote path."""
-    rc, _, err = run(["mkdir", "-p", remote_dir], SETUP_TIMEOUT)
+#: The guest package files the loader needs (it imports nothing else of ours).
+LOADER_FILES = ("__init__.py", "kmsg.py", "records.py", "modload.py")
+
+
+def upload_loader(run: Run, put: Put, remote_dir: str = REMOTE_DIR) -> list[str]:
+    """Copy the loader into the guest; return the argv prefix that runs it there."""
+    package = posixpath.join(remote_dir, "harness", "guest")
+    rc, _, err = run(["mkdir", "-p", package], SETUP_TIMEOUT)
     if rc != 0:
-        raise InfraError(f"cannot create {remote_dir} in the guest: {_last_line(err)}")
-    remote = posixpath.join(remote_dir, "load.py")
-    put(Path(loader.__file__), remote)
-    return remote
+        raise InfraError(f"cannot create {package} in the guest: {_last_line(err)}")
+    local = Path(records.__file__).parent
+    for name in LOADER_FILES:
+        put(local / name, posixpath.join(package, name))
+    return ["env", f"PYTHONPATH={remote_dir}"]
 
 
 def load_in_guest(
@@ -54,8 +61,8 @@ def load_in_guest(
     python: str = "python3",
 ) -> LoadResult:
     """insmod a local .ko (a Path, uploaded first) or modprobe a module name
-    (a str) in the guest, and return what load.py proved there."""
-    script = upload_loader(run, put, remote_dir)
+    (a str) in the guest, and return what the loader proved there."""
+    prefix = upload_loader(run, put, remote_dir)
     if isinstance(ko, Path):
         if not ko.is_file():
             raise UserError(f"{ko}: no such module file")
@@ -63,33 +70,13 @@ def load_in_guest(
         put(ko, target)
     else:
         target = ko
-    argv = [python, script, "load", *_options(expect_fs, timeout), target, *params]
+    argv = [*prefix, python, "-m", "harness.guest.modload", "load"]
+    argv += [*_options(expect_fs, timeout), target, *params]
     result = _invoke(run, argv, timeout)
     if not isinstance(result, LoadResult):
-        raise InfraError(f"load.py in the guest answered a {result.action!r} result to a load")
-    return result
-
-
-def unload_in_guest(
-    run: Run,
-    put: Put,
-    name: str,
-    expect_fs: str | None,
-    timeout: float,
-    *,
-    modprobe: bool = False,
-    remote_dir: str = REMOTE_DIR,
-    python: str = "python3",
-) -> UnloadResult:
-    """rmmod (or modprobe -r) NAME in the guest and return what load.py proved."""
-    script = upload_loader(run, put, remote_dir)
-    argv = [python, script, "unload", *_options(expect_fs, timeout)]
-    if modprobe:
-        argv.append("--modprobe")
-    argv.append(name)
-    result = _invoke(run, argv, timeout)
-    if not isinstance(result, UnloadResult):
-        raise InfraError(f"load.py in the guest answered a {result.action!r} result to an unload")
+        raise InfraError(
+            f"the module loader in the guest answered a {result.action!r} result to a load"
+        )
     return result
 
 
@@ -108,11 +95,11 @@ def _invoke(run: Run, argv: list[str], timeout: float) -> ModuleResult:
         result = result_from_json(out)
     except (ValueError, TypeError) as exc:
         raise InfraError(
-            f"load.py in the guest exited {rc} without a result: "
+            f"the module loader in the guest exited {rc} without a result: "
             f"{_last_line(err) or _last_line(out) or exc}"
         ) from exc
     if rc != result.exit_code:
-        log.warning("load.py exited %d but reported %s", rc, result.status)
+        log.warning("the loader exited %d but reported %s", rc, result.status)
     log.info("guest %s: %s: %s", result.action, result.status, result.reason)
     return result
 

@@ -1,4 +1,4 @@
-"""kmod/load.py against a fake kernel: fake /proc, /sys, /dev/kmsg under tmp_path,
+"""harness/guest/modload.py against a fake kernel: fake /proc, /sys, /dev/kmsg under tmp_path,
 a fake runner for insmod/modprobe/rmmod/modinfo and a fake uevent source."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import subprocess
 import sys
 import time
 from collections import deque
@@ -18,22 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from harness import guestload
 from harness.commands import kmod_load
 from harness.core.errors import InfraError, UserError
-from kmod import guestload
-from kmod import load as kl
-from kmod.load import (
-    CommandRun,
-    LoadError,
-    LoadResult,
-    System,
-    Uevent,
-    UnloadResult,
-    decode_taint,
-    load_module,
-    result_from_json,
-    unload_module,
-)
+from harness.guest import modload as kl
+from harness.guest.kmsg import decode_taint
+from harness.guest.modload import LoadError, System, Uevent, load_module, unload_module
+from harness.guest.records import CommandRun, LoadResult, UnloadResult, result_from_json
 
 RELEASE = "5.10.223-aufs"
 
@@ -380,7 +372,7 @@ def test_a_bug_still_returns_a_result(kernel: FakeKernel) -> None:
     system.runner = broken
     result = load_module(str(kernel.ko(AUFS)), system=system)
     assert result.status == "error"
-    assert result.reason == "internal error in load.py: RuntimeError('boom')"
+    assert result.reason == "internal error in modload: RuntimeError('boom')"
 
 
 # ----------------------------------------------------------------- unload
@@ -429,7 +421,7 @@ def test_json_from_a_newer_load_py_ignores_unknown_keys() -> None:
     data = json.loads(LoadResult(status="loaded", module="x").to_json())
     data["from_the_future"] = 1
     assert result_from_json(json.dumps(data)).module == "x"
-    with pytest.raises(ValueError, match=r"not a kmod\.load result"):
+    with pytest.raises(ValueError, match=r"not a module loader result"):
         result_from_json('{"action": "dance"}')
 
 
@@ -466,7 +458,7 @@ def test_kmsg_unreadable_is_noted_not_fatal(kernel: FakeKernel) -> None:
     kernel.kmsg.unlink()
     result = load_module(str(kernel.ko(AUFS)), expect_fs="aufs", system=kernel.system())
     assert result.status == "loaded"
-    assert result.dmesg[0].startswith("[kmod.load: cannot read")
+    assert result.dmesg[0].startswith("[modload: cannot read")
 
 
 # ------------------------------------------------------ guest round trip
@@ -488,27 +480,33 @@ class FakeGuest:
         self.argvs.append(argv)
         if argv[0] == "mkdir":
             return 0, "", ""
-        assert argv[:2] == ["python3", f"{guestload.REMOTE_DIR}/load.py"]
-        remote_args = [self.files.get(a, a) for a in argv[2:]]  # remote paths -> local
+        assert argv[:5] == [
+            "env",
+            f"PYTHONPATH={guestload.REMOTE_DIR}",
+            "python3",
+            "-m",
+            "harness.guest.modload",
+        ]
+        remote_args = [self.files.get(a, a) for a in argv[5:]]  # remote paths -> local
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             code = kl.main([str(a) for a in remote_args], system=self.kernel.system())
         return code, out.getvalue(), ""
 
 
-def test_load_and_unload_in_guest(kernel: FakeKernel) -> None:
+def test_load_in_guest(kernel: FakeKernel) -> None:
     guest = FakeGuest(kernel)
     ko = kernel.ko(AUFS)
     result = guestload.load_in_guest(guest.run, guest.put, ko, "aufs", 5, params=["brs=1"])
     assert result.status == "loaded", result.reason
-    assert guest.files[f"{guestload.REMOTE_DIR}/load.py"] == Path(kl.__file__)
+    package = f"{guestload.REMOTE_DIR}/harness/guest"
+    for name in guestload.LOADER_FILES:
+        assert guest.files[f"{package}/{name}"] == Path(kl.__file__).with_name(name)
     assert guest.files[f"{guestload.REMOTE_DIR}/aufs.ko"] == ko
-    assert guest.argvs[-1][2:] == [
+    assert guest.argvs[-1][5:] == [
         "load", "--json", "--timeout", "5", "--expect-fs", "aufs",
         f"{guestload.REMOTE_DIR}/aufs.ko", "brs=1",
     ]  # fmt: skip
-    unloaded = guestload.unload_in_guest(guest.run, guest.put, "aufs", "aufs", 5)
-    assert unloaded.status == "unloaded", unloaded.reason
 
 
 def test_guest_without_a_result_is_an_infra_error(kernel: FakeKernel) -> None:
@@ -530,13 +528,27 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _loader_on(kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kmod load` runs the loader as a program: run that program's main on the fake kernel."""
+
+    def run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        assert argv[1:3] == ["-m", "harness.guest.modload"]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = kl.main([str(a) for a in argv[3:]], system=kernel.system())
+        return subprocess.CompletedProcess(argv, code, out.getvalue(), "")
+
+    monkeypatch.setattr(kmod_load, "run", run)
+
+
 def test_command_load_and_unload_summary(
     kernel: FakeKernel, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
+    _loader_on(kernel, monkeypatch)
     ko = kernel.ko(AUFS)
     args = _parse(["load", str(ko), "--expect-fs", "aufs"])
-    assert args.func(args, kernel.system()) == 0
+    assert args.func(args) == 0
     first, second = capsys.readouterr().out.splitlines()[:2]
     assert first.startswith("loaded: aufs 5.10.140-20230828 loaded; add uevent after ")
     assert first.endswith(
@@ -544,34 +556,38 @@ def test_command_load_and_unload_summary(
     )
     assert second == "  taint: - -> GOE"
     args = _parse(["unload", "aufs"])
-    assert args.func(args, kernel.system()) == 0
+    assert args.func(args) == 0
 
 
 def test_command_exit_codes(kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    _loader_on(kernel, monkeypatch)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(UserError, match="run it as root"):
-        kmod_load.cmd_load(_parse(["load", "x.ko"]), kernel.system())
+        kmod_load.cmd_load(_parse(["load", "x.ko"]))
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     (kernel.proc / "modules").unlink()
     with pytest.raises(InfraError, match=r"cannot load modules here: .*no /proc/modules"):
-        kmod_load.cmd_load(_parse(["load", "dummy"]), kernel.system())
+        kmod_load.cmd_load(_parse(["load", "dummy"]))
     (kernel.proc / "modules").write_text("")
     bad = kernel.ko(FakeModule(name="aufs", vermagic="6.1.0-27-amd64 SMP"))
-    assert kmod_load.cmd_load(_parse(["load", str(bad)]), kernel.system()) == 1
+    assert kmod_load.cmd_load(_parse(["load", str(bad)])) == 1
 
 
 # ------------------------------------------------- runs inside old guests
 
 
-def test_load_py_stays_self_contained_and_python39_syntax() -> None:
-    """Guests run load.py alone with their own python3 (bullseye: 3.9)."""
-    tree = ast.parse(Path(kl.__file__).read_text(), feature_version=(3, 9))
+@pytest.mark.parametrize("name", guestload.LOADER_FILES)
+def test_loader_files_stay_python39_and_stdlib(name: str) -> None:
+    """Guests run the loader with their own python3 (bullseye: 3.9): standard
+    library and pyudev, and of ours only the guest package itself."""
+    tree = ast.parse(Path(kl.__file__).with_name(name).read_text(), feature_version=(3, 9))
     imported = {
-        (alias.name if isinstance(node, ast.Import) else node.module or "").split(".")[0]
+        (alias.name if isinstance(node, ast.Import) else node.module or "")
         for node in ast.walk(tree)
         if isinstance(node, (ast.Import, ast.ImportFrom))
         for alias in node.names
     }
-    assert imported - sys.stdlib_module_names == {"pyudev"}
-    first = next(n for n in tree.body if isinstance(n, ast.ImportFrom))
-    assert first.module == "__future__"  # annotations stay strings on 3.9
+    outside = {m for m in imported if m.split(".")[0] not in sys.stdlib_module_names}
+    assert {m for m in outside if not m.startswith("harness.guest.")} <= {"pyudev"}
+    first = next((n for n in tree.body if isinstance(n, ast.ImportFrom)), None)
+    assert first is None or first.module == "__future__"  # annotations stay strings on 3.9

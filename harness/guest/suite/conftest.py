@@ -27,10 +27,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.guest.kmsg import FACTS, CheckFacts, read_taint, taint_letters
 from unionfs import aufs, sysapi
 from unionfs import lab as lab_mod
 from unionfs.drivers import DRIVERS, AufsDriver, UnionDriver
-from unionfs.kernel import KernelWatch, damage_seen, read_taint, taint_letters
+from unionfs.kernel import KernelWatch, damage_seen
 from unionfs.lab import OPTION_SETS, Lab, OptionSet
 
 # Options live in their own plugin so the host's xdist controller can load them too.
@@ -38,6 +39,7 @@ pytest_plugins = ("unionfs.options",)
 _DEVKMSG = Path("/proc/sys/kernel/printk_devkmsg")
 _WATCH = pytest.StashKey[KernelWatch]()
 _DEVKMSG_SAVED = pytest.StashKey[str]()
+_DAMAGED = pytest.StashKey[str]()
 #: the first kernel-health problem seen in this process, noted on later failures
 _FIRST_PROBLEM: list[str] = []
 
@@ -225,6 +227,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     damage = damage_seen()
     item.stash[_WATCH] = KernelWatch(item.nodeid)
     if damage and not item.config.getoption("--continue-after-kernel-damage"):
+        item.stash[_DAMAGED] = damage
         pytest.skip(
             f"kernel damaged earlier in this run ({damage}); its results would not be "
             "trustworthy: boot a fresh kernel (or pass --continue-after-kernel-damage)"
@@ -238,6 +241,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     watch = item.stash.get(_WATCH, None)
     if watch is None:
         return
+    facts = CheckFacts(
+        damaged=item.stash.get(_DAMAGED, "") if report.when == "setup" else "",
+        workers=int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1),
+    )
+    try:
+        _judge_health(item, report, watch, facts)
+    finally:
+        # The host reads these fields (harness/resume.py), never the wording above.
+        report.user_properties.append((FACTS, facts.to_dict()))
+
+
+def _judge_health(
+    item: pytest.Item, report: pytest.TestReport, watch: KernelWatch, facts: CheckFacts
+) -> None:
+    """Attach the kernel lines of this phase; fail the check on new taint or
+    suspicious lines (unless --no-kernel-health), recording both in `facts`."""
     lines = watch.new_lines()
     if report.failed and _FIRST_PROBLEM:
         note = f"(kernel health already degraded in this worker since {_FIRST_PROBLEM[0]})"
@@ -252,6 +271,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         watch.close()
     if not bad and not tainted:
         return
+    facts.lines, facts.taint_added = bad, taint_letters(tainted)
     problem = [f"kernel health ({report.when}) of {item.nodeid}:"]
     if tainted:
         problem.append(
@@ -260,10 +280,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         )
     if bad:
         problem.append("suspicious kernel lines:\n  " + "\n  ".join(bad))
-    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    if workers and workers != "1":
+    if facts.shared_kernel:
         problem.append(
-            f"({workers} xdist workers share this kernel: a concurrent check may be the cause)"
+            f"({facts.workers} xdist workers share this kernel: "
+            "a concurrent check may be the cause)"
         )
     text = "\n".join(problem)
     if not _FIRST_PROBLEM:
@@ -273,6 +293,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if item.config.getoption("--no-kernel-health"):
         return
     if report.passed:
+        facts.health_only = True
         report.outcome = "failed"
         report.longrepr = text
     elif report.failed:

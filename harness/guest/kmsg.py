@@ -1,0 +1,296 @@
+"""The kernel's own account of itself, shared by host and guest: /dev/kmsg
+records, the taint mask, and which log lines mean what.
+
+This is the one module both sides import. The guest (the suite's kernel
+watch, the module loader) reads /dev/kmsg and /proc/sys/kernel/tainted with
+it; the host (the suite watchdog, the resume logic) reads the guest's serial
+console with the same line patterns and reads the check facts the guest
+recorded under FACTS (pytest user_properties, carried through the result log).
+
+Shipped into guests: standard library only, Python 3.9+.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KMSG = Path("/dev/kmsg")
+TAINTED = Path("/proc/sys/kernel/tainted")
+
+# Documentation/admin-guide/tainted-kernels.rst: bit, letter, meaning.
+TAINT_FLAGS: tuple[tuple[int, str, str], ...] = (
+    (0, "P", "proprietary module"),
+    (1, "F", "module force-loaded"),
+    (2, "S", "out-of-spec system"),
+    (3, "R", "module force-unloaded"),
+    (4, "M", "machine check"),
+    (5, "B", "bad page"),
+    (6, "U", "taint requested by userspace"),
+    (7, "D", "kernel died recently (oops/BUG)"),
+    (8, "A", "ACPI table overridden"),
+    (9, "W", "kernel warning"),
+    (10, "C", "staging driver"),
+    (11, "I", "firmware bug workaround"),
+    (12, "O", "out-of-tree module"),
+    (13, "E", "unsigned module"),
+    (14, "L", "soft lockup"),
+    (15, "K", "live patched"),
+    (16, "X", "auxiliary (distribution) taint"),
+    (17, "T", "struct randomization plugin"),
+    (18, "N", "in-kernel test run"),
+    (19, "J", "fwctl mutating debug operation"),
+)
+
+#: Lines that make a check's kernel health fail: the kernel complained while it ran.
+SUSPICIOUS = re.compile(
+    r"Oops|BUG:|kernel BUG|WARNING:|general protection fault|Call Trace:|"
+    r"lockdep|possible circular locking|possible recursive locking|DEBUG_LOCKS_WARN_ON|"
+    r"INFO: task .* blocked|Kernel panic|rcu.*stall|UBSAN:|KASAN:|KFENCE:|"
+    r"refcount_t:|list_(add|del) corruption|stack-protector|Unable to handle kernel|"
+    r"Busy inodes after unmount|EXT4-fs error|XFS \(.*\): (Corruption|metadata I/O error)|"
+    r"BTRFS (error|critical)"
+)
+
+#: Lines after which the kernel cannot be trusted any more (memory may be
+#: corrupted): a later check's result would say nothing about the driver.
+DAMAGE = re.compile(
+    r"Oops|BUG:|kernel BUG|general protection fault|Unable to handle kernel|"
+    r"Busy inodes after unmount|list_(add|del) corruption|Kernel panic|"
+    r"EXT4-fs error|XFS \(.*\): Corruption|BTRFS critical"
+)
+
+#: Lines after which a check in flight rarely ends: the host's watchdog gives up
+#: on it soon after. ("Busy inodes after unmount" is damage, but the kernel runs
+#: on and checks still end: not listed.)
+FATAL = re.compile(
+    r"kernel BUG at|BUG: unable to handle|general protection fault|Oops: |Kernel panic"
+)
+
+#: "VFS: Busy inodes after unmount of loopN": that loop device must not be reused.
+BUSY_LOOP = re.compile(r"Busy inodes after unmount of loop(\d+)")
+
+#: The user_properties name under which the suite records a check's kernel facts.
+FACTS = "kernel"
+
+
+@dataclass
+class CheckFacts:
+    """What the kernel did around one check, recorded by the guest as data.
+
+    damaged: the line showing the kernel damaged earlier in the run, set on a
+        check skipped for it ("" otherwise).
+    health_only: the check failed on kernel health alone (new taint or suspicious
+        lines while its own assertions passed).
+    workers: xdist workers sharing the kernel when it ran (above 1, another
+        check may be the author of the kernel's complaint).
+    lines: the suspicious kernel lines; taint_added: letters of new taint bits.
+    """
+
+    damaged: str = ""
+    health_only: bool = False
+    workers: int = 1
+    lines: list[str] = field(default_factory=list)
+    taint_added: str = ""
+
+    @property
+    def shared_kernel(self) -> bool:
+        return self.workers > 1
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "damaged": self.damaged,
+            "health_only": self.health_only,
+            "workers": self.workers,
+            "lines": list(self.lines),
+            "taint_added": self.taint_added,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> CheckFacts:
+        """Facts from a dict as recorded (unknown keys ignored, missing ones default)."""
+        if not isinstance(data, dict):
+            return cls()
+        return cls(
+            damaged=str(data.get("damaged", "")),
+            health_only=bool(data.get("health_only", False)),
+            workers=int(data.get("workers", 1) or 1),
+            lines=[str(x) for x in data.get("lines", [])],
+            taint_added=str(data.get("taint_added", "")),
+        )
+
+    def merge(self, other: CheckFacts) -> CheckFacts:
+        """The facts of two phases (setup, call, teardown) of one check."""
+        return CheckFacts(
+            damaged=self.damaged or other.damaged,
+            health_only=self.health_only or other.health_only,
+            workers=max(self.workers, other.workers),
+            lines=self.lines + [x for x in other.lines if x not in self.lines],
+            taint_added="".join(sorted(set(self.taint_added + other.taint_added))),
+        )
+
+
+@dataclass
+class Taint:
+    """/proc/sys/kernel/tainted decoded: letters as the kernel prints them."""
+
+    value: int = 0
+    letters: str = ""
+    names: list[str] = field(default_factory=list)
+
+
+def decode_taint(value: int) -> Taint:
+    """Bits to letters and names; bit 0 clear on a tainted kernel prints "G"."""
+    letters: list[str] = []
+    names: list[str] = []
+    known = 0
+    for bit, letter, name in TAINT_FLAGS:
+        known |= 1 << bit
+        if value & (1 << bit):
+            letters.append(letter)
+            names.append(name)
+        elif bit == 0 and value:
+            letters.append("G")
+    for bit in range(64):
+        if value & (1 << bit) and not known & (1 << bit):
+            letters.append("?")
+            names.append(f"unknown taint bit {bit}")
+    return Taint(value=value, letters="".join(letters), names=names)
+
+
+def taint_letters(mask: int) -> str:
+    """The letters of the bits set in `mask` (no "G"): what a check added."""
+    return decode_taint(mask).letters.replace("G", "")
+
+
+def read_taint(path: Path = TAINTED) -> int | None:
+    """The kernel's taint mask, or None when it cannot be read."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+_RECORD = re.compile(r"^(\d+),(\d+),(\d+),[^;]*;(.*)$")
+
+
+def format_record(record: str, stamp: bool = True) -> str:
+    """A /dev/kmsg record as dmesg prints it ("[    1.234567] text"), or its
+    text alone (`stamp=False`); continuation (key=value) lines give ""."""
+    if not record or record.startswith(" "):
+        return ""
+    m = _RECORD.match(record.split("\n", 1)[0])
+    if not m:
+        return record.split("\n", 1)[0]
+    if not stamp:
+        return m.group(4)
+    usec = int(m.group(3))
+    return f"[{usec // 1_000_000:5d}.{usec % 1_000_000:06d}] {m.group(4)}"
+
+
+def write_marker(text: str, path: Path = KMSG) -> bool:
+    """Write one line into the kernel log (root only); False if that is impossible."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        os.write(fd, (text.replace("\n", " ")[:900] + "\n").encode("utf-8", "replace"))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+class KmsgReader:
+    """Non-blocking reader of kernel log records, from the log's end at construction
+    (or its start, `from_start=True`), formatted as dmesg prints them.
+
+    /dev/kmsg returns one record per read and EAGAIN when drained; a regular
+    file (tests) returns b"" at its end. Both are handled. A reader that cannot
+    open the log has no lines and says why in `error`.
+    """
+
+    LOST = "[kernel log overrun: records lost]"
+
+    def __init__(self, path: Path = KMSG, from_start: bool = False, stamps: bool = True) -> None:
+        self.path = path
+        self.stamps = stamps
+        self.error = ""
+        self.first_seq: int | None = None  # sequence number of the first record read
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            if not from_start:
+                os.lseek(self._fd, 0, os.SEEK_END)
+        except OSError as exc:
+            self.error = f"cannot read {path}: {exc.strerror}"
+            self.close()
+
+    def read_new(self, limit: int = 100_000) -> list[str]:
+        """The records logged since the last call (at most `limit` reads)."""
+        if self._fd is None:
+            return []
+        records: list[str] = []
+        for _ in range(limit):  # bounded: the log is finite and reads never block
+            try:
+                chunk = os.read(self._fd, 16384)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # records overwritten before we read them
+                    records.append(self.LOST)
+                    continue
+                if exc.errno == errno.EINVAL:
+                    continue
+                raise
+            if not chunk:
+                break
+            records.extend(chunk.decode("utf-8", "replace").splitlines())
+        if self.first_seq is None:
+            self.first_seq = _first_seq(records)
+        lines = (format_record(record, self.stamps) for record in records)
+        return [line for line in lines if line]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _first_seq(records: list[str]) -> int | None:
+    for record in records:
+        m = _RECORD.match(record)
+        if m:
+            return int(m.group(2))
+    return None
+
+
+def full_log(path: Path = KMSG) -> tuple[list[str], int | None]:
+    """The text of every record still in the kernel log buffer (no timestamps),
+    and the sequence number of the oldest one (above 0: older ones were overwritten)."""
+    reader = KmsgReader(path, from_start=True, stamps=False)
+    try:
+        return reader.read_new(), reader.first_seq
+    finally:
+        reader.close()
+
+
+def first_match(pattern: re.Pattern[str], lines: list[str]) -> str:
+    """The first of `lines` that `pattern` finds, stripped; "" when none."""
+    for line in lines:
+        if pattern.search(line):
+            return line.strip()
+    return ""
+
+
+def death_line(console: str) -> str:
+    """The line that says why a kernel stopped: its panic, else its first FATAL
+    line; "" when the text shows neither."""
+    lines = console.splitlines()
+    panic = [line.strip() for line in lines if "Kernel panic" in line]
+    return panic[0] if panic else first_match(FATAL, lines)
