@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno as errno_mod
 import json
 import os
-import stat
 from pathlib import Path
 
 from . import sysapi
@@ -94,10 +93,6 @@ def names(directory: Path) -> list[str]:
 
 def read(path: Path) -> bytes:
     return path.read_bytes()
-
-
-def mode_of(path: Path) -> int:
-    return stat.S_IMODE(path.lstat().st_mode)
 
 
 def errname(err: int | None) -> str:

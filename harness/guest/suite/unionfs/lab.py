@@ -312,17 +312,6 @@ class Lab:
         assert self.mnt is not None, "remount() before mount()"
         self.mnt.remount(data, flags)
 
-    def bind_readonly(self, source: Path, name: str) -> Path:
-        """A read-only bind mount of source at T/<name> (its fs stays writable elsewhere)."""
-        target = self.tmp / name
-        target.mkdir()
-        sysapi.mount(str(source), target, None, sysapi.MS_BIND, None)
-        self.other_mounts.append(target)
-        sysapi.mount(
-            "none", target, None, sysapi.MS_REMOUNT | sysapi.MS_BIND | sysapi.MS_RDONLY, None
-        )
-        return target
-
     def readonly_fs_dir(self, name: str) -> Path:
         """A directory on a fresh tmpfs at T/<name> whose superblock is read-only."""
         target = self.tmp / name
