@@ -28,6 +28,7 @@ from harness.core.deadline import Deadline
 from harness.core.store import Store, key_of
 from kmod import aufs, build, config, patches, source, worktrees
 from kmod.source import kmod_cache
+from kmod.version import KernelVersion
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ def _kernel_info(ks: source.KernelSource) -> dict[str, str | None]:
         "package_version": ks.package_version,
         "identity": ks.identity,
         "origin": ks.origin,
+        "pocket": ks.pocket,
     }
 
 
@@ -150,6 +152,7 @@ def _aufs_info(choice: aufs.AufsChoice) -> dict[str, str]:
         "branch": choice.branch,
         "commit": choice.commit,
         "reason": choice.reason,
+        "distance": choice.distance,
     }
 
 
@@ -183,14 +186,45 @@ def cache_inputs(
     return tree_inputs, inputs
 
 
+def sources(
+    spec: BuildSpec, clock: _Clock, deadline: Deadline
+) -> tuple[source.KernelSource, aufs.AufsChoice]:
+    """The kernel source and the aufs commit for it.
+
+    When the kernel version is known before the download (a Debian package
+    index, a tarball's name), the aufs branch is chosen first, so "no aufs
+    branch fits" costs no download. UserError for bad input and no fitting
+    branch; InfraError when a source cannot be reached.
+    """
+    provider = source.provider_for(spec.kernel)
+    choice: aufs.AufsChoice | None = None
+    with clock.step("index", f"kernel version of {spec.kernel}"):
+        expected = provider.expected_version(deadline.sub(600, "kernel index"))
+    if expected is not None:
+        log.info("%s is Linux %s (from its index or name)", spec.kernel, expected)
+        choice = _select(spec, expected, clock, deadline)
+    with clock.step("source", f"kernel source {spec.kernel}"):
+        ks = provider.fetch(deadline.sub(3600, "kernel source"))
+    log.info("%s", ks.describe())
+    if choice is None or ks.version != expected:
+        if expected is not None:
+            log.warning("%s unpacked as Linux %s, not %s", spec.kernel, ks.version, expected)
+        choice = _select(spec, ks.version, clock, deadline)
+    return ks, choice
+
+
+def _select(
+    spec: BuildSpec, kernel: KernelVersion, clock: _Clock, deadline: Deadline
+) -> aufs.AufsChoice:
+    with clock.step("aufs", f"aufs source {spec.aufs_src}"):
+        choice = aufs.select(spec.aufs_src, kernel, deadline.sub(1800, "aufs"), spec.aufs_ref)
+    log.info("aufs branch %s (%s), commit %s", choice.branch, choice.reason, choice.commit[:12])
+    return choice
+
+
 def run(spec: BuildSpec, deadline: Deadline) -> BuildResult:
     clock = _Clock()
-    with clock.step("source", f"kernel source {spec.kernel}"):
-        ks = source.fetch(spec.kernel, deadline.sub(3600, "kernel source"))
-    log.info("%s", ks.describe())
-    with clock.step("aufs", f"aufs source {spec.aufs_src}"):
-        choice = aufs.select(spec.aufs_src, ks.version, deadline.sub(1800, "aufs"), spec.aufs_ref)
-    log.info("aufs branch %s (%s), commit %s", choice.branch, choice.reason, choice.commit[:12])
+    ks, choice = sources(spec, clock, deadline)
     plan = patches.plan(choice.tree, choice.major, spec.fixup_dir, spec.loopback)
     extra = spec.config_fragment.read_text() if spec.config_fragment else None
     fragment = config.render_fragment(

@@ -297,3 +297,45 @@ def test_real_modinfo_reads_vermagic(tmp_path: Path) -> None:
     ko = tmp_path / "m.ko"
     subprocess.run(["gcc", "-c", "-o", str(ko), str(src)], check=True)
     assert REAL_MODINFO(ko, D()) == "5.10.223 SMP mod_unload"
+
+
+def test_no_branch_fits_before_any_download(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """debian:sid's 7.2 is known from the package index: no aufs branch, no download."""
+    sid = [source.Offer("linux-source-7.2", "7.2.13-1", ("sid",))]
+    monkeypatch.setattr(source.DebianSource, "offers", lambda self, deadline: sid)
+
+    def no_download(self: source.DebianSource, offer: source.Offer, d: Deadline) -> None:
+        raise AssertionError("downloaded the kernel source")
+
+    monkeypatch.setattr(source.DebianSource, "_fetch", no_download)
+    with pytest.raises(UserError, match=r"no aufs branch fits Linux 7\.2\.13"):
+        pipeline.run(BuildSpec(kernel="debian:sid", aufs_src=str(repo), jobs=2), D())
+
+
+def test_debian_pocket_in_result_and_output(
+    tmp_path: Path, repo: Path, fixups: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    tree = make_kernel_tree(tmp_path / "linux-5.10.262", "5.10.262")
+    offers = [
+        source.Offer("linux-source-5.10", "5.10.262-1", ("bullseye-security",)),
+        source.Offer("linux-source-5.10", "5.10.223-1", ("bullseye",)),
+    ]
+    monkeypatch.setattr(source.DebianSource, "offers", lambda self, deadline: offers)
+
+    def fetch(self: source.DebianSource, offer: source.Offer, d: Deadline) -> source.KernelSource:
+        return source.KernelSource(
+            spec=self.spec, tree=tree, version=offer.kernel, identity=f"debian:{offer.version}",
+            origin="Debian", package=offer.package, package_version=offer.version,
+            pocket=offer.pockets[0],
+        )  # fmt: skip
+
+    monkeypatch.setattr(source.DebianSource, "_fetch", fetch)
+    args = cli(["--kernel", "debian:bullseye", "--aufs-src", str(repo), "-j", "2",
+                "--fixup-dir", str(fixups)])  # fmt: skip
+    assert args.func(args) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "Linux 5.10.262 (linux-source-5.10 5.10.262-1 from bullseye-security)" in out
+    assert "aufs5.10.140 targets 5.10.140; kernel is 5.10.262 (122 stable releases later)" in out
+    r = pipeline.run(spec(tree, repo, fixup_dir=fixups), D())
+    assert r.kernel["pocket"] is None and r.aufs["distance"].startswith("aufs5.10.140 targets")
