@@ -92,6 +92,8 @@ class BuildResult:
     log: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
     reproducer: str = ""
+    # patch-failed: each rejected hunk with the kernel's text around it (patches.keep_failed_hunks)
+    rejects: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -295,6 +297,11 @@ def _produce(
             base.status = "patch-failed"
             base.details = [r["summary"] for r in failed]
             base.log = work / "logs"
+            base.rejects = [h for r in failed for h in r.get("failed_hunks", [])]
+            base.details += [
+                f"{h['patch']}: {h['file']} hunk #{h['hunk']}: kept with its context in "
+                f"{h['kept']}" for h in base.rejects
+            ]  # fmt: skip
             raise _Failed(base)
         tree = work / "src"
         logs = work / "logs"

@@ -123,8 +123,24 @@ def test_patch_failed_names_file_and_hunks(tmp_path: Path, repo: Path) -> None:
     kernel = make_kernel_tree(tmp_path / "linux-6.1.176", "6.1.176", mmap=changed)
     r = pipeline.run(spec(kernel, repo), D())
     assert r.status == "patch-failed"
-    assert r.details == ["aufs6-mmap.patch: FAILED: mm/mmap.c: hunk 2 of 3 FAILED"]
+    assert r.details[0] == "aufs6-mmap.patch: FAILED: mm/mmap.c: hunk 2 of 3 FAILED"
     assert r.aufs["branch"] == "aufs6.1"
+    # The rejected hunk is kept with the kernel's text around where it was meant to go.
+    (hunk,) = r.rejects
+    assert (hunk["patch"], hunk["file"], hunk["hunk"], hunk["at"]) == (
+        "aufs6-mmap.patch", "mm/mmap.c", 2, 17,
+    )  # fmt: skip
+    assert "+aufs 6.1 b" in hunk["reject"] and "-mmap line 20" in hunk["reject"]
+    assert hunk["lines"] == [1, 47]
+    assert "    20  6.1 moved on 19" in hunk["context"]
+    assert "    5  aufs 6.1 a" in hunk["context"]  # hunk 1 applied before it
+    kept = Path(hunk["kept"])
+    assert kept.is_file() and "6.1 moved on 19" in kept.read_text()
+    assert (
+        (kept.parent / "mmap.c.rej").read_text().startswith("--- a/mm/mmap.c\n+++ b/mm/mmap.c\n@@")
+    )
+    assert any(str(kept) in d for d in r.details)
+    assert r.to_json()["rejects"] == r.rejects
     statuses = {p["name"]: p["status"] for p in r.patches}
     assert statuses["aufs6-mmap.patch"] == "failed"
     assert statuses["aufs6-kbuild.patch"] == "clean"
