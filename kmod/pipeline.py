@@ -13,6 +13,7 @@ Two caches make repeated runs cheap:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shlex
@@ -240,7 +241,7 @@ def run(spec: BuildSpec, deadline: Deadline) -> BuildResult:
         details=[],
         kernel=_kernel_info(ks),
         aufs=_aufs_info(choice),
-        reproducer=spec.reproducer(choice.commit),
+        reproducer=dataclasses.replace(spec, kernel=ks.pinned_spec).reproducer(choice.commit),
     )
 
     def produce(out: Path) -> dict[str, Any]:

@@ -63,6 +63,13 @@ class KernelSource:
     # work trees may hard-link their files instead of copying them.
     owned: bool = False
 
+    @property
+    def pinned_spec(self) -> str:
+        """The spec that names exactly this source again (debian:SUITE=VERSION for Debian)."""
+        if self.package and self.package_version and self.spec.startswith("debian:"):
+            return f"{self.spec.partition('=')[0]}={self.package_version}"
+        return self.spec
+
     def describe(self) -> str:
         if self.package:
             where = f" from {self.pocket}" if self.pocket else ""

@@ -353,5 +353,6 @@ def test_debian_pocket_in_result_and_output(
     out = capsys.readouterr().out
     assert "Linux 5.10.262 (linux-source-5.10 5.10.262-1 from bullseye-security)" in out
     assert "aufs5.10.140 targets 5.10.140; kernel is 5.10.262 (122 stable releases later)" in out
+    assert "again:   aufs-harness kmod build --kernel debian:bullseye=5.10.262-1 " in out
     r = pipeline.run(spec(tree, repo, fixup_dir=fixups), D())
     assert r.kernel["pocket"] is None and r.aufs["distance"].startswith("aufs5.10.140 targets")
