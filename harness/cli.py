@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_kmod(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from harness.commands import kmod_build, kmod_load
+    from harness.commands import kmod_build, kmod_fixup, kmod_load, kmod_versions
 
     kmod = sub.add_parser(
         "kmod",
@@ -45,6 +45,8 @@ def _add_kmod(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ksub = kmod.add_subparsers(dest="kmod_command", required=True, metavar="COMMAND")
     kmod_build.add_parser(ksub)
     kmod_load.add_parser(ksub)
+    kmod_versions.add_parser(ksub)
+    kmod_fixup.add_parsers(ksub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,6 +40,7 @@ class AufsChoice:
     commit: str
     reason: str
     tree: Path
+    distance: str = ""
 
     @property
     def major(self) -> int:
@@ -103,6 +104,32 @@ def choose_branch(names: list[str], kernel: KernelVersion) -> tuple[str, str]:
         f"no aufs branch fits Linux {kernel} (series branches: {known or 'none'}; "
         f"rc branches: {', '.join(sorted(rc.values())) or 'none'}): pass --aufs-ref"
     )
+
+
+def branch_base(name: str) -> KernelVersion | None:
+    """The kernel a branch name targets: aufs6.1 -> 6.1.0, aufs5.10.140 -> 5.10.140,
+    aufs5.2.5+ -> 5.2.5; None for aufsN.x-rcN and refs that are no branch name."""
+    m = _BRANCH.match(name)
+    if not m:
+        return None
+    return KernelVersion(int(m[1]), int(m[2]), int(m[3] or 0))
+
+
+def distance(branch: str, kernel: KernelVersion) -> str:
+    """How far the kernel is from what the branch was written for, in one phrase:
+    "aufs6.1 targets 6.1.0; kernel is 6.1.192 (192 stable releases later)"."""
+    base = branch_base(branch)
+    if base is None:
+        return f"{branch} names no kernel release; kernel is {kernel}"
+    text = f"{branch} targets {base}; kernel is {kernel}"
+    if base.series != kernel.series:
+        return f"{text} (another series)"
+    later = kernel.sublevel - base.sublevel
+    if later > 0:
+        return f"{text} ({later} stable release{'s' if later != 1 else ''} later)"
+    if later < 0:
+        return f"{text} (the kernel is older than the branch)"
+    return text
 
 
 def _vkey(text: str) -> tuple[int, ...]:
@@ -194,5 +221,6 @@ def select(
         branch, reason = choose_branch(branch_names(mirror, deadline), kernel)
     commit = resolve_commit(mirror, branch, deadline)
     tree = export(mirror, commit, deadline)
-    log.info("aufs %s (%s) at %s", branch, reason, commit[:12])
-    return AufsChoice(url=src, branch=branch, commit=commit, reason=reason, tree=tree)
+    far = distance(branch, kernel)
+    log.info("aufs %s (%s) at %s; %s", branch, reason, commit[:12], far)
+    return AufsChoice(url=src, branch=branch, commit=commit, reason=reason, tree=tree, distance=far)

@@ -43,6 +43,7 @@ class FileReport:
     offset: dict[int, int] = field(default_factory=dict)
     fuzz: dict[int, int] = field(default_factory=dict)
     failed: list[int] = field(default_factory=list)
+    failed_at: dict[int, int] = field(default_factory=dict)
     problem: str = ""
 
     @property
@@ -82,6 +83,7 @@ class PatchReport:
     problems: list[str] = field(default_factory=list)
     returncode: int = 0
     rejects: str | None = None
+    failed_hunks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def status(self) -> Status:
@@ -116,6 +118,7 @@ class PatchReport:
             "status": self.status,
             "summary": self.summary(),
             "rejects": self.rejects,
+            "failed_hunks": self.failed_hunks,
         }
 
 
@@ -173,6 +176,7 @@ def parse_patch_output(output: str, hunks: dict[str, int] | None = None) -> list
         m = _FAILED.match(line)
         if m:
             current.failed.append(int(m[1]))
+            current.failed_at[int(m[1])] = int(m[2])
             continue
         if line.startswith("Reversed (or previously applied) patch detected"):
             current.problem = "reversed or already applied"
@@ -216,8 +220,89 @@ def apply_patch(tree: Path, patch: Path, logdir: Path, deadline: Deadline) -> Pa
         report.problems.append("not a patch (only garbage found)")
     if rejects.is_file() and rejects.stat().st_size:
         report.rejects = str(rejects)
+        report.failed_hunks = keep_failed_hunks(report, tree, logdir / "rejects")
     log.info("%s", report.summary())
     return report
+
+
+CONTEXT_LINES = 30
+
+
+def split_rejects(text: str) -> dict[str, list[str]]:
+    """A GNU patch reject file -> {path: [hunk text, ...]} in file order.
+
+    Each hunk keeps its "@@ -a,b +c,d @@" line; paths are as patch wrote
+    them (already stripped of the a/ b/ level).
+    """
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if line.startswith("--- ") and nxt.startswith("+++ "):
+            path = nxt[4:].split("\t", 1)[0].strip()
+            current = out.setdefault(path, [])
+        elif line.startswith("+++ ") and current is not None and not current:
+            continue
+        elif line.startswith("@@ ") and current is not None:
+            current.append(line)
+        elif current:
+            current[-1] += line
+    return out
+
+
+def context_around(path: Path, line: int, around: int = CONTEXT_LINES) -> tuple[int, int, str]:
+    """(first, last, text): lines line-around .. line+around of `path`, each numbered."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return 0, 0, f"(cannot read {path.name}: {exc.strerror})\n"
+    first = max(1, line - around)
+    last = min(len(lines), line + around)
+    text = "".join(f"{n:6d}  {lines[n - 1]}\n" for n in range(first, last + 1))
+    return first, last, text
+
+
+def keep_failed_hunks(report: PatchReport, tree: Path, outdir: Path) -> list[dict[str, Any]]:
+    """Keep each failed hunk with the kernel's text around where it was meant to go.
+
+    The text is the file as the tree has it right after this patch (its
+    other hunks applied), CONTEXT_LINES either side of the line patch
+    tried. Writes outdir/PATCH/FILE.rej (that file's rejected hunks) and
+    outdir/PATCH/FILE.hunkN.txt (hunk + context); returns one record per
+    hunk: patch, file, hunk, at, lines [first, last], reject, context, kept.
+    """
+    assert report.rejects is not None
+    by_file = split_rejects(Path(report.rejects).read_text(errors="replace"))
+    records: list[dict[str, Any]] = []
+    for f in report.files:
+        hunks = by_file.get(f.path, [])
+        if not f.failed or not hunks:
+            continue
+        base = outdir / report.name / f.path
+        base.parent.mkdir(parents=True, exist_ok=True)
+        base.with_name(base.name + ".rej").write_text(
+            f"--- a/{f.path}\n+++ b/{f.path}\n" + "".join(hunks)
+        )
+        for number, hunk in zip(f.failed, hunks, strict=False):
+            records.append(_keep_hunk(report.name, f, number, hunk, tree, base))
+    return records
+
+
+def _keep_hunk(
+    patch: str, f: FileReport, number: int, hunk: str, tree: Path, base: Path
+) -> dict[str, Any]:
+    at = f.failed_at.get(number, 0)
+    first, last, context = context_around(tree / f.path, at)
+    kept = base.with_name(f"{base.name}.hunk{number}.txt")
+    kept.write_text(
+        f"{patch}: {f.path} hunk #{number} FAILED at {at}\n\n--- the rejected hunk\n{hunk}\n"
+        f"--- {f.path} lines {first}-{last} as the kernel has it after {patch}\n{context}"
+    )
+    return {
+        "patch": patch, "file": f.path, "hunk": number, "at": at, "lines": [first, last],
+        "reject": hunk, "context": context, "kept": str(kept),
+    }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -307,6 +392,15 @@ def copy_aufs_files(aufs_tree: Path, tree: Path) -> None:
     _install(header, tree / "include/uapi/linux/aufs_type.h")
 
 
+def snapshot_targets(tree: Path, patch: Path, dest: Path) -> None:
+    """Copy the files `patch` touches, as `tree` has them now, to dest (missing ones skipped)."""
+    for rel in hunk_counts(patch.read_text(errors="replace")):
+        src = tree / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
 @dataclass
 class PrepareResult:
     reports: list[PatchReport]
@@ -328,14 +422,22 @@ def prepare(
     logdir: Path,
     deadline: Deadline,
     hardlink: bool = False,
+    snapshots: Path | None = None,
 ) -> PrepareResult:
     """Copy, patch with the series, copy aufs files, apply fix-ups.
 
     Every series patch is tried even after one fails, so one run names all
-    failures; fix-ups are applied only onto a fully patched tree.
+    failures; fix-ups are applied only onto a fully patched tree. With
+    `snapshots`, the files each series patch touches are saved as they were
+    just before it, in snapshots/PATCH/FILE (what a replacement patch is
+    diffed against).
     """
     copy_tree(kernel_tree, dest, deadline, hardlink=hardlink)
-    reports = [apply_patch(dest, p, logdir, deadline) for p in the_plan.series]
+    reports = []
+    for p in the_plan.series:
+        if snapshots is not None:
+            snapshot_targets(dest, p, snapshots / p.name)
+        reports.append(apply_patch(dest, p, logdir, deadline))
     copy_aufs_files(aufs_tree, dest)
     if all(r.status != "failed" for r in reports):
         for p in the_plan.fixups:

@@ -13,6 +13,7 @@ Two caches make repeated runs cheap:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shlex
@@ -28,6 +29,7 @@ from harness.core.deadline import Deadline
 from harness.core.store import Store, key_of
 from kmod import aufs, build, config, patches, source, worktrees
 from kmod.source import kmod_cache
+from kmod.version import KernelVersion
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ class BuildResult:
     log: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
     reproducer: str = ""
+    # patch-failed: each rejected hunk with the kernel's text around it (patches.keep_failed_hunks)
+    rejects: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -141,6 +145,7 @@ def _kernel_info(ks: source.KernelSource) -> dict[str, str | None]:
         "package_version": ks.package_version,
         "identity": ks.identity,
         "origin": ks.origin,
+        "pocket": ks.pocket,
     }
 
 
@@ -150,6 +155,7 @@ def _aufs_info(choice: aufs.AufsChoice) -> dict[str, str]:
         "branch": choice.branch,
         "commit": choice.commit,
         "reason": choice.reason,
+        "distance": choice.distance,
     }
 
 
@@ -183,14 +189,45 @@ def cache_inputs(
     return tree_inputs, inputs
 
 
+def sources(
+    spec: BuildSpec, clock: _Clock, deadline: Deadline
+) -> tuple[source.KernelSource, aufs.AufsChoice]:
+    """The kernel source and the aufs commit for it.
+
+    When the kernel version is known before the download (a Debian package
+    index, a tarball's name), the aufs branch is chosen first, so "no aufs
+    branch fits" costs no download. UserError for bad input and no fitting
+    branch; InfraError when a source cannot be reached.
+    """
+    provider = source.provider_for(spec.kernel)
+    choice: aufs.AufsChoice | None = None
+    with clock.step("index", f"kernel version of {spec.kernel}"):
+        expected = provider.expected_version(deadline.sub(600, "kernel index"))
+    if expected is not None:
+        log.info("%s is Linux %s (from its index or name)", spec.kernel, expected)
+        choice = _select(spec, expected, clock, deadline)
+    with clock.step("source", f"kernel source {spec.kernel}"):
+        ks = provider.fetch(deadline.sub(3600, "kernel source"))
+    log.info("%s", ks.describe())
+    if choice is None or ks.version != expected:
+        if expected is not None:
+            log.warning("%s unpacked as Linux %s, not %s", spec.kernel, ks.version, expected)
+        choice = _select(spec, ks.version, clock, deadline)
+    return ks, choice
+
+
+def _select(
+    spec: BuildSpec, kernel: KernelVersion, clock: _Clock, deadline: Deadline
+) -> aufs.AufsChoice:
+    with clock.step("aufs", f"aufs source {spec.aufs_src}"):
+        choice = aufs.select(spec.aufs_src, kernel, deadline.sub(1800, "aufs"), spec.aufs_ref)
+    log.info("aufs branch %s (%s), commit %s", choice.branch, choice.reason, choice.commit[:12])
+    return choice
+
+
 def run(spec: BuildSpec, deadline: Deadline) -> BuildResult:
     clock = _Clock()
-    with clock.step("source", f"kernel source {spec.kernel}"):
-        ks = source.fetch(spec.kernel, deadline.sub(3600, "kernel source"))
-    log.info("%s", ks.describe())
-    with clock.step("aufs", f"aufs source {spec.aufs_src}"):
-        choice = aufs.select(spec.aufs_src, ks.version, deadline.sub(1800, "aufs"), spec.aufs_ref)
-    log.info("aufs branch %s (%s), commit %s", choice.branch, choice.reason, choice.commit[:12])
+    ks, choice = sources(spec, clock, deadline)
     plan = patches.plan(choice.tree, choice.major, spec.fixup_dir, spec.loopback)
     extra = spec.config_fragment.read_text() if spec.config_fragment else None
     fragment = config.render_fragment(
@@ -204,7 +241,7 @@ def run(spec: BuildSpec, deadline: Deadline) -> BuildResult:
         details=[],
         kernel=_kernel_info(ks),
         aufs=_aufs_info(choice),
-        reproducer=spec.reproducer(choice.commit),
+        reproducer=dataclasses.replace(spec, kernel=ks.pinned_spec).reproducer(choice.commit),
     )
 
     def produce(out: Path) -> dict[str, Any]:
@@ -261,6 +298,11 @@ def _produce(
             base.status = "patch-failed"
             base.details = [r["summary"] for r in failed]
             base.log = work / "logs"
+            base.rejects = [h for r in failed for h in r.get("failed_hunks", [])]
+            base.details += [
+                f"{h['patch']}: {h['file']} hunk #{h['hunk']}: kept with its context in "
+                f"{h['kept']}" for h in base.rejects
+            ]  # fmt: skip
             raise _Failed(base)
         tree = work / "src"
         logs = work / "logs"

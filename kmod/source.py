@@ -17,6 +17,7 @@ changes whenever the tree's content may have changed (cache key material).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -35,11 +36,12 @@ from filelock import FileLock
 from harness.core import paths, procs
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
-from kmod.version import KernelVersion
+from kmod.version import KernelVersion, compare_debian, debian_kernel_version
 
 log = logging.getLogger(__name__)
 
 DEBIAN_SUITES = ("bullseye", "bookworm", "trixie", "sid")
+UNSTABLE_SUITES = ("sid",)  # no -updates or -security pocket
 DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Lists younger than this are used as they are: a rebuild needs no network.
@@ -56,17 +58,31 @@ class KernelSource:
     origin: str
     package: str | None = None
     package_version: str | None = None
+    pocket: str | None = None
     # True for trees the harness unpacked into its cache and keeps read-only:
     # work trees may hard-link their files instead of copying them.
     owned: bool = False
 
+    @property
+    def pinned_spec(self) -> str:
+        """The spec that names exactly this source again (debian:SUITE=VERSION for Debian)."""
+        if self.package and self.package_version and self.spec.startswith("debian:"):
+            return f"{self.spec.partition('=')[0]}={self.package_version}"
+        return self.spec
+
     def describe(self) -> str:
-        pkg = f" ({self.package} {self.package_version})" if self.package else ""
-        return f"Linux {self.version}{pkg} from {self.origin}"
+        if self.package:
+            where = f" from {self.pocket}" if self.pocket else ""
+            return f"Linux {self.version} ({self.package} {self.package_version}{where})"
+        return f"Linux {self.version} from {self.origin}"
 
 
 class Provider(Protocol):
     def fetch(self, deadline: Deadline) -> KernelSource: ...
+
+    def expected_version(self, deadline: Deadline) -> KernelVersion | None:
+        """The kernel version known before fetching (a package index, a file name), or None."""
+        ...
 
 
 def kmod_cache() -> Path:
@@ -95,6 +111,9 @@ def provider_for(spec: str) -> Provider:
 
 def fetch(spec: str, deadline: Deadline) -> KernelSource:
     return provider_for(spec).fetch(deadline)
+
+
+_TARBALL_NAME = re.compile(r"linux-(\d+\.\d+(?:\.\d+)?(?:-rc\d+)?)\.tar\b")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -176,6 +195,129 @@ def host_mirror() -> str:
     return DEFAULT_MIRROR
 
 
+def security_mirror(mirror: str) -> str:
+    """The security archive beside a Debian mirror: http://HOST/debian -> http://HOST/debian-security.
+
+    Override: AUFS_HARNESS_DEBIAN_SECURITY_MIRROR.
+    """
+    override = os.environ.get("AUFS_HARNESS_DEBIAN_SECURITY_MIRROR")
+    if override:
+        return override.rstrip("/")
+    return mirror.rstrip("/") + "-security"
+
+
+def pockets(suite: str) -> tuple[str, ...]:
+    """The pockets an up-to-date system of `suite` installs from, main first (sid has one)."""
+    if suite in UNSTABLE_SUITES:
+        return (suite,)
+    return (suite, f"{suite}-updates", f"{suite}-security")
+
+
+def sources_lines(suite: str, mirror: str, keyring: Path | None) -> list[str]:
+    """One-line-style sources.list entries for every pocket of `suite` (main component)."""
+    signed = f"[signed-by={keyring}] " if keyring else ""
+    lines = []
+    for pocket in pockets(suite):
+        url = security_mirror(mirror) if pocket.endswith("-security") else mirror.rstrip("/")
+        lines.append(f"deb {signed}{url} {pocket} main")
+    return lines
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One version of one kernel source package, and the pockets that serve it."""
+
+    package: str
+    version: str
+    pockets: tuple[str, ...]
+
+    @property
+    def kernel(self) -> KernelVersion:
+        return debian_kernel_version(self.version)
+
+    def describe(self) -> str:
+        """ "linux-source-5.10 5.10.262-1 from bullseye-security" """
+        also = f" (also in {', '.join(self.pockets[1:])})" if len(self.pockets) > 1 else ""
+        return f"{self.package} {self.version} from {self.pockets[0]}{also}"
+
+
+_MADISON = re.compile(r"^\s*(\S+)\s*\|\s*(\S+)\s*\|\s*(\S+)\s+(\S+?)(?:/\S+)?\s+\S+\s+Packages\s*$")
+
+
+def parse_madison(text: str, suite: str) -> list[Offer]:
+    """Offers from `apt-cache madison` lines ("pkg | version | URL pocket/main amd64 Packages").
+
+    A version served by several pockets is one Offer listing them in pocket
+    order (main, updates, security); lines of other suites are ignored.
+    """
+    order = pockets(suite)
+    found: dict[tuple[str, str], list[str]] = {}
+    for line in text.splitlines():
+        m = _MADISON.match(line)
+        if not m or m[4] not in order:
+            continue
+        served = found.setdefault((m[1], m[2]), [])
+        if m[4] not in served:
+            served.append(m[4])
+    return [
+        Offer(pkg, ver, tuple(sorted(served, key=order.index)))
+        for (pkg, ver), served in found.items()
+    ]
+
+
+def _by_version(a: Offer, b: Offer) -> int:
+    return compare_debian(a.version, b.version)
+
+
+def newest(offers: list[Offer]) -> Offer:
+    """The offer with the highest Debian version (offers must not be empty)."""
+    return max(offers, key=functools.cmp_to_key(_by_version))
+
+
+def sort_offers(offers: list[Offer]) -> list[Offer]:
+    """Package name, then newest version first."""
+    by_version = sorted(offers, key=functools.cmp_to_key(_by_version), reverse=True)
+    return sorted(by_version, key=lambda o: o.package)
+
+
+def choose_offer(offers: list[Offer], suite: str, pin: str | None) -> Offer:
+    """The linux-source-X.Y package an up-to-date `suite` system gets, or the pinned version.
+
+    Without a pin: the series of the newest `linux-source` metapackage (what
+    linux-image-amd64 follows), then the newest linux-source-X.Y of that series
+    over every pocket (a backported newer series, such as 6.12 in
+    bookworm-security, is not the suite's kernel line). With a pin: that exact
+    version of any linux-source-X.Y. UserError when the pin is not served;
+    InfraError when the index holds no kernel source at all.
+    """
+    real = [o for o in offers if re.fullmatch(r"linux-source-\d+\.\d+", o.package)]
+    if pin is not None:
+        return _pinned(real, suite, pin)
+    meta = [o for o in offers if o.package == "linux-source"]
+    if meta:
+        series = newest(meta).kernel.series
+        line = [o for o in real if o.kernel.series == series]
+        if line:
+            return newest(line)
+    if real:
+        return newest(real)
+    raise InfraError(
+        f"the Debian {suite} index lists no linux-source package (mirror {host_mirror()}): "
+        "check the mirror (AUFS_HARNESS_DEBIAN_MIRROR)"
+    )
+
+
+def _pinned(real: list[Offer], suite: str, pin: str) -> Offer:
+    for offer in real:
+        if offer.version == pin:
+            return offer
+    listed = ", ".join(o.version for o in sort_offers(real)[:6]) or "none"
+    raise UserError(
+        f"Debian {suite} serves no linux-source version {pin} (newest: {listed}): "
+        f"pick one from `aufs-harness kmod versions debian:{suite}` or drop '={pin}'"
+    )
+
+
 @dataclass
 class DebianSource:
     suite: str
@@ -191,11 +333,18 @@ class DebianSource:
                 f"unknown Debian suite {suite!r} in {spec!r}: use one of "
                 f"{', '.join(DEBIAN_SUITES)} (e.g. debian:bullseye)"
             )
+        if version:
+            debian_kernel_version(version)  # reject "=latest" before any network
         return cls(suite, version or None)
 
     @property
+    def spec(self) -> str:
+        return f"debian:{self.suite}" + (f"={self.version}" if self.version else "")
+
+    @property
     def root(self) -> Path:
-        return kmod_cache() / "apt" / self.suite
+        # Not kmod/apt/SUITE: that held main-only lists in earlier versions.
+        return kmod_cache() / "debian" / self.suite
 
     def _apt_options(self) -> list[str]:
         root = self.root
@@ -217,11 +366,11 @@ class DebianSource:
             (root / sub).mkdir(parents=True, exist_ok=True)
         (root / "status").touch()
         mirror = self.mirror or host_mirror()
-        keyring = f"[signed-by={DEBIAN_KEYRING}] " if DEBIAN_KEYRING.is_file() else ""
-        line = f"deb {keyring}{mirror} {self.suite} main\n"
+        keyring = DEBIAN_KEYRING if DEBIAN_KEYRING.is_file() else None
+        text = "".join(f"{line}\n" for line in sources_lines(self.suite, mirror, keyring))
         sources = root / "sources.list"
-        if not sources.is_file() or sources.read_text() != line:
-            sources.write_text(line)
+        if not sources.is_file() or sources.read_text() != text:
+            sources.write_text(text)
             for old in (root / "lists").glob("*_Packages*"):
                 old.unlink()
 
@@ -232,97 +381,87 @@ class DebianSource:
         return time.time() - min(p.stat().st_mtime for p in lists) < LISTS_MAX_AGE
 
     def _update(self, deadline: Deadline) -> None:
-        log.info("apt-get update (private lists for %s)", self.suite)
+        log.info("apt-get update (private lists for %s)", ", ".join(pockets(self.suite)))
         try:
             procs.run(["apt-get", "-q", *self._apt_options(), "update"], deadline=deadline)
         except InfraError as exc:
             raise InfraError(f"cannot read the Debian archive for {self.suite}: {exc}") from exc
 
-    def _show(self, package: str, deadline: Deadline) -> dict[str, str]:
-        pinned = self.version and package != "linux-source"
-        spec = f"{package}={self.version}" if pinned else package
-        res = procs.run(
-            ["apt-cache", *self._apt_options(), "show", "--no-all-versions", spec],
-            deadline=deadline,
-            check=False,
-        )
-        if res.returncode != 0 or not res.stdout.strip():
-            return {}
-        fields: dict[str, str] = {}
-        for m in re.finditer(r"^([A-Za-z-]+): ?(.*)$", res.stdout, re.M):
-            fields.setdefault(m[1], m[2])
-        return fields
+    def _madison(self, deadline: Deadline) -> str:
+        """apt-cache madison of every linux-source* package the lists name."""
+        names = procs.run(
+            ["apt-cache", *self._apt_options(), "pkgnames", "linux-source"], deadline=deadline
+        ).stdout.split()
+        if not names:
+            return ""
+        return procs.run(
+            ["apt-cache", *self._apt_options(), "madison", *sorted(names)], deadline=deadline
+        ).stdout
 
-    def resolve(self, deadline: Deadline) -> tuple[str, str]:
-        """(package, version) of the suite's kernel source package.
+    def offers(self, deadline: Deadline) -> list[Offer]:
+        """Every linux-source* version the suite's pockets serve (lists refreshed daily).
 
-        The answer is remembered for as long as the private lists stay the
-        same, so a rebuild asks neither the network nor apt-cache.
+        Remembered for as long as the private lists stay the same, so a rebuild
+        asks neither the network nor apt-cache. Takes the suite's lock.
         """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / ".lock")):
+            return self._offers(deadline)
+
+    def _offers(self, deadline: Deadline) -> list[Offer]:
         self._prepare()
         if not self._lists_fresh():
             self._update(deadline)
-        memo = self.root / "resolved.json"
+        memo = self.root / "offers.json"
         stamp = self._lists_stamp()
         try:
             known = json.loads(memo.read_text())
-            if known["stamp"] == stamp and known["want"] == self.version:
-                return str(known["package"]), str(known["version"])
-        except (OSError, ValueError, KeyError):
+            if known["stamp"] == stamp:
+                return [Offer(o[0], o[1], tuple(o[2])) for o in known["offers"]]
+        except (OSError, ValueError, KeyError, IndexError):
             pass
-        package, version = self._resolve(deadline)
-        memo.write_text(
-            json.dumps({"stamp": stamp, "want": self.version, "package": package,
-                        "version": version})
-        )  # fmt: skip
-        return package, version
+        offers = parse_madison(self._madison(deadline), self.suite)
+        rows = [[o.package, o.version, list(o.pockets)] for o in offers]
+        memo.write_text(json.dumps({"stamp": stamp, "offers": rows}))
+        return offers
+
+    def resolve(self, deadline: Deadline) -> Offer:
+        """The package, version and pockets `debian:SUITE[=VERSION]` names (see choose_offer)."""
+        return choose_offer(self.offers(deadline), self.suite, self.version)
+
+    def expected_version(self, deadline: Deadline) -> KernelVersion:
+        """The kernel version, from the package index alone (nothing is downloaded)."""
+        return self.resolve(deadline).kernel
 
     def _lists_stamp(self) -> str:
         lists = sorted((self.root / "lists").glob("*_Packages*"))
         return ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in lists)
 
-    def _resolve(self, deadline: Deadline) -> tuple[str, str]:
-        meta = self._show("linux-source", deadline)
-        if not meta:
-            raise InfraError(f"no linux-source package in Debian {self.suite} (apt lists empty?)")
-        package = "linux-source"
-        dep = re.search(r"\b(linux-source-\d+\.\d+)\b", meta.get("Depends", ""))
-        if dep:
-            package = dep[1]
-            meta = self._show(package, deadline)
-            if not meta:
-                raise InfraError(f"Debian {self.suite}: {package} is named but not listed")
-        version = meta["Version"]
-        if self.version and version != self.version:
-            raise UserError(
-                f"Debian {self.suite} has {package} {version}, not {self.version}: "
-                f"drop '={self.version}' or name a version the suite has"
-            )
-        return package, version
-
     def fetch(self, deadline: Deadline) -> KernelSource:
-        self.root.mkdir(parents=True, exist_ok=True)
+        offer = self.resolve(deadline)
         # One run at a time per suite: apt-get refuses a second user of the lists.
         with FileLock(str(self.root / ".lock")):
-            return self._fetch(deadline)
+            return self._fetch(offer, deadline)
 
-    def _fetch(self, deadline: Deadline) -> KernelSource:
-        package, version = self.resolve(deadline)
+    def _fetch(self, offer: Offer, deadline: Deadline) -> KernelSource:
+        package, version = offer.package, offer.version
         tree_dir = kmod_cache() / "trees" / f"debian-{package}-{version}".replace(":", "_")
         if not (tree_dir / _READY).is_file():
+            log.info("downloading %s", offer.describe())
             tarball = self._download(package, version, deadline)
             top = _unpack_tarball(tarball, tree_dir, deadline)
             shutil.rmtree(self.root / f"deb-{package}-{version}", ignore_errors=True)
         else:
             top = _single_top(tree_dir)
         return KernelSource(
-            spec=f"debian:{self.suite}",
+            spec=self.spec,
             tree=top,
             version=KernelVersion.from_makefile(top),
             identity=f"debian:{package}={version}",
-            origin=f"Debian {self.suite}",
+            origin=f"Debian {offer.pockets[0]}",
             package=package,
             package_version=version,
+            pocket=offer.pockets[0],
             owned=True,
         )
 
@@ -336,7 +475,7 @@ class DebianSource:
                 deadline=deadline,
                 cwd=debs,
             )
-            found = sorted(debs.glob(f"{package}_*.deb"))
+            found = sorted(debs.glob(f"{package}_{version.replace(':', '%3a')}_*.deb"))
             if not found:
                 raise InfraError(f"apt-get download {package} left no .deb in {debs}")
         deb = found[-1]
@@ -357,6 +496,11 @@ class DebianSource:
 @dataclass
 class TarballSource:
     url: str
+
+    def expected_version(self, deadline: Deadline) -> KernelVersion | None:
+        """From a kernel.org-style name (linux-6.1.192.tar.xz); None for other names."""
+        m = _TARBALL_NAME.search(self.url.rstrip("/").rsplit("/", 1)[-1])
+        return KernelVersion.parse(m[1]) if m else None
 
     def fetch(self, deadline: Deadline) -> KernelSource:
         downloads = kmod_cache() / "downloads"
@@ -411,6 +555,9 @@ class GitSource:
         if not sep or not url or not ref:
             raise UserError(f"{spec!r}: write a git kernel source as git+URL@REF")
         return cls(url, ref)
+
+    def expected_version(self, deadline: Deadline) -> KernelVersion | None:
+        return None  # known once the ref is checked out
 
     def fetch(self, deadline: Deadline) -> KernelSource:
         mirror = kmod_cache() / "git" / f"{_digest(self.url)}.git"
@@ -490,6 +637,9 @@ def resolve_commit(repo: Path, ref: str, deadline: Deadline) -> str:
 class PathSource:
     path: Path
     spec: str
+
+    def expected_version(self, deadline: Deadline) -> KernelVersion | None:
+        return None  # reading the Makefile is the fetch itself
 
     def fetch(self, deadline: Deadline) -> KernelSource:
         tree = self.path.expanduser().resolve()

@@ -87,3 +87,78 @@ class KernelVersion:
     def __str__(self) -> str:
         # As the kernel's own KERNELVERSION: SUBLEVEL is always there, even 0.
         return f"{self.version}.{self.patchlevel}.{self.sublevel}{self.extraversion}"
+
+
+# --------------------------------------------------------------------------- Debian versions
+
+_DEBIAN_UPSTREAM = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?(?:~rc(\d+))?")
+
+
+def _order(char: str) -> int:
+    """dpkg's weight of one non-digit character ("" is the end of the string)."""
+    if char == "~":
+        return -1
+    if not char or char.isdigit():
+        return 0
+    if char.isalpha():
+        return ord(char)
+    return ord(char) + 256
+
+
+def _compare_part(a: str, b: str) -> int:
+    """dpkg's verrevcmp: alternate non-digit runs (by _order) and numeric runs."""
+    i = j = 0
+    while i < len(a) or j < len(b):
+        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
+            ac, bc = _order(a[i : i + 1]), _order(b[j : j + 1])
+            if ac != bc:
+                return ac - bc
+            i, j = i + 1, j + 1
+        ni, nj = i, j
+        while ni < len(a) and a[ni].isdigit():
+            ni += 1
+        while nj < len(b) and b[nj].isdigit():
+            nj += 1
+        diff = int(a[i:ni] or 0) - int(b[j:nj] or 0)
+        if diff:
+            return diff
+        i, j = ni, nj
+    return 0
+
+
+def _split_debian(version: str) -> tuple[int, str, str]:
+    epoch, _, rest = version.rpartition(":") if ":" in version else ("0", "", version)
+    upstream, dash, revision = rest.rpartition("-")
+    if not dash:
+        upstream, revision = rest, ""
+    return int(epoch or 0), upstream, revision
+
+
+def compare_debian(a: str, b: str) -> int:
+    """Debian version ordering (as `dpkg --compare-versions`): <0, 0 or >0.
+
+    "6.1.192-3" > "6.1.176-1"; "6.12.117-1~deb12u1" < "6.12.117-1";
+    "6.13~rc3-1" < "6.13-1"; an epoch ("1:...") outranks everything after it.
+    """
+    ea, ua, ra = _split_debian(a)
+    eb, ub, rb = _split_debian(b)
+    if ea != eb:
+        return ea - eb
+    return _compare_part(ua, ub) or _compare_part(ra, rb)
+
+
+def debian_kernel_version(package_version: str) -> KernelVersion:
+    """The kernel a linux-source package version holds: "6.1.192-3" -> 6.1.192,
+    "6.12.117-1~deb12u1" -> 6.12.117, "6.13~rc3-1~exp1" -> 6.13.0-rc3.
+
+    UserError when the version does not start with X.Y.
+    """
+    _, upstream, _ = _split_debian(package_version)
+    m = _DEBIAN_UPSTREAM.match(upstream)
+    if not m:
+        raise UserError(
+            f"Debian version {package_version!r} does not name a kernel (X.Y[.Z]): "
+            "give a linux-source version such as 6.1.192-3"
+        )
+    extra = f"-rc{m[4]}" if m[4] else ""
+    return KernelVersion(int(m[1]), int(m[2]), int(m[3] or 0), extra)

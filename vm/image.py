@@ -53,6 +53,9 @@ RECIPE_VERSION = 1
 SUITES = ("bullseye", "bookworm", "trixie", "sid")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 MIRROR_ENV = "AUFS_HARNESS_DEBIAN_MIRROR"
+SECURITY_MIRROR_ENV = "AUFS_HARNESS_DEBIAN_SECURITY_MIRROR"
+# Suites without -updates and -security pockets.
+UNSTABLE_SUITES = ("sid",)
 VARIANT = "minbase"
 
 # What the guest needs: the stock kernel and its initramfs, the harness init's
@@ -139,6 +142,11 @@ def default_mirror() -> str:
     return os.environ.get(MIRROR_ENV, DEFAULT_MIRROR)
 
 
+def default_security_mirror() -> str:
+    """$AUFS_HARNESS_DEBIAN_SECURITY_MIRROR, else the mirror's sibling: .../debian-security."""
+    return os.environ.get(SECURITY_MIRROR_ENV) or default_mirror().rstrip("/") + "-security"
+
+
 @dataclass(frozen=True)
 class ImageRecipe:
     """What to build. Validated on construction; unknown values are UserErrors."""
@@ -147,6 +155,7 @@ class ImageRecipe:
     extra_packages: tuple[str, ...] = ()
     size_mb: int = 2048
     mirror: str = field(default_factory=default_mirror)
+    security_mirror: str = field(default_factory=default_security_mirror)
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
@@ -162,11 +171,24 @@ class ImageRecipe:
             raise UserError(
                 f"image size {self.size_mb} MiB is out of range: use {MIN_SIZE_MB}-{MAX_SIZE_MB}"
             )
-        if not re.match(r"^(https?|file)://\S+$", self.mirror):
-            raise UserError(
-                f"bad Debian mirror {self.mirror!r}: give a URL such as {DEFAULT_MIRROR}"
-                f" (or unset {MIRROR_ENV})"
-            )
+        for url, env in ((self.mirror, MIRROR_ENV), (self.security_mirror, SECURITY_MIRROR_ENV)):
+            if not re.match(r"^(https?|file)://\S+$", url):
+                raise UserError(
+                    f"bad Debian mirror {url!r}: give a URL such as {DEFAULT_MIRROR}"
+                    f" (or unset {env})"
+                )
+
+    def sources(self) -> list[str]:
+        """mmdebstrap's mirror arguments: the suite, then its -updates and -security pockets
+        as sources.list lines, so the image has the kernel an up-to-date system runs."""
+        if self.suite in UNSTABLE_SUITES:
+            return [self.mirror]
+        mirror = self.mirror.rstrip("/")
+        return [
+            mirror,
+            f"deb {mirror} {self.suite}-updates main",
+            f"deb {self.security_mirror.rstrip('/')} {self.suite}-security main",
+        ]
 
     @property
     def packages(self) -> tuple[str, ...]:
@@ -203,6 +225,7 @@ class ImageRecipe:
             "packages": list(self.packages),
             "size_mb": self.size_mb,
             "mirror": self.mirror,
+            "sources": self.sources(),
             "arch": "amd64",
             "templates": self.templates(),
         }
@@ -365,7 +388,7 @@ def _build(recipe: ImageRecipe, tmp: Path, logfile: Path, deadline: Deadline) ->
         "--dpkgopt=path-exclude=/usr/share/info/*",
         recipe.suite,
         tree,
-        recipe.mirror,
+        *recipe.sources(),
     ]
     try:
         step.run(

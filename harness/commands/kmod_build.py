@@ -148,11 +148,17 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def format_result(result: BuildResult) -> str:
     k, a = result.kernel, result.aufs
-    pkg = f" ({k['package']} {k['package_version']})" if k.get("package") else ""
+    if k.get("package"):
+        where = f" from {k['pocket']}" if k.get("pocket") else f" from {k['origin']}"
+        kernel = f"Linux {k['version']} ({k['package']} {k['package_version']}{where})"
+    else:
+        kernel = f"Linux {k['version']} from {k['origin']}"
     lines = [
-        f"kernel:  Linux {k['version']}{pkg} from {k['origin']}",
+        f"kernel:  {kernel}",
         f"aufs:    {a['branch']} at {a['commit'][:12]} ({a['reason']})",
     ]
+    if a.get("distance"):
+        lines.append(f"         {a['distance']}")
     for p in result.patches:
         lines.append(f"patch:   {p['summary']}")
     if result.ok:

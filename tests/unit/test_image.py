@@ -92,6 +92,7 @@ def test_key_is_stable() -> None:
         {"extra_packages": ("strace",)},
         {"size_mb": 4096},
         {"mirror": "http://mirror.example/debian"},
+        {"security_mirror": "http://mirror.example/debian-security"},
     ],
 )
 def test_key_changes_with_every_field(other: dict[str, Any]) -> None:
@@ -321,3 +322,15 @@ def test_initrd_compression_is_read_past_early_archives(
 ) -> None:
     (tmp_path / "initrd").write_bytes(data)
     assert image_mod._is_lz4(tmp_path / "initrd") is lz4
+
+
+def test_images_install_from_updates_and_security(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(image_mod.MIRROR_ENV, "http://m.example/debian/")
+    monkeypatch.delenv(image_mod.SECURITY_MIRROR_ENV, raising=False)
+    assert ImageRecipe(suite="trixie").sources() == [
+        "http://m.example/debian",
+        "deb http://m.example/debian trixie-updates main",
+        "deb http://m.example/debian-security trixie-security main",
+    ]
+    assert ImageRecipe(suite="sid").sources() == ["http://m.example/debian/"]
+    assert ImageRecipe(suite="trixie").inputs()["sources"] == ImageRecipe(suite="trixie").sources()

@@ -16,7 +16,7 @@ from tests.unit.kmod_fakes import git, make_aufs_repo
 NAMES = [
     "master", "aufs5.4", "aufs5.4.3", "aufs5.9", "aufs5.10", "aufs5.10.82", "aufs5.10.117",
     "aufs5.10.140", "aufs5.15", "aufs5.2.5+", "aufs5.2", "aufs6.1", "aufs6.6", "aufs6.6.4",
-    "aufs6.11", "aufs5.x-rcN", "aufs6.x-rcN",
+    "aufs6.11", "aufs5.x-rcN", "aufs6.x-rcN", "aufs6.6.44",
 ]  # fmt: skip
 
 
@@ -29,6 +29,11 @@ NAMES = [
         ("5.10.5", "aufs5.10", "every point branch is newer than 5.10.5"),
         ("6.1.192", "aufs6.1", "series branch for 6.1"),
         ("5.2.9", "aufs5.2.5+", "highest point branch"),
+        ("6.6.3", "aufs6.6", "every point branch is newer than 6.6.3 (lowest .4)"),
+        ("6.6.4", "aufs6.6.4", "highest point branch <= 6.6.4"),
+        ("6.6.43", "aufs6.6.4", "highest point branch <= 6.6.43"),
+        ("6.6.44", "aufs6.6.44", "highest point branch <= 6.6.44"),
+        ("6.6.118", "aufs6.6.44", "highest point branch <= 6.6.118"),
         ("6.12.117", "aufs6.x-rcN", "newer than every series branch (newest 6.11)"),
         ("6.13.0-rc3", "aufs6.x-rcN", "newer than every series branch"),
     ],
@@ -43,6 +48,22 @@ def test_choose_branch(kernel: str, branch: str, reason: str) -> None:
 def test_no_branch_fits(kernel: str) -> None:
     with pytest.raises(UserError, match="pass --aufs-ref"):
         aufs.choose_branch(NAMES, KernelVersion.parse(kernel))
+
+
+@pytest.mark.parametrize(
+    ("branch", "kernel", "phrase"),
+    [
+        ("aufs6.1", "6.1.192", "aufs6.1 targets 6.1.0; kernel is 6.1.192 (192 stable releases"),
+        ("aufs5.10.140", "5.10.262", "aufs5.10.140 targets 5.10.140; kernel is 5.10.262 (122 "),
+        ("aufs6.6.44", "6.6.44", "aufs6.6.44 targets 6.6.44; kernel is 6.6.44"),
+        ("aufs5.2.5+", "5.2.6", "aufs5.2.5+ targets 5.2.5; kernel is 5.2.6 (1 stable release "),
+        ("aufs6.11", "6.12.118", "aufs6.11 targets 6.11.0; kernel is 6.12.118 (another series)"),
+        ("aufs6.x-rcN", "6.12.118", "aufs6.x-rcN names no kernel release; kernel is 6.12.118"),
+        ("0123abcd", "6.1.1", "0123abcd names no kernel release"),
+    ],
+)  # fmt: skip
+def test_distance_from_branch_base(branch: str, kernel: str, phrase: str) -> None:
+    assert aufs.distance(branch, KernelVersion.parse(kernel)).startswith(phrase)
 
 
 @pytest.fixture(scope="module")

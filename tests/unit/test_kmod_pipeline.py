@@ -123,8 +123,24 @@ def test_patch_failed_names_file_and_hunks(tmp_path: Path, repo: Path) -> None:
     kernel = make_kernel_tree(tmp_path / "linux-6.1.176", "6.1.176", mmap=changed)
     r = pipeline.run(spec(kernel, repo), D())
     assert r.status == "patch-failed"
-    assert r.details == ["aufs6-mmap.patch: FAILED: mm/mmap.c: hunk 2 of 3 FAILED"]
+    assert r.details[0] == "aufs6-mmap.patch: FAILED: mm/mmap.c: hunk 2 of 3 FAILED"
     assert r.aufs["branch"] == "aufs6.1"
+    # The rejected hunk is kept with the kernel's text around where it was meant to go.
+    (hunk,) = r.rejects
+    assert (hunk["patch"], hunk["file"], hunk["hunk"], hunk["at"]) == (
+        "aufs6-mmap.patch", "mm/mmap.c", 2, 17,
+    )  # fmt: skip
+    assert "+aufs 6.1 b" in hunk["reject"] and "-mmap line 20" in hunk["reject"]
+    assert hunk["lines"] == [1, 47]
+    assert "    20  6.1 moved on 19" in hunk["context"]
+    assert "    5  aufs 6.1 a" in hunk["context"]  # hunk 1 applied before it
+    kept = Path(hunk["kept"])
+    assert kept.is_file() and "6.1 moved on 19" in kept.read_text()
+    assert (
+        (kept.parent / "mmap.c.rej").read_text().startswith("--- a/mm/mmap.c\n+++ b/mm/mmap.c\n@@")
+    )
+    assert any(str(kept) in d for d in r.details)
+    assert r.to_json()["rejects"] == r.rejects
     statuses = {p["name"]: p["status"] for p in r.patches}
     assert statuses["aufs6-mmap.patch"] == "failed"
     assert statuses["aufs6-kbuild.patch"] == "clean"
@@ -297,3 +313,46 @@ def test_real_modinfo_reads_vermagic(tmp_path: Path) -> None:
     ko = tmp_path / "m.ko"
     subprocess.run(["gcc", "-c", "-o", str(ko), str(src)], check=True)
     assert REAL_MODINFO(ko, D()) == "5.10.223 SMP mod_unload"
+
+
+def test_no_branch_fits_before_any_download(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """debian:sid's 7.2 is known from the package index: no aufs branch, no download."""
+    sid = [source.Offer("linux-source-7.2", "7.2.13-1", ("sid",))]
+    monkeypatch.setattr(source.DebianSource, "offers", lambda self, deadline: sid)
+
+    def no_download(self: source.DebianSource, offer: source.Offer, d: Deadline) -> None:
+        raise AssertionError("downloaded the kernel source")
+
+    monkeypatch.setattr(source.DebianSource, "_fetch", no_download)
+    with pytest.raises(UserError, match=r"no aufs branch fits Linux 7\.2\.13"):
+        pipeline.run(BuildSpec(kernel="debian:sid", aufs_src=str(repo), jobs=2), D())
+
+
+def test_debian_pocket_in_result_and_output(
+    tmp_path: Path, repo: Path, fixups: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    tree = make_kernel_tree(tmp_path / "linux-5.10.262", "5.10.262")
+    offers = [
+        source.Offer("linux-source-5.10", "5.10.262-1", ("bullseye-security",)),
+        source.Offer("linux-source-5.10", "5.10.223-1", ("bullseye",)),
+    ]
+    monkeypatch.setattr(source.DebianSource, "offers", lambda self, deadline: offers)
+
+    def fetch(self: source.DebianSource, offer: source.Offer, d: Deadline) -> source.KernelSource:
+        return source.KernelSource(
+            spec=self.spec, tree=tree, version=offer.kernel, identity=f"debian:{offer.version}",
+            origin="Debian", package=offer.package, package_version=offer.version,
+            pocket=offer.pockets[0],
+        )  # fmt: skip
+
+    monkeypatch.setattr(source.DebianSource, "_fetch", fetch)
+    args = cli(["--kernel", "debian:bullseye", "--aufs-src", str(repo), "-j", "2",
+                "--fixup-dir", str(fixups)])  # fmt: skip
+    assert args.func(args) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "Linux 5.10.262 (linux-source-5.10 5.10.262-1 from bullseye-security)" in out
+    assert "aufs5.10.140 targets 5.10.140; kernel is 5.10.262 (122 stable releases later)" in out
+    assert "again:   aufs-harness kmod build --kernel debian:bullseye=5.10.262-1 " in out
+    r = pipeline.run(spec(tree, repo, fixup_dir=fixups), D())
+    assert r.kernel["pocket"] is None and r.aufs["distance"].startswith("aufs5.10.140 targets")

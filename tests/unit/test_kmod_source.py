@@ -83,14 +83,26 @@ def test_debian_private_apt_configuration(monkeypatch: pytest.MonkeyPatch) -> No
     deb = source.DebianSource.from_spec("debian:bookworm=6.1.176-1")
     assert (deb.suite, deb.version) == ("bookworm", "6.1.176-1")
     deb._prepare()
-    root = paths.cache_dir() / "kmod" / "apt" / "bookworm"
-    assert "http://mirror.example/debian bookworm main" in (root / "sources.list").read_text()
+    root = paths.cache_dir() / "kmod" / "debian" / "bookworm"
+    lines = (root / "sources.list").read_text()
+    assert "http://mirror.example/debian bookworm main\n" in lines
+    assert "http://mirror.example/debian bookworm-updates main\n" in lines
+    assert "http://mirror.example/debian-security bookworm-security main\n" in lines
     opts = deb._apt_options()
     assert f"Dir::Etc::SourceList={root / 'sources.list'}" in opts
     assert "Dir::Etc::SourceParts=/dev/null" in opts
     assert f"Dir::State::Lists={root / 'lists'}" in opts
     assert f"Dir::Cache={root / 'cache'}" in opts
     assert all("/etc/apt" not in o for o in opts)  # the host's apt is left alone
+
+
+def test_pockets_per_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert source.pockets("bullseye") == ("bullseye", "bullseye-updates", "bullseye-security")
+    assert source.pockets("sid") == ("sid",)
+    assert source.sources_lines("sid", "http://m/debian", None) == ["deb http://m/debian sid main"]
+    assert source.security_mirror("http://m/debian/") == "http://m/debian-security"
+    monkeypatch.setenv("AUFS_HARNESS_DEBIAN_SECURITY_MIRROR", "http://s/sec/")
+    assert source.security_mirror("http://m/debian") == "http://s/sec"
 
 
 def test_host_mirror_prefers_override(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,28 +112,121 @@ def test_host_mirror_prefers_override(monkeypatch: pytest.MonkeyPatch) -> None:
     assert source.host_mirror().startswith("http")
 
 
-def test_debian_resolution_is_remembered_while_lists_stay(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+# apt-cache madison as the mirror answered on 2026-11-30 (abridged).
+SEC = "http://deb.debian.org/debian-security"
+MAIN = "http://deb.debian.org/debian"
+MADISON = {
+    "bullseye": f"""\
+linux-source-5.10 | 5.10.262-1 | {SEC} bullseye-security/main amd64 Packages
+linux-source-5.10 | 5.10.259-1 | {SEC} bullseye-security/main amd64 Packages
+linux-source-5.10 | 5.10.223-1 | {MAIN} bullseye/main amd64 Packages
+linux-source-6.1 | 6.1.180-1~deb11u1 | {SEC} bullseye-security/main amd64 Packages
+linux-source | 5.10.262-1 | {SEC} bullseye-security/main amd64 Packages
+linux-source | 5.10.223-1 | {MAIN} bullseye/main amd64 Packages
+""",
+    "bookworm": f"""\
+linux-source-6.1 |  6.1.192-3 | {SEC} bookworm-security/main amd64 Packages
+linux-source-6.1 |  6.1.192-2 | {SEC} bookworm-security/main amd64 Packages
+linux-source-6.1 |  6.1.190-1 | {SEC} bookworm-security/main amd64 Packages
+linux-source-6.1 |  6.1.176-1 | {MAIN} bookworm/main amd64 Packages
+linux-source-6.1 |  6.1.170-3 | {MAIN} bookworm/main amd64 Packages
+linux-source-6.12 | 6.12.117-1~deb12u1 | {SEC} bookworm-security/main amd64 Packages
+linux-source |  6.1.192-3 | {SEC} bookworm-security/main amd64 Packages
+linux-source |  6.1.176-1 | {MAIN} bookworm/main amd64 Packages
+""",
+    "trixie": f"""\
+linux-source-6.12 | 6.12.118-1 | {SEC} trixie-security/main amd64 Packages
+linux-source-6.12 | 6.12.117-1 | {MAIN} trixie/main amd64 Packages
+linux-source-6.12 | 6.12.117-1 | {SEC} trixie-security/main amd64 Packages
+linux-source | 6.12.118-1 | {SEC} trixie-security/main amd64 Packages
+linux-source | 6.12.117-1 | {MAIN} trixie/main amd64 Packages
+""",
+    "sid": f"""\
+linux-source-7.2 |   7.2.13-1 | {MAIN} sid/main amd64 Packages
+linux-source |   7.2.13-1 | {MAIN} sid/main amd64 Packages
+""",
+}
+
+
+def offers(suite: str) -> list[source.Offer]:
+    return source.parse_madison(MADISON[suite], suite)
+
+
+def test_parse_madison_merges_pockets_of_one_version() -> None:
+    got = {(o.package, o.version): o.pockets for o in offers("trixie")}
+    assert got[("linux-source-6.12", "6.12.117-1")] == ("trixie", "trixie-security")
+    assert got[("linux-source-6.12", "6.12.118-1")] == ("trixie-security",)
+    assert source.parse_madison(MADISON["sid"], "bookworm") == []  # another suite's lines
+
+
+@pytest.mark.parametrize(
+    ("suite", "described"),
+    [
+        ("bullseye", "linux-source-5.10 5.10.262-1 from bullseye-security"),
+        # not the 6.12 backport in bookworm-security: the suite's line is 6.1
+        ("bookworm", "linux-source-6.1 6.1.192-3 from bookworm-security"),
+        ("trixie", "linux-source-6.12 6.12.118-1 from trixie-security"),
+        ("sid", "linux-source-7.2 7.2.13-1 from sid"),
+    ],
+)
+def test_newest_version_over_every_pocket(suite: str, described: str) -> None:
+    assert source.choose_offer(offers(suite), suite, None).describe() == described
+
+
+@pytest.mark.parametrize(
+    ("suite", "pin", "described"),
+    [
+        ("bookworm", "6.1.176-1", "linux-source-6.1 6.1.176-1 from bookworm"),
+        ("bookworm", "6.12.117-1~deb12u1", "linux-source-6.12 6.12.117-1~deb12u1 from "
+         "bookworm-security"),
+        ("trixie", "6.12.117-1", "linux-source-6.12 6.12.117-1 from trixie (also in "
+         "trixie-security)"),
+    ],
+)  # fmt: skip
+def test_pinned_version_from_any_pocket(suite: str, pin: str, described: str) -> None:
+    assert source.choose_offer(offers(suite), suite, pin).describe() == described
+
+
+def test_pin_not_served_names_what_is() -> None:
+    with pytest.raises(UserError, match=r"no linux-source version 6\.1\.1-1 \(newest: 6\.1\.192-3"):
+        source.choose_offer(offers("bookworm"), "bookworm", "6.1.1-1")
+    with pytest.raises(UserError, match="does not name a kernel"):
+        source.DebianSource.from_spec("debian:bookworm=latest")
+    with pytest.raises(InfraError, match="lists no linux-source"):
+        source.choose_offer([], "bookworm", None)
+
+
+def test_offer_kernel_version_comes_from_the_index() -> None:
+    offer = source.choose_offer(offers("bullseye"), "bullseye", None)
+    assert str(offer.kernel) == "5.10.262"
+
+
+def test_debian_offers_are_remembered_while_lists_stay(monkeypatch: pytest.MonkeyPatch) -> None:
     deb = source.DebianSource.from_spec("debian:bullseye")
     deb._prepare()
-    lists = paths.cache_dir() / "kmod" / "apt" / "bullseye" / "lists"
+    lists = paths.cache_dir() / "kmod" / "debian" / "bullseye" / "lists"
     write(lists / "deb.debian.org_debian_dists_bullseye_main_binary-amd64_Packages", "x")
-    asked: list[str] = []
-    shows = {
-        "linux-source": {"Version": "5.10.223-1", "Depends": "linux-source-5.10 (= 5.10.223-1)"},
-        "linux-source-5.10": {"Version": "5.10.223-1"},
-    }
+    asked: list[int] = []
 
-    def show(package: str, deadline: Deadline) -> dict[str, str]:
-        asked.append(package)
-        return shows[package]
+    def madison(deadline: Deadline) -> str:
+        asked.append(1)
+        return MADISON["bullseye"]
 
-    monkeypatch.setattr(deb, "_show", show)
-    assert deb.resolve(D()) == ("linux-source-5.10", "5.10.223-1")
-    assert deb.resolve(D()) == ("linux-source-5.10", "5.10.223-1")
-    assert asked == ["linux-source", "linux-source-5.10"]  # once
-    pinned = source.DebianSource.from_spec("debian:bullseye=5.10.200-1")
-    monkeypatch.setattr(pinned, "_show", show)
-    with pytest.raises(UserError, match=r"not 5\.10\.200-1"):
-        pinned.resolve(D())
+    monkeypatch.setattr(deb, "_madison", madison)
+    assert deb.resolve(D()).version == "5.10.262-1"
+    assert str(deb.expected_version(D())) == "5.10.262"
+    assert len(asked) == 1  # once
+    pinned = source.DebianSource.from_spec("debian:bullseye=5.10.223-1")
+    monkeypatch.setattr(pinned, "_madison", madison)
+    assert pinned.resolve(D()).pockets == ("bullseye",)
+    assert len(asked) == 1  # the same lists: the same memo
+    time.sleep(0.01)
+    write(lists / "deb.debian.org_debian_dists_bullseye_main_binary-amd64_Packages", "y")
+    deb.resolve(D())
+    assert len(asked) == 2  # new lists, asked again
+
+
+def test_tarball_version_from_its_name() -> None:
+    tar = source.TarballSource("https://cdn.kernel.org/pub/linux/kernel/v6.x/linux-6.1.192.tar.xz")
+    assert str(tar.expected_version(D())) == "6.1.192"
+    assert source.TarballSource("file:///x/kernel.tar").expected_version(D()) is None
