@@ -66,7 +66,7 @@ bench: venv
 	$(BIN)/python bench/boot.py
 	$(BIN)/python bench/suite.py
 	@if [ -n "$$AUFS_HARNESS_AUFS_SRC" ]; then \
-	  $(BIN)/python bench/build.py --kernel debian:bullseye --aufs-src "$$AUFS_HARNESS_AUFS_SRC" \
+	  $(BIN)/python bench/build.py --kernel debian:bullseye=5.10.223-1 --aufs-src "$$AUFS_HARNESS_AUFS_SRC" \
 	    $${AUFS_HARNESS_FIXUP_DIR:+--fixup-dir "$$AUFS_HARNESS_FIXUP_DIR"}; \
 	else echo "bench/build.py skipped: set AUFS_HARNESS_AUFS_SRC to an aufs-standalone clone or URL"; fi
 
