@@ -7,6 +7,7 @@ from the key we generated), so an unknown key is refused, never accepted.
 from __future__ import annotations
 
 import logging
+import posixpath
 import shlex
 import socket
 import stat
@@ -232,25 +233,28 @@ class Guest:
             sftp.close()
 
     def put_tree(self, local: Path, remote: str) -> int:
-        """Upload a directory tree (skipping caches). Returns the file count."""
+        """Upload a directory tree to `remote` (an absolute guest path, created with
+        its parents; caches skipped). Returns the file count.
+
+        Raises InfraError naming the guest path when the guest refuses a write.
+        """
         sftp = self.client.open_sftp()
         count = 0
+        target = remote
         try:
+            _makedirs(sftp, posixpath.dirname(remote.rstrip("/")))
             for path in sorted([local, *local.rglob("*")]):
                 if "__pycache__" in path.parts or path.suffix == ".pyc":
                     continue
-                target = (
-                    remote + "/" + path.relative_to(local).as_posix() if path != local else remote
-                )
+                rel = path.relative_to(local).as_posix()
+                target = f"{remote}/{rel}" if path != local else remote
                 if path.is_dir():
-                    try:
-                        sftp.mkdir(target)
-                    except OSError:
-                        if not stat.S_ISDIR(sftp.stat(target).st_mode or 0):
-                            raise
+                    _makedirs(sftp, target)
                 else:
                     sftp.put(str(path), target)
                     count += 1
+        except OSError as exc:
+            raise InfraError(f"cannot upload {local} to the guest: {target}: {exc}") from exc
         finally:
             sftp.close()
         return count
@@ -262,3 +266,15 @@ class Guest:
             sftp.get(remote, str(local))
         finally:
             sftp.close()
+
+
+def _makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
+    """mkdir -p over SFTP: every missing component of an absolute guest path."""
+    current = ""
+    for part in [p for p in path.split("/") if p]:
+        current += "/" + part
+        try:
+            sftp.mkdir(current)
+        except OSError:
+            if not stat.S_ISDIR(sftp.stat(current).st_mode or 0):
+                raise
