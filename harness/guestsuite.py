@@ -31,6 +31,7 @@ from harness.core.procs import kill_group
 from harness.guest.kmsg import FACTS, FATAL, CheckFacts, death_line
 from harness.resultlog import ENV as RESULTLOG_ENV
 from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult
+from harness.resultsdir import VMDir
 from vm.machine import Machine
 
 log = logging.getLogger(__name__)
@@ -297,10 +298,9 @@ def _run_pytest(
 ) -> SuiteOutcome:
     """Run pytest with the host-side result log and fold what it streamed;
     `console` is the guest's console log, watched for kernel damage."""
-    results_dir = results_dir.resolve()  # pytest may run in another directory
-    resultlog = results_dir / "events.jsonl"
+    files = VMDir(results_dir.resolve())  # pytest may run in another directory
+    resultlog, pytest_log = files.events, files.pytest_log
     resultlog.unlink(missing_ok=True)  # a previous run's events are not this run's
-    pytest_log = results_dir / "pytest.log"
     env = {**env, "PYTEST_PLUGINS": "harness.resultlog", RESULTLOG_ENV: str(resultlog)}
     watchdog = Watchdog(check_timeout, console)
     code, timed_out, hung = _run_controller(

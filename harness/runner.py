@@ -23,6 +23,7 @@ from harness.core.paths import state_dir
 from harness.loadstage import ensure_module
 from harness.progress import StageHandle, stage
 from harness.results import ERROR, FAILED, HUNG, CheckResult, TargetReport
+from harness.resultsdir import ResultsDir, TargetDir, VMDir
 from harness.targets import Target, resolve_boot
 from kmod import pipeline as kmod_pipeline
 from kmod.pipeline import BuildResult, BuildSpec
@@ -57,9 +58,7 @@ def run_target(
     if sink is not None:
         sink.append(report)
     t0 = time.monotonic()
-    slug = target.label.replace(":", "-").replace(" ", "-").replace("/", "-")
-    out = opts.results_dir / slug
-    out.mkdir(parents=True, exist_ok=True)
+    out = ResultsDir(opts.results_dir).target(target.label)
     build: BuildResult | None = None
     try:
         if target.build is not None:
@@ -78,7 +77,7 @@ def run_target(
         report.verdict, report.reason = ERROR, str(exc).splitlines()[0]
         log.error("%s: %s", target.label, exc)
     except BaseException as exc:  # Ctrl-C, SIGTERM: the report still says so
-        report.verdict, report.reason = ERROR, f"interrupted ({type(exc).__name__})"
+        report.interrupted(exc)
         raise
     finally:
         report.seconds = time.monotonic() - t0
@@ -92,7 +91,7 @@ def _run_suite_on_vms(
     build: BuildResult | None,
     opts: RunOptions,
     report: TargetReport,
-    out: Path,
+    out: TargetDir,
 ) -> None:
     """Boot, load and run the suite; after a check hangs or damages the kernel,
     run the checks it cost on fresh VMs (up to opts.fresh_vms), so they are
@@ -104,7 +103,7 @@ def _run_suite_on_vms(
     vm = 1
     workers = opts.workers
     while True:
-        vm_out = out if vm == 1 else out / f"vm-{vm}"
+        vm_out = out.vm(vm)
         outcome = _one_vm(
             target, boot, build, opts, report, vm, vm_out, standing, deadline, workers
         )
@@ -148,14 +147,13 @@ def _one_vm(
     opts: RunOptions,
     report: TargetReport,
     vm: int,
-    out: Path,
+    out: VMDir,
     standing: Sequence[CheckResult],
     deadline: Deadline,
     workers: int,
 ) -> guestsuite.SuiteOutcome:
     """One VM: boot, load, the suite minus the checks in `standing`; judged, and
     its console log kept in `out` whatever happens."""
-    out.mkdir(parents=True, exist_ok=True)
     tag = "" if vm == 1 else f"#{vm}"
     name = f"run-{uuid.uuid4().hex[:8]}"
     workdir = state_dir() / "runs" / name
@@ -187,7 +185,7 @@ def _one_vm(
         with stage(report, f"suite{tag}", "running the union suite in the guest over xdist") as h:
             outcome = guestsuite.run_in_vm(
                 machine,
-                out,
+                out.path,
                 [*opts.suite_args, *resume.deselect_args(standing)],
                 deadline,
                 workers=workers,
@@ -201,8 +199,8 @@ def _one_vm(
             machine.stop()
         console = machine.console_log()
         if console.exists():
-            shutil.copy(console, out / "console.log")
-            report.console_log = report.console_log or str(out / "console.log")
+            saved = out.save_console(console)
+            report.console_log = report.console_log or str(saved)
         if not opts.keep_vm:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -231,14 +229,14 @@ def build_kernel(spec: BuildSpec, report: TargetReport, handle: StageHandle) -> 
 HANG_EVIDENCE = "echo w > /proc/sysrq-trigger; sleep 1; dmesg | tail -n 400"
 
 
-def hang_evidence(machine: Machine, out: Path) -> str:
+def hang_evidence(machine: Machine, out: VMDir) -> str:
     """Blocked tasks (sysrq w) and the kernel log of a guest that still answers."""
     assert machine.guest is not None
     try:
         text = machine.guest.run(["sh", "-c", HANG_EVIDENCE], Deadline(60, "hang evidence")).stdout
     except HarnessError as exc:
         return f"(could not collect evidence: {exc})"
-    (out / "hang-evidence.txt").write_text(text)
+    out.save_hang_evidence(text)
     blocked = re.findall(r"task:(\S+)\s+state:D", text)
     queues = re.findall(r"Workqueue: \S+ (\S+)", text)
     return "; ".join(
@@ -248,7 +246,7 @@ def hang_evidence(machine: Machine, out: Path) -> str:
 
 
 def _judge_suite(
-    report: TargetReport, machine: Machine, outcome: guestsuite.SuiteOutcome, out: Path
+    report: TargetReport, machine: Machine, outcome: guestsuite.SuiteOutcome, out: VMDir
 ) -> None:
     """Tell a failing check from a hung test, a hung kernel and a dead VM."""
     alive = machine.qemu is not None and machine.qemu.alive()
@@ -269,7 +267,7 @@ def _judge_suite(
             if c.outcome == HUNG:
                 why = f" ({outcome.hung_why})" if c.nodeid == outcome.hung_check else ""
                 c.message = f"{c.message}{why}: {cause}"
-                c.details = f"evidence: {out / 'hang-evidence.txt'}" if ssh_ok else ""
+                c.details = f"evidence: {out.hang_evidence}" if ssh_ok else ""
         not_run = (outcome.collected or 0) - len(outcome.checks)
         what = f"{outcome.hung_check} hung" if outcome.hung_check else "suite deadline passed"
         # A check that hangs the guest is a finding about the target (exit 1);

@@ -4,8 +4,6 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
-
 from harness.guestsuite import parse_resultlog
 from harness.results import (
     CheckResult,
@@ -13,9 +11,8 @@ from harness.results import (
     TargetReport,
     exit_code,
     read_json,
-    write_json,
-    write_junit,
 )
+from harness.resultsdir import ResultsDir
 
 
 def events(path: Path, *evs: dict[str, object]) -> Path:
@@ -94,10 +91,10 @@ def test_json_round_trip_and_junit(tmp_path: Path) -> None:
         "debian:bookworm stock", kernel_release="6.1.0", accel="tcg", stages=stages, checks=checks
     )
     r.settle()
-    write_json([r], tmp_path / "r.json")
-    assert read_json(tmp_path / "r.json")[0] == r
-    write_junit([r], tmp_path / "j.xml")
-    root = ET.parse(tmp_path / "j.xml").getroot()
+    results = ResultsDir(tmp_path)
+    results.write([r])
+    assert read_json(tmp_path / "report.json")[0] == r
+    root = ET.parse(tmp_path / "junit.xml").getroot()
     suite = root.find("testsuite")
     assert suite is not None
     assert suite.get("failures") == "1" and suite.get("skipped") == "1"
@@ -121,17 +118,6 @@ def test_running_checks_and_collected_count(tmp_path: Path) -> None:
     pytest_log.write_text("created: 2/2 workers\n2 workers [680 items]\n")
     assert collected_count(pytest_log) == 680
     assert collected_count(tmp_path / "missing.log") is None
-
-
-def test_results_root_is_absolute_even_from_a_relative_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from harness.commands.common import results_root
-
-    monkeypatch.chdir(tmp_path)
-    out = results_root(Path("results"))
-    assert out.is_absolute() and out.parent == tmp_path / "results"
-    assert (tmp_path / "results" / "latest").resolve() == out
 
 
 def test_report_names_each_fresh_vm_and_where_its_logs_are(tmp_path: Path) -> None:

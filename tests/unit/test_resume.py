@@ -14,6 +14,7 @@ from harness.core.deadline import Deadline
 from harness.guest.kmsg import CheckFacts
 from harness.guestsuite import SuiteOutcome, Watchdog
 from harness.results import FAILED, HUNG, PASSED, SKIPPED, CheckResult, TargetReport
+from harness.resultsdir import TargetDir, VMDir
 from harness.runner import RunOptions
 from harness.targets import Target
 
@@ -118,11 +119,11 @@ class FakeVMs:
 
     def __call__(
         self, target: Any, boot: Any, build: Any, opts: RunOptions, report: TargetReport,
-        vm: int, out: Path, standing: Sequence[CheckResult], deadline: Deadline, workers: int,
+        vm: int, out: VMDir, standing: Sequence[CheckResult], deadline: Deadline, workers: int,
     ) -> SuiteOutcome:  # fmt: skip
         self.deselected.append([x.name for x in standing])
         self.workers.append(workers)
-        self.dirs.append(out)
+        self.dirs.append(out.path)
         if not self.outcomes:
             raise AssertionError(f"VM {vm} booted, but no outcome was scripted for it")
         got = self.outcomes.pop(0)
@@ -137,7 +138,7 @@ def run_vms(
     monkeypatch.setattr(runner, "_one_vm", fake)
     report = TargetReport("debian:bullseye aufs")
     opts = RunOptions(results_dir=tmp_path, **kw)
-    runner._run_suite_on_vms(Target(), None, None, opts, report, tmp_path)  # type: ignore[arg-type]
+    runner._run_suite_on_vms(Target(), None, None, opts, report, TargetDir(tmp_path))  # type: ignore[arg-type]
     report.settle()
     return report
 
@@ -321,7 +322,7 @@ def test_a_fresh_vm_that_fails_to_boot_keeps_what_came_before(
     report = TargetReport("debian:bullseye aufs")
     with pytest.raises(InfraError):
         opts = RunOptions(results_dir=tmp_path)
-        runner._run_suite_on_vms(Target(), None, None, opts, report, tmp_path)  # type: ignore[arg-type]
+        runner._run_suite_on_vms(Target(), None, None, opts, report, TargetDir(tmp_path))  # type: ignore[arg-type]
     assert [(x.name, x.outcome) for x in report.checks] == [
         ("ok", PASSED), ("n", HUNG), ("later", SKIPPED),
     ]  # fmt: skip
