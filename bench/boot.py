@@ -18,10 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.bootspec import resolve_boot
 from harness.core.deadline import Deadline
 from harness.progress import StageHandle, setup_logging
 from harness.results import Stage
-from harness.targets import Target, resolve_boot
+from harness.targets import Target
 from vm.image import ImageRecipe, build_image
 from vm.machine import Machine
 

@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 
-from harness.commands.kmod_build import add_build_options, spec_from_args
+from harness.buildargs import add_build_options, spec_from_args
 from harness.core.deadline import Deadline
 from harness.progress import setup_logging
 from kmod.pipeline import BuildResult, BuildSpec, run

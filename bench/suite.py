@@ -20,14 +20,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from harness.commands.kmod_build import add_build_options, spec_from_args
+from harness.bootspec import IMAGE_TIMEOUT, resolve_boot
+from harness.buildargs import add_build_options, spec_from_args
 from harness.core.deadline import Deadline
 from harness.guestsuite import run_in_vm
 from harness.loadstage import ensure_module
 from harness.progress import StageHandle, setup_logging
 from harness.results import Stage, TargetReport
 from harness.runner import build_kernel
-from harness.targets import Target, resolve_boot
+from harness.targets import Target
 from vm.machine import Machine
 
 log = logging.getLogger("bench.suite")
@@ -57,7 +58,9 @@ def main() -> int:
     target = Target(build=spec)
     report = TargetReport(target.label)
     build = build_kernel(spec, report, StageHandle(Stage("build", "ok"))) if spec else None
-    boot = resolve_boot(target, Deadline(1800, "image"), StageHandle(Stage("image", "ok")), build)
+    boot = resolve_boot(
+        target, Deadline(IMAGE_TIMEOUT, "image"), StageHandle(Stage("image", "ok")), build
+    )
     figures = {}
     with (
         tempfile.TemporaryDirectory(prefix="aufs-harness-bench-") as tmp,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import guestsuite, resume
+from harness.bootspec import IMAGE_TIMEOUT, resolve_boot
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, TargetFailure, UserError
 from harness.core.paths import state_dir
@@ -24,7 +25,7 @@ from harness.loadstage import ensure_module
 from harness.progress import StageHandle, stage
 from harness.results import ERROR, FAILED, HUNG, CheckResult, TargetReport
 from harness.resultsdir import ResultsDir, TargetDir, VMDir
-from harness.targets import Target, resolve_boot
+from harness.targets import Target
 from kmod import pipeline as kmod_pipeline
 from kmod.pipeline import BuildResult, BuildSpec
 from vm.machine import BootSpec, Machine
@@ -65,7 +66,7 @@ def run_target(
             with stage(report, "build", f"building {target.build.kernel} with aufs") as h:
                 build = build_kernel(target.build, report, h)
         with stage(report, "image", "preparing the image") as h:
-            boot = resolve_boot(target, Deadline(1800, "building the image"), h, build)
+            boot = resolve_boot(target, Deadline(IMAGE_TIMEOUT, "building the image"), h, build)
         report.kernel_release = boot.kernel_release
         _run_suite_on_vms(target, boot, build, opts, report, out)
     except UserError:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.buildargs import add_build_options, spec_from_args
 from harness.commands.common import add_vm_options, finish
-from harness.commands.kmod_build import add_build_options, spec_from_args
 from harness.core.errors import UserError
 from harness.results import TargetReport
 from harness.resultsdir import ResultsDir

@@ -9,12 +9,13 @@ import shlex
 import shutil
 import time
 
+from harness.bootspec import IMAGE_TIMEOUT, resolve_boot
 from harness.core.deadline import Deadline
 from harness.core.errors import UserError
 from harness.core.procs import which
 from harness.progress import StageHandle
 from harness.results import Stage
-from harness.targets import Target, resolve_boot
+from harness.targets import Target
 from vm.machine import (
     Machine,
     check_name,
@@ -79,7 +80,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     target = Target(distro=args.distro, image=args.image)
     preflight(args.ssh_port)
     handle = StageHandle(Stage("image", "ok"))
-    boot = resolve_boot(target, Deadline(1800, "preparing the image"), handle)
+    boot = resolve_boot(target, Deadline(IMAGE_TIMEOUT, "preparing the image"), handle)
     machine = Machine(
         name,
         boot,
