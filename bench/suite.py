@@ -27,7 +27,7 @@ from harness.guestsuite import run_in_vm
 from harness.loadstage import ensure_module
 from harness.progress import StageHandle, setup_logging
 from harness.results import Stage, TargetReport
-from harness.runner import build_kernel
+from harness.runner import BUILD_TIMEOUT, build_kernel
 from harness.targets import Target
 from vm.machine import Machine
 
@@ -57,7 +57,13 @@ def main() -> int:
     spec = spec_from_args(args) if args.kernel else None
     target = Target(build=spec)
     report = TargetReport(target.label)
-    build = build_kernel(spec, report, StageHandle(Stage("build", "ok"))) if spec else None
+    build = (
+        build_kernel(
+            spec, report, StageHandle(Stage("build", "ok")), Deadline(BUILD_TIMEOUT, "build")
+        )
+        if spec
+        else None
+    )
     boot = resolve_boot(
         target, Deadline(IMAGE_TIMEOUT, "image"), StageHandle(Stage("image", "ok")), build
     )
