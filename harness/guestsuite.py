@@ -33,6 +33,7 @@ from harness.resultlog import ENV as RESULTLOG_ENV
 from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult
 from harness.resultsdir import VMDir
 from vm.machine import Machine
+from vm.ssh import Guest
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +325,18 @@ def _pytest(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA", *args]
 
 
+def _ship(guest: Guest, step: Deadline) -> None:
+    """Install the pytest stack and a fresh copy of the guest package in the guest."""
+    # on the guest's path: harness.guest, and the suite's own `unionfs` package
+    guestenv.install(guest, step, paths=(guestenv.GUEST_ROOT, GUEST_SUITE))
+    remote = f"{guestenv.GUEST_ROOT}/{GUEST_PACKAGE}"
+    # a fresh copy, under a parent (GUEST_ROOT/harness) that a new guest lacks
+    fresh = 'rm -rf "$1" && mkdir -p "$(dirname "$1")"'
+    guest.run(["sh", "-c", fresh, "sh", remote], step, check=True)
+    count = guest.put_tree(guest_dir(), remote)
+    log.info("suite: %d files shipped to the guest", count)
+
+
 def run_in_vm(
     machine: Machine,
     results_dir: Path,
@@ -336,13 +349,7 @@ def run_in_vm(
     guest = machine.guest
     if guest is None:
         raise InfraError("the VM is not reachable over SSH")
-    step = Deadline(min(300.0, deadline.remaining()), "installing the suite in the guest")
-    # on the guest's path: harness.guest, and the suite's own `unionfs` package
-    guestenv.install(guest, step, paths=(guestenv.GUEST_ROOT, GUEST_SUITE))
-    remote = f"{guestenv.GUEST_ROOT}/{GUEST_PACKAGE}"
-    guest.run(["rm", "-rf", remote], step, check=True)
-    count = guest.put_tree(guest_dir(), remote)
-    log.info("suite: %d files shipped to the guest", count)
+    _ship(guest, deadline.sub(300.0, "installing the suite in the guest"))
     results_dir.mkdir(parents=True, exist_ok=True)
     ssh_config = machine.workdir / "ssh_config"
     tx = (
