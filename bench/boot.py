@@ -18,12 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.bootspec import resolve_boot
 from harness.core.deadline import Deadline
 from harness.progress import StageHandle, setup_logging
 from harness.results import Stage
-from harness.targets import Target, resolve_boot
+from harness.targets import Target
 from vm.image import ImageRecipe, build_image
-from vm.machine import Machine
+from vm.machine import BootSpec, Machine
 
 log = logging.getLogger("bench.boot")
 
@@ -39,28 +40,12 @@ def main() -> int:
 
     recipe = ImageRecipe(suite=args.distro)
     image = build_image(recipe, Deadline(1800, "image"))  # warm the cache first
-    hits = []
-    for _ in range(5):
-        t0 = time.monotonic()
-        cached = build_image(recipe, Deadline(60, "image lookup"))
-        hits.append(time.monotonic() - t0)
-        assert cached.cached
+    hits = cache_hits(recipe)
     # Exactly what `run` boots (PVH kernel, ready marker), not a hand-made spec.
     boot = resolve_boot(
         Target(distro=args.distro), Deadline(60, "image"), StageHandle(Stage("image", "ok"))
     )
-    times, accel = [], ""
-    with tempfile.TemporaryDirectory(prefix="aufs-harness-bench-") as tmp:
-        for i in range(args.runs):
-            with Machine(
-                f"bench-{i}", boot, Path(tmp) / str(i), accel=args.accel, smp=args.smp
-            ) as m:
-                m.start(Deadline(60, "start"))
-                m.wait_ssh(Deadline(300, "boot"))
-                assert m.boot_seconds is not None and m.accel is not None
-                times.append(m.boot_seconds)
-                accel = m.accel.name
-                log.info("run %d: SSH after %.2fs", i + 1, m.boot_seconds)
+    times, accel = boot_times(boot, args.runs, args.accel, args.smp)
     load = os.getloadavg()
     print(f"image: debian {args.distro}, kernel {image.kernel_release}")
     print(
@@ -74,6 +59,32 @@ def main() -> int:
     )
     print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     return 0
+
+
+def cache_hits(recipe: ImageRecipe, runs: int = 5) -> list[float]:
+    """Seconds of each lookup of an image already in the cache."""
+    hits = []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        cached = build_image(recipe, Deadline(60, "image lookup"))
+        hits.append(time.monotonic() - t0)
+        assert cached.cached
+    return hits
+
+
+def boot_times(boot: BootSpec, runs: int, accel: str, smp: int) -> tuple[list[float], str]:
+    """Boot-to-SSH seconds of `runs` fresh VMs, and the accelerator they used."""
+    times, used = [], ""
+    with tempfile.TemporaryDirectory(prefix="aufs-harness-bench-") as tmp:
+        for i in range(runs):
+            with Machine(f"bench-{i}", boot, Path(tmp) / str(i), accel=accel, smp=smp) as m:
+                m.start(Deadline(60, "start"))
+                m.wait_ssh(Deadline(300, "boot"))
+                assert m.boot_seconds is not None and m.accel is not None
+                times.append(m.boot_seconds)
+                used = m.accel.name
+                log.info("run %d: SSH after %.2fs", i + 1, m.boot_seconds)
+    return times, used
 
 
 if __name__ == "__main__":

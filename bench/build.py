@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 
-from harness.commands.kmod_build import add_build_options, spec_from_args
+from harness.buildargs import add_build_options, spec_from_args
 from harness.core.deadline import Deadline
 from harness.progress import setup_logging
 from kmod.pipeline import BuildResult, BuildSpec, run
@@ -52,15 +52,21 @@ def main() -> int:
         changed = dataclasses.replace(spec, aufs_options=(*spec.aufs_options, flipped))
         opt, third = timed(changed)
         rows.append((f"aufs option {flipped} only", opt, third))
+    report(rows, spec.jobs)
+    return 0
+
+
+def report(rows: list[tuple[str, float, BuildResult]], jobs: int) -> None:
+    """Print one line per timed build, the targets and the load average."""
+    first = rows[0][2]
     load = os.getloadavg()
-    print(f"kernel {first.kernel.get('version')} + {first.aufs.get('branch')}, make -j{spec.jobs}")
+    print(f"kernel {first.kernel.get('version')} + {first.aufs.get('branch')}, make -j{jobs}")
     for label, seconds, result in rows:
         how = "cached, nothing compiled" if result.cached else result.status
         steps = ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items() if v >= 1)
         print(f"  {label:24} {seconds:8.1f}s  {how}  ({steps})")
     print("  targets: cold <= 480 s; unchanged < 2 s")
     print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
-    return 0
 
 
 if __name__ == "__main__":

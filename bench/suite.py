@@ -20,20 +20,24 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from harness.commands.kmod_build import add_build_options, spec_from_args
+from harness.bootspec import IMAGE_TIMEOUT, resolve_boot
+from harness.buildargs import add_build_options, spec_from_args
 from harness.core.deadline import Deadline
 from harness.guestsuite import run_in_vm
 from harness.loadstage import ensure_module
 from harness.progress import StageHandle, setup_logging
 from harness.results import Stage, TargetReport
-from harness.runner import build_kernel
-from harness.targets import Target, resolve_boot
+from harness.runner import BUILD_TIMEOUT, build_kernel
+from harness.targets import Target
 from vm.machine import Machine
 
 log = logging.getLogger("bench.suite")
 
 
-def main() -> int:
+Figure = tuple[float, int, Counter[str], float]  # check wall s, checks run, outcomes, total s
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--driver", default="overlay")
     parser.add_argument("--branch-fs", default="tmpfs")
@@ -51,14 +55,21 @@ def main() -> int:
         metavar="PYTEST_ARG",
         help="extra suite arguments after --, e.g. -- -k 'not notify'",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
     setup_logging(verbose=False)
     spec = spec_from_args(args) if args.kernel else None
     target = Target(build=spec)
     report = TargetReport(target.label)
-    build = build_kernel(spec, report, StageHandle(Stage("build", "ok"))) if spec else None
-    boot = resolve_boot(target, Deadline(1800, "image"), StageHandle(Stage("image", "ok")), build)
-    figures = {}
+    build = None
+    if spec is not None:
+        handle = StageHandle(Stage("build", "ok"))
+        build = build_kernel(spec, report, handle, Deadline(BUILD_TIMEOUT, "build"))
+    handle = StageHandle(Stage("image", "ok"))
+    boot = resolve_boot(target, Deadline(IMAGE_TIMEOUT, "image"), handle, build)
     with (
         tempfile.TemporaryDirectory(prefix="aufs-harness-bench-") as tmp,
         Machine("bench-suite", boot, Path(tmp) / "vm") as m,
@@ -67,27 +78,37 @@ def main() -> int:
         guest = m.wait_ssh(Deadline(300, "boot"))
         for need in target.modules(build):
             ensure_module(guest, need.name, need.module, need.fs)
-        base = [f"--driver={args.driver}", f"--branch-fs={args.branch_fs}", *args.suite_args]
-        for label, extra in (("with health capture", []), ("without", ["--no-kernel-health"])):
-            where = (args.keep or Path(tmp)) / label.replace(" ", "-")
-            t0 = time.monotonic()
-            out = run_in_vm(
-                m, where, [*base, *extra], Deadline(3600, "suite"), workers=args.workers
-            )
-            total = time.monotonic() - t0  # shipping, xdist start-up and every check
-            counts = Counter(c.outcome for c in out.checks)
-            ran = counts["passed"] + counts["failed"] + counts["error"]
-            wall = out_wall(where / "events.jsonl")
-            figures[label] = (wall, ran, counts, total)
-            log.info("%s: %.1fs for %d checks (%s)", label, wall, ran, dict(counts))
+        figures = measure(m, args, args.keep or Path(tmp))
+    print_figures(figures, boot.label, args)
+    return 0
+
+
+def measure(m: Machine, args: argparse.Namespace, keep: Path) -> dict[str, Figure]:
+    """The suite twice in `m`: with the kernel-health capture and without."""
+    figures = {}
+    base = [f"--driver={args.driver}", f"--branch-fs={args.branch_fs}", *args.suite_args]
+    for label, extra in (("with health capture", []), ("without", ["--no-kernel-health"])):
+        where = keep / label.replace(" ", "-")
+        t0 = time.monotonic()
+        out = run_in_vm(m, where, [*base, *extra], Deadline(3600, "suite"), workers=args.workers)
+        total = time.monotonic() - t0  # shipping, xdist start-up and every check
+        counts = Counter(c.outcome for c in out.checks)
+        ran = counts["passed"] + counts["failed"] + counts["error"]
+        wall = out_wall(where / "events.jsonl")
+        figures[label] = (wall, ran, counts, total)
+        log.info("%s: %.1fs for %d checks (%s)", label, wall, ran, dict(counts))
+    return figures
+
+
+def print_figures(figures: dict[str, Figure], label: str, args: argparse.Namespace) -> None:
     load = os.getloadavg()
     print(
-        f"suite on {boot.label}, driver {args.driver}, branch fs {args.branch_fs}, "
+        f"suite on {label}, driver {args.driver}, branch fs {args.branch_fs}, "
         f"{args.workers} xdist workers over SSH"
     )
-    for label, (wall, ran, counts, total) in figures.items():
+    for name, (wall, ran, counts, total) in figures.items():
         print(
-            f"  {label:20} {total:7.1f}s in all, {wall:6.1f}s of checks, for {ran} checks run "
+            f"  {name:20} {total:7.1f}s in all, {wall:6.1f}s of checks, for {ran} checks run "
             f"({counts['passed']} passed, {counts['failed']} failed, "
             f"{counts['skipped']} skipped)  [target < 120 s for aufs]"
         )
@@ -98,7 +119,6 @@ def main() -> int:
             f"({w1 / n1 * 1000:.0f} vs {w0 / n0 * 1000:.0f} ms per check, wall / checks)"
         )
     print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
-    return 0
 
 
 def out_wall(events: Path) -> float:

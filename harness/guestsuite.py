@@ -31,7 +31,9 @@ from harness.core.procs import kill_group
 from harness.guest.kmsg import FACTS, FATAL, CheckFacts, death_line
 from harness.resultlog import ENV as RESULTLOG_ENV
 from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult
+from harness.resultsdir import VMDir
 from vm.machine import Machine
+from vm.ssh import Guest
 
 log = logging.getLogger(__name__)
 
@@ -297,10 +299,9 @@ def _run_pytest(
 ) -> SuiteOutcome:
     """Run pytest with the host-side result log and fold what it streamed;
     `console` is the guest's console log, watched for kernel damage."""
-    results_dir = results_dir.resolve()  # pytest may run in another directory
-    resultlog = results_dir / "events.jsonl"
+    files = VMDir(results_dir.resolve())  # pytest may run in another directory
+    resultlog, pytest_log = files.events, files.pytest_log
     resultlog.unlink(missing_ok=True)  # a previous run's events are not this run's
-    pytest_log = results_dir / "pytest.log"
     env = {**env, "PYTEST_PLUGINS": "harness.resultlog", RESULTLOG_ENV: str(resultlog)}
     watchdog = Watchdog(check_timeout, console)
     code, timed_out, hung = _run_controller(
@@ -324,6 +325,18 @@ def _pytest(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA", *args]
 
 
+def _ship(guest: Guest, step: Deadline) -> None:
+    """Install the pytest stack and a fresh copy of the guest package in the guest."""
+    # on the guest's path: harness.guest, and the suite's own `unionfs` package
+    guestenv.install(guest, step, paths=(guestenv.GUEST_ROOT, GUEST_SUITE))
+    remote = f"{guestenv.GUEST_ROOT}/{GUEST_PACKAGE}"
+    # a fresh copy, under a parent (GUEST_ROOT/harness) that a new guest lacks
+    fresh = 'rm -rf "$1" && mkdir -p "$(dirname "$1")"'
+    guest.run(["sh", "-c", fresh, "sh", remote], step, check=True)
+    count = guest.put_tree(guest_dir(), remote)
+    log.info("suite: %d files shipped to the guest", count)
+
+
 def run_in_vm(
     machine: Machine,
     results_dir: Path,
@@ -336,13 +349,7 @@ def run_in_vm(
     guest = machine.guest
     if guest is None:
         raise InfraError("the VM is not reachable over SSH")
-    step = Deadline(min(300.0, deadline.remaining()), "installing the suite in the guest")
-    # on the guest's path: harness.guest, and the suite's own `unionfs` package
-    guestenv.install(guest, step, paths=(guestenv.GUEST_ROOT, GUEST_SUITE))
-    remote = f"{guestenv.GUEST_ROOT}/{GUEST_PACKAGE}"
-    guest.run(["rm", "-rf", remote], step, check=True)
-    count = guest.put_tree(guest_dir(), remote)
-    log.info("suite: %d files shipped to the guest", count)
+    _ship(guest, deadline.sub(300.0, "installing the suite in the guest"))
     results_dir.mkdir(parents=True, exist_ok=True)
     ssh_config = machine.workdir / "ssh_config"
     tx = (

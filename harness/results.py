@@ -7,6 +7,7 @@ that failed to apply.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import xml.etree.ElementTree as ET
@@ -82,6 +83,10 @@ class TargetReport:
         else:
             self.verdict = PASSED
 
+    def interrupted(self, exc: BaseException) -> None:
+        """Ctrl-C, SIGTERM or a bug ended the run: the report says so."""
+        self.verdict, self.reason = ERROR, f"interrupted ({type(exc).__name__})"
+
     def exit_code(self) -> int:
         return {PASSED: EXIT_OK, FAILED: EXIT_FAILED}.get(self.verdict, EXIT_ERROR)
 
@@ -93,12 +98,9 @@ def exit_code(reports: list[TargetReport]) -> int:
     return EXIT_FAILED if EXIT_FAILED in codes else EXIT_OK
 
 
-def write_json(reports: list[TargetReport], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"version": 1, "targets": [asdict(r) for r in reports]}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+def to_json(reports: list[TargetReport]) -> str:
+    """report.json's text: {"version": 1, "targets": [every report as plain data]}."""
+    return json.dumps({"version": 1, "targets": [asdict(r) for r in reports]}, indent=2)
 
 
 def read_json(path: Path) -> list[TargetReport]:
@@ -116,7 +118,8 @@ def _check_from_dict(raw: dict[str, Any]) -> CheckResult:
     return CheckResult(**raw, kernel=kernel)
 
 
-def write_junit(reports: list[TargetReport], path: Path) -> None:
+def junit_xml(reports: list[TargetReport]) -> bytes:
+    """junit.xml's bytes: one testsuite per target, its stages and checks as testcases."""
     suites = ET.Element("testsuites")
     for r in reports:
         counts = r.counts()
@@ -139,29 +142,38 @@ def write_junit(reports: list[TargetReport], path: Path) -> None:
         ):
             ET.SubElement(props, "property", name=k, value=v)
         for st in r.stages:  # stages are testcases too, so a build failure shows in CI
-            case = ET.SubElement(
-                suite, "testcase", classname="stage", name=st.name, time=f"{st.seconds:.3f}"
-            )
-            if st.status in ("failed", "error"):
-                el = ET.SubElement(
-                    case,
-                    "failure" if st.status == "failed" else "error",
-                    message=st.detail.splitlines()[0] if st.detail else st.status,
-                )
-                el.text = st.detail
-            elif st.status == "skipped":
-                ET.SubElement(case, "skipped", message=st.detail)
+            _stage_case(suite, st)
         for c in r.checks:
-            case = ET.SubElement(
-                suite, "testcase", classname=c.module, name=c.name, time=f"{c.duration:.3f}"
-            )
-            if c.outcome in (FAILED, HUNG):
-                el = ET.SubElement(case, "failure", message=c.message or c.outcome)
-                el.text = c.details
-            elif c.outcome == ERROR:
-                el = ET.SubElement(case, "error", message=c.message or "error")
-                el.text = c.details
-            elif c.outcome == SKIPPED:
-                ET.SubElement(case, "skipped", message=c.message)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+            _check_case(suite, c)
+    out = io.BytesIO()
+    ET.ElementTree(suites).write(out, encoding="utf-8", xml_declaration=True)
+    return out.getvalue()
+
+
+def _stage_case(suite: ET.Element, st: Stage) -> None:
+    case = ET.SubElement(
+        suite, "testcase", classname="stage", name=st.name, time=f"{st.seconds:.3f}"
+    )
+    if st.status in ("failed", "error"):
+        el = ET.SubElement(
+            case,
+            "failure" if st.status == "failed" else "error",
+            message=st.detail.splitlines()[0] if st.detail else st.status,
+        )
+        el.text = st.detail
+    elif st.status == "skipped":
+        ET.SubElement(case, "skipped", message=st.detail)
+
+
+def _check_case(suite: ET.Element, c: CheckResult) -> None:
+    case = ET.SubElement(
+        suite, "testcase", classname=c.module, name=c.name, time=f"{c.duration:.3f}"
+    )
+    if c.outcome in (FAILED, HUNG):
+        el = ET.SubElement(case, "failure", message=c.message or c.outcome)
+        el.text = c.details
+    elif c.outcome == ERROR:
+        el = ET.SubElement(case, "error", message=c.message or "error")
+        el.text = c.details
+    elif c.outcome == SKIPPED:
+        ET.SubElement(case, "skipped", message=c.message)

@@ -1,74 +1,130 @@
-"""Run one target end to end: image -> boot -> suite -> report.
+"""Run one target end to end: build -> image -> VMs (boot, load, suite) -> report.
 
 Whatever happens, the target ends with a verdict and its console log: a VM
 that never boots or dies mid-run is an "error" verdict with the evidence, not
-a gap in the report.
+a gap in the report. One run-wide Deadline is passed down; every step's own
+deadline is cut from it (Deadline.sub), so no step outlives the run.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import shutil
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from harness import guestsuite, resume
+from harness.bootspec import IMAGE_TIMEOUT, resolve_boot
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, TargetFailure, UserError
-from harness.core.paths import state_dir
-from harness.loadstage import ensure_module
 from harness.progress import StageHandle, stage
 from harness.results import ERROR, FAILED, HUNG, CheckResult, TargetReport
-from harness.targets import Target, resolve_boot
+from harness.resultsdir import ResultsDir, TargetDir, VMDir
+from harness.suitevm import SuiteVM, VMFactory, machine_vms
+from harness.targets import Target
 from kmod import pipeline as kmod_pipeline
 from kmod.pipeline import BuildResult, BuildSpec
-from vm.machine import BootSpec, Machine
 
 log = logging.getLogger(__name__)
 
-BUILD_TIMEOUT = 3 * 3600.0
+# Each step's budget, in seconds; the step gets min(budget, the run's time left).
+BUILD_TIMEOUT = 3 * 3600.0  # a kernel + aufs build (a cold one takes ~8 min on 2 cores)
+START_TIMEOUT = 120.0  # QEMU up with its console open (the boot itself: --boot-timeout)
+UNAME_TIMEOUT = 30.0  # one command over an SSH connection that just answered
+EVIDENCE_TIMEOUT = 60.0  # sysrq w, a second's sleep and dmesg in a guest with a hung check
+ANSWER_TIMEOUT = 15.0  # does the guest still run `true` over SSH after the suite
+LOAD_BUDGET = 3 * 60.0  # loading the modules, with the probes around each load
+# No fresh VM with less of the suite's time left than this: it could not boot
+# and run anything before the suite's deadline.
+FRESH_VM_MIN_LEFT = 60.0
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    results_dir: Path
+    results_dir: Path  # the run's results directory (harness.resultsdir.ResultsDir)
     accel: str = "auto"
     memory_mb: int = 1024
     smp: int = 2
     workers: int = 2
     boot_timeout: float = 180.0
-    suite_timeout: float = 1800.0
+    suite_timeout: float = 1800.0  # shared by every VM of the target
     check_timeout: float = 300.0
     suite_args: Sequence[str] = field(default_factory=tuple)
     keep_vm: bool = False
     fresh_vms: int = 6  # VMs to boot for the checks a kernel-killing check cost
+    run_timeout: float | None = None  # the whole target; None: run_budget()
+
+
+def run_budget(opts: RunOptions) -> float:
+    """Seconds the whole target may take when no run_timeout is given: every
+    step's budget added up, for the first VM and each fresh one, so that the
+    run's deadline never cuts a step shorter than its own budget."""
+    per_vm = START_TIMEOUT + opts.boot_timeout + UNAME_TIMEOUT + LOAD_BUDGET
+    per_vm += ANSWER_TIMEOUT + EVIDENCE_TIMEOUT
+    return BUILD_TIMEOUT + IMAGE_TIMEOUT + opts.suite_timeout + (opts.fresh_vms + 1) * per_vm
+
+
+@dataclass
+class TargetRun:
+    """One target's run as the VM loop sees it: what it tests, where it writes,
+    how it gets a VM, and the run's deadline."""
+
+    target: Target
+    build: BuildResult | None
+    opts: RunOptions
+    report: TargetReport
+    out: TargetDir
+    new_vm: VMFactory
+    deadline: Deadline  # the whole run's
+
+
+@dataclass(frozen=True)
+class VMPlan:
+    """What one VM of the run does."""
+
+    number: int  # 1: the whole suite; 2, 3, ...: fresh VMs for the checks left
+    standing: tuple[CheckResult, ...]  # results that stand: deselected on this VM
+    workers: int  # xdist workers in the guest
+    suite: Deadline  # the suite's deadline, shared by every VM
+
+    @property
+    def tag(self) -> str:
+        """The suffix of this VM's stage names: "" for VM 1, "#2" for VM 2."""
+        return "" if self.number == 1 else f"#{self.number}"
+
+
+class Stop(Enum):
+    """Why the run boots no further VM, and what the report then says."""
+
+    DONE = "no check needs a fresh VM: the report stands as the VM left it"
+    NO_CHECK_ENDED = "a fresh VM ended no check: noted, the skips stay"
+    NOTHING_LEFT = "the check that hung was the last one: nothing left to run"
+    KEEP_VM = "--keep-vm keeps the damaged VM: the skips stay, the damage named"
+    OUT_OF_FRESH_VMS = "--fresh-vms used up: the skips stay, the damage named"
+    DEADLINE = "too little of the suite's time left for a fresh VM: the skips stay"
+
+
+STOP_NOTES = {Stop.NO_CHECK_ENDED: "no check ended on that VM: stopped"}
 
 
 def run_target(
     target: Target, opts: RunOptions, sink: list[TargetReport] | None = None
 ) -> TargetReport:
     """Run one target. The report is appended to `sink` at once, so a caller
-    interrupted mid-run (Ctrl-C, SIGTERM) still has it to write out."""
+    interrupted mid-run (Ctrl-C, SIGTERM) still has it to write out. Raises
+    UserError for bad input and re-raises what interrupted the run; any other
+    failure is the report's verdict."""
     report = TargetReport(target=target.label)
     if sink is not None:
         sink.append(report)
     t0 = time.monotonic()
-    slug = target.label.replace(":", "-").replace(" ", "-").replace("/", "-")
-    out = opts.results_dir / slug
-    out.mkdir(parents=True, exist_ok=True)
-    build: BuildResult | None = None
+    out = ResultsDir(opts.results_dir).target(target.label)
+    deadline = Deadline(opts.run_timeout or run_budget(opts), "the run")
     try:
-        if target.build is not None:
-            with stage(report, "build", f"building {target.build.kernel} with aufs") as h:
-                build = build_kernel(target.build, report, h)
-        with stage(report, "image", "preparing the image") as h:
-            boot = resolve_boot(target, Deadline(1800, "building the image"), h, build)
-        report.kernel_release = boot.kernel_release
-        _run_suite_on_vms(target, boot, build, opts, report, out)
+        _stages(target, opts, report, out, deadline)
     except UserError:
         raise
     except TargetFailure as exc:
@@ -78,7 +134,7 @@ def run_target(
         report.verdict, report.reason = ERROR, str(exc).splitlines()[0]
         log.error("%s: %s", target.label, exc)
     except BaseException as exc:  # Ctrl-C, SIGTERM: the report still says so
-        report.verdict, report.reason = ERROR, f"interrupted ({type(exc).__name__})"
+        report.interrupted(exc)
         raise
     finally:
         report.seconds = time.monotonic() - t0
@@ -86,130 +142,147 @@ def run_target(
     return report
 
 
-def _run_suite_on_vms(
-    target: Target,
-    boot: BootSpec,
-    build: BuildResult | None,
-    opts: RunOptions,
-    report: TargetReport,
-    out: Path,
+def _stages(
+    target: Target, opts: RunOptions, report: TargetReport, out: TargetDir, deadline: Deadline
 ) -> None:
+    """Build (when the target names a kernel), image, then the VMs."""
+    build: BuildResult | None = None
+    if target.build is not None:
+        with stage(report, "build", f"building {target.build.kernel} with aufs") as h:
+            budget = deadline.sub(BUILD_TIMEOUT, "building the kernel")
+            build = build_kernel(target.build, report, h, budget)
+    with stage(report, "image", "preparing the image") as h:
+        boot = resolve_boot(target, deadline.sub(IMAGE_TIMEOUT, "building the image"), h, build)
+    report.kernel_release = boot.kernel_release
+    vms = machine_vms(boot, accel=opts.accel, memory_mb=opts.memory_mb, smp=opts.smp)
+    run_vms(TargetRun(target, build, opts, report, out, vms, deadline))
+
+
+def run_vms(run: TargetRun) -> Stop:
     """Boot, load and run the suite; after a check hangs or damages the kernel,
     run the checks it cost on fresh VMs (up to opts.fresh_vms), so they are
-    results rather than skips."""
-    deadline = Deadline(opts.suite_timeout, "the suite")
-    standing: list[CheckResult] = []
+    results rather than skips. Returns why no further VM was booted."""
+    suite = run.deadline.sub(run.opts.suite_timeout, "the suite")
+    plan = VMPlan(1, (), run.opts.workers, suite)
     retried: set[str] = set()  # ambiguous checks that already went to a fresh VM
     notes: list[str] = []
-    vm = 1
-    workers = opts.workers
     while True:
-        vm_out = out if vm == 1 else out / f"vm-{vm}"
-        outcome = _one_vm(
-            target, boot, build, opts, report, vm, vm_out, standing, deadline, workers
-        )
+        outcome = one_vm(run, plan)
         # Until the next VM reports, this VM's results are the report: a
         # fresh VM that fails to boot loses nothing.
-        report.checks = [*standing, *outcome.checks]
+        run.report.checks = [*plan.standing, *outcome.checks]
         parts = resume.split(outcome, retried)
-        if not parts.needs_fresh_vm:
+        if parts.needs_fresh_vm:
+            notes.append(f"VM {plan.number}: {parts.why}")
+            run.report.extra["vms"] = notes  # now: kept even if the next VM never boots
+        stop = why_stop(run.opts, plan, outcome, parts)
+        if stop is not None:
             break
-        notes.append(f"VM {vm}: {parts.why}")
-        report.extra["vms"] = notes  # now: kept even if the next VM never boots
-        if vm > 1 and not parts.final:
-            notes.append("no check ended on that VM: stopped")
-            break
-        if outcome.collected is not None and outcome.collected <= len(parts.final):
-            break  # the check that hung was the last one: nothing left to run
-        if opts.keep_vm or vm > opts.fresh_vms or deadline.remaining() < 60:
-            break  # the skips stay in the report, with the damage named
-        standing += parts.final
         retried.update(c.nodeid for c in parts.again if resume.ambiguous(c))
-        # One worker when a suspect goes again: then the kernel log has one author.
-        workers = 1 if parts.suspects else opts.workers
         log.warning("suite: %s; running the checks left on a fresh VM", parts.why)
-        report.verdict, report.reason = "pending", ""  # the next VM judges again
-        vm += 1
-    if notes:
-        # A check that hung or damaged the kernel is a finding about the target.
-        summary = notes[0] + (f" (and {len(notes) - 1} more, see report.json)" if notes[1:] else "")
-        if vm > 1:
-            summary += f"; {vm - 1} fresh VM(s) ran the checks left"
-        if report.verdict == ERROR:
-            report.reason = f"{report.reason} (VM {vm}); {summary}"
-        elif vm > 1:
-            report.verdict, report.reason = FAILED, summary
+        run.report.verdict, run.report.reason = "pending", ""  # the next VM judges again
+        plan = _next_plan(run.opts, plan, parts)
+    if stop in STOP_NOTES:
+        notes.append(STOP_NOTES[stop])
+    log.debug("suite: no further VM: %s", stop.value)
+    _summarise(run.report, notes, plan.number)
+    return stop
 
 
-def _one_vm(
-    target: Target,
-    boot: BootSpec,
-    build: BuildResult | None,
-    opts: RunOptions,
-    report: TargetReport,
-    vm: int,
-    out: Path,
-    standing: Sequence[CheckResult],
-    deadline: Deadline,
-    workers: int,
-) -> guestsuite.SuiteOutcome:
-    """One VM: boot, load, the suite minus the checks in `standing`; judged, and
-    its console log kept in `out` whatever happens."""
-    out.mkdir(parents=True, exist_ok=True)
-    tag = "" if vm == 1 else f"#{vm}"
-    name = f"run-{uuid.uuid4().hex[:8]}"
-    workdir = state_dir() / "runs" / name
-    machine = Machine(name, boot, workdir, accel=opts.accel, memory_mb=opts.memory_mb, smp=opts.smp)
+def why_stop(
+    opts: RunOptions, plan: VMPlan, outcome: guestsuite.SuiteOutcome, parts: resume.Split
+) -> Stop | None:
+    """Why no fresh VM follows this one, or None when one should."""
+    if not parts.needs_fresh_vm:
+        return Stop.DONE
+    if plan.number > 1 and not parts.final:
+        return Stop.NO_CHECK_ENDED
+    if outcome.collected is not None and outcome.collected <= len(parts.final):
+        return Stop.NOTHING_LEFT
+    if opts.keep_vm:
+        return Stop.KEEP_VM
+    if plan.number > opts.fresh_vms:
+        return Stop.OUT_OF_FRESH_VMS
+    if plan.suite.remaining() < FRESH_VM_MIN_LEFT:
+        return Stop.DEADLINE
+    return None
+
+
+def _next_plan(opts: RunOptions, plan: VMPlan, parts: resume.Split) -> VMPlan:
+    """The fresh VM's plan: this VM's standing results join the deselected ones;
+    one worker when a suspect goes again, so the kernel log has one author."""
+    workers = 1 if parts.suspects else opts.workers
+    return VMPlan(plan.number + 1, (*plan.standing, *parts.final), workers, plan.suite)
+
+
+def _summarise(report: TargetReport, notes: list[str], vms: int) -> None:
+    """A check that hung or damaged the kernel is a finding about the target:
+    name the first such event, and how many fresh VMs ran the checks left."""
+    if not notes:
+        return
+    summary = notes[0] + (f" (and {len(notes) - 1} more, see report.json)" if notes[1:] else "")
+    if vms > 1:
+        summary += f"; {vms - 1} fresh VM(s) ran the checks left"
+    if report.verdict == ERROR:
+        report.reason = f"{report.reason} (VM {vms}); {summary}"
+    elif vms > 1:
+        report.verdict, report.reason = FAILED, summary
+
+
+def one_vm(run: TargetRun, plan: VMPlan) -> guestsuite.SuiteOutcome:
+    """One VM: boot, load, the suite minus the checks in `plan.standing`; judged,
+    and its console log kept in its results directory whatever happens."""
+    out = run.out.vm(plan.number)
+    vm = run.new_vm()
+    report = run.report
     try:
-        with stage(report, f"boot{tag}", f"booting {boot.label}") as h:
-            machine.start(Deadline(120, "starting QEMU"))
-            assert machine.accel is not None
-            report.accel = machine.accel.name
-            guest = machine.wait_ssh(Deadline(opts.boot_timeout, "booting to SSH"))
-            h.note(f"SSH answered after {machine.boot_seconds:.1f}s under {machine.accel.name}")
-            log.info(
-                "boot: SSH answered after %.1fs (%s: %s)",
-                machine.boot_seconds,
-                machine.accel.name,
-                machine.accel.reason,
-            )
-            uname = guest.run(["uname", "-r"], Deadline(30, "uname"), check=True)
-            report.kernel_release = uname.stdout.strip()
-            report.extra.setdefault("boot_seconds", machine.boot_seconds)
-        with stage(report, f"load{tag}", "loading the union filesystems under test") as h:
-            loaded = {}
-            for need in target.modules(build):
-                result = ensure_module(guest, need.name, need.module, need.fs)
-                if result is not None:
-                    loaded[need.name] = result
+        _boot(run, plan, vm)
+        with stage(report, f"load{plan.tag}", "loading the union filesystems under test") as h:
+            loaded = vm.load(run.target.modules(run.build))
             report.extra.setdefault("load", loaded)
             h.note("; ".join(str(r["reason"]) for r in loaded.values()) or "all built in")
-        with stage(report, f"suite{tag}", "running the union suite in the guest over xdist") as h:
-            outcome = guestsuite.run_in_vm(
-                machine,
-                out,
-                [*opts.suite_args, *resume.deselect_args(standing)],
-                deadline,
-                workers=workers,
-                check_timeout=opts.check_timeout,
-            )
-            _judge_suite(report, machine, outcome, out)
+        with stage(
+            report, f"suite{plan.tag}", "running the union suite in the guest over xdist"
+        ) as h:
+            args = [*run.opts.suite_args, *resume.deselect_args(plan.standing)]
+            outcome = vm.run_suite(out, args, plan.suite, plan.workers, run.opts.check_timeout)
+            _judge_suite(run, vm, outcome, out)
             h.note(f"{len(outcome.checks)} checks; log {outcome.log}")
         return outcome
     finally:
-        if not opts.keep_vm:
-            machine.stop()
-        console = machine.console_log()
-        if console.exists():
-            shutil.copy(console, out / "console.log")
-            report.console_log = report.console_log or str(out / "console.log")
-        if not opts.keep_vm:
-            shutil.rmtree(workdir, ignore_errors=True)
+        _keep_console(run, vm, out)
 
 
-def build_kernel(spec: BuildSpec, report: TargetReport, handle: StageHandle) -> BuildResult:
-    """Run the kmod pipeline; a patch or compile failure is this target's verdict."""
-    result = kmod_pipeline.run(spec, Deadline(BUILD_TIMEOUT, "building the kernel"))
+def _boot(run: TargetRun, plan: VMPlan, vm: SuiteVM) -> None:
+    """Start the VM and wait for SSH, recording accel, boot time and kernel release."""
+    report = run.report
+    with stage(report, f"boot{plan.tag}", f"booting {vm.label}") as h:
+        vm.start(run.deadline.sub(START_TIMEOUT, "starting QEMU"))
+        report.accel = vm.accel
+        vm.wait_ssh(run.deadline.sub(run.opts.boot_timeout, "booting to SSH"))
+        h.note(f"SSH answered after {vm.boot_seconds:.1f}s under {vm.accel}")
+        report.kernel_release = vm.kernel_release(run.deadline.sub(UNAME_TIMEOUT, "uname"))
+        report.extra.setdefault("boot_seconds", vm.boot_seconds)
+
+
+def _keep_console(run: TargetRun, vm: SuiteVM, out: VMDir) -> None:
+    """Stop the VM (unless --keep-vm), keep its console log, discard its disk."""
+    if not run.opts.keep_vm:
+        vm.stop()
+    console = vm.console_log()
+    if console.exists():
+        saved = out.save_console(console)
+        run.report.console_log = run.report.console_log or str(saved)
+    if not run.opts.keep_vm:
+        vm.discard()
+
+
+def build_kernel(
+    spec: BuildSpec, report: TargetReport, handle: StageHandle, deadline: Deadline
+) -> BuildResult:
+    """Run the kmod pipeline; a patch or compile failure is this target's verdict
+    (TargetFailure: status and first detail, the other details, the log)."""
+    result = kmod_pipeline.run(spec, deadline)
     report.extra["build"] = result.to_json()
     report.kernel_release = result.kernel_release or ""
     for patch in result.patches:
@@ -228,69 +301,40 @@ def build_kernel(spec: BuildSpec, report: TargetReport, handle: StageHandle) -> 
     return result
 
 
-HANG_EVIDENCE = "echo w > /proc/sysrq-trigger; sleep 1; dmesg | tail -n 400"
-
-
-def hang_evidence(machine: Machine, out: Path) -> str:
-    """Blocked tasks (sysrq w) and the kernel log of a guest that still answers."""
-    assert machine.guest is not None
+def hang_evidence(vm: SuiteVM, out: VMDir, deadline: Deadline) -> str:
+    """Collect the blocked tasks and kernel log of a guest that still answers
+    into hang-evidence.txt; returns what blocked, or why nothing was collected."""
     try:
-        text = machine.guest.run(["sh", "-c", HANG_EVIDENCE], Deadline(60, "hang evidence")).stdout
+        text = vm.hang_evidence(deadline)
     except HarnessError as exc:
         return f"(could not collect evidence: {exc})"
-    (out / "hang-evidence.txt").write_text(text)
-    blocked = re.findall(r"task:(\S+)\s+state:D", text)
-    queues = re.findall(r"Workqueue: \S+ (\S+)", text)
+    out.save_hang_evidence(text)
+    return blocked_tasks(text)
+
+
+def blocked_tasks(evidence: str) -> str:
+    """ "task blocked in work_fn; ..." from sysrq w output ("" when none is in D state)."""
+    blocked = re.findall(r"task:(\S+)\s+state:D", evidence)
+    queues = re.findall(r"Workqueue: \S+ (\S+)", evidence)
     return "; ".join(
         f"{task} blocked" + (f" in {queue}" if queue else "")
         for task, queue in zip(blocked, [*queues, *[""] * len(blocked)], strict=False)
     )
 
 
-def _judge_suite(
-    report: TargetReport, machine: Machine, outcome: guestsuite.SuiteOutcome, out: Path
-) -> None:
+def _judge_suite(run: TargetRun, vm: SuiteVM, outcome: guestsuite.SuiteOutcome, out: VMDir) -> None:
     """Tell a failing check from a hung test, a hung kernel and a dead VM."""
-    alive = machine.qemu is not None and machine.qemu.alive()
-    ssh_ok = False
-    if alive and machine.guest is not None:
-        try:
-            machine.guest.run(["true"], Deadline(15, "checking the guest after the suite"))
-            ssh_ok = True
-        except HarnessError:
-            ssh_ok = False
+    report = run.report
+    alive = vm.alive()
+    after = run.deadline.sub(ANSWER_TIMEOUT, "checking the guest after the suite")
+    ssh_ok = alive and vm.answers(after)
     if outcome.timed_out:
-        if ssh_ok:
-            evidence = hang_evidence(machine, out)
-            cause = "the guest still answers" + (f"; {evidence}" if evidence else "")
-        else:
-            cause = "the guest kernel no longer answers (see console.log)"
-        for c in outcome.checks:
-            if c.outcome == HUNG:
-                why = f" ({outcome.hung_why})" if c.nodeid == outcome.hung_check else ""
-                c.message = f"{c.message}{why}: {cause}"
-                c.details = f"evidence: {out / 'hang-evidence.txt'}" if ssh_ok else ""
-        not_run = (outcome.collected or 0) - len(outcome.checks)
-        what = f"{outcome.hung_check} hung" if outcome.hung_check else "suite deadline passed"
-        # A check that hangs the guest is a finding about the target (exit 1);
-        # only a deadline with no check to blame leaves us without a verdict.
-        report.verdict = FAILED if outcome.hung_check else ERROR
-        report.reason = what + (f"; {not_run} checks not run" if not_run > 0 else "")
-        report.extra["hang"] = {"check": outcome.hung_check, "cause": cause, "not_run": not_run}
+        _judge_hang(run, vm, outcome, out, ssh_ok)
         return
     in_flight = [c for c in outcome.checks if c.outcome == HUNG]
-    died = guestsuite.kernel_death(machine.console_log()) if not ssh_ok else ""
+    died = guestsuite.kernel_death(vm.console_log()) if not ssh_ok else ""
     if died and in_flight:
-        # The kernel went down under these checks: a finding about the target.
-        outcome.kernel_died = died
-        alone = len(in_flight) == 1
-        for c in in_flight:
-            c.message = f"{c.message}: the kernel logged {died!r} and stopped answering"
-            if not alone:
-                c.message += f" ({len(in_flight)} checks were running)"
-        report.verdict = FAILED
-        culprit = in_flight[0].nodeid if alone else f"one of {len(in_flight)} checks"
-        report.reason = f"the guest kernel died under {culprit}: {died}"
+        _judge_death(report, outcome, in_flight, died)
         return
     if not alive:
         report.verdict, report.reason = ERROR, "the VM died during the suite (see console.log)"
@@ -300,5 +344,46 @@ def _judge_suite(
     elif outcome.returncode not in (0, 1) and not outcome.checks:
         report.verdict = ERROR
         report.reason = f"pytest exited {outcome.returncode} with no result (see {outcome.log})"
-    if not ssh_ok and not outcome.timed_out and alive:
+    if not ssh_ok and alive:
         report.verdict, report.reason = ERROR, "SSH to the guest dropped during the suite"
+
+
+def _judge_hang(
+    run: TargetRun, vm: SuiteVM, outcome: guestsuite.SuiteOutcome, out: VMDir, ssh_ok: bool
+) -> None:
+    """The suite was stopped: a check hung (a finding, exit 1) or, with no check
+    to blame, the suite's deadline passed (an error)."""
+    if ssh_ok:
+        evidence = hang_evidence(vm, out, run.deadline.sub(EVIDENCE_TIMEOUT, "hang evidence"))
+        cause = "the guest still answers" + (f"; {evidence}" if evidence else "")
+    else:
+        cause = "the guest kernel no longer answers (see console.log)"
+    for c in outcome.checks:
+        if c.outcome == HUNG:
+            why = f" ({outcome.hung_why})" if c.nodeid == outcome.hung_check else ""
+            c.message = f"{c.message}{why}: {cause}"
+            c.details = f"evidence: {out.hang_evidence}" if ssh_ok else ""
+    not_run = (outcome.collected or 0) - len(outcome.checks)
+    what = f"{outcome.hung_check} hung" if outcome.hung_check else "suite deadline passed"
+    report = run.report
+    report.verdict = FAILED if outcome.hung_check else ERROR
+    report.reason = what + (f"; {not_run} checks not run" if not_run > 0 else "")
+    report.extra["hang"] = {"check": outcome.hung_check, "cause": cause, "not_run": not_run}
+
+
+def _judge_death(
+    report: TargetReport,
+    outcome: guestsuite.SuiteOutcome,
+    in_flight: list[CheckResult],
+    died: str,
+) -> None:
+    """The kernel went down under the checks in flight: a finding about the target."""
+    outcome.kernel_died = died
+    alone = len(in_flight) == 1
+    for c in in_flight:
+        c.message = f"{c.message}: the kernel logged {died!r} and stopped answering"
+        if not alone:
+            c.message += f" ({len(in_flight)} checks were running)"
+    report.verdict = FAILED
+    culprit = in_flight[0].nodeid if alone else f"one of {len(in_flight)} checks"
+    report.reason = f"the guest kernel died under {culprit}: {died}"

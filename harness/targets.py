@@ -1,26 +1,19 @@
 """What to test: a target names a kernel and the image it boots with.
 
-A target resolves to a vm.machine.BootSpec; everything after boot is the same
-for a stock distribution kernel, a user's cloud image and an aufs build.
+Pure, validated data: bad input is a UserError from the constructor, naming
+the cause and the fix. harness.bootspec turns a target into what boots (a
+vm.machine.BootSpec); everything after boot is the same for a stock
+distribution kernel, a user's cloud image and an aufs build.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.core.deadline import Deadline
 from harness.core.errors import UserError
-from harness.core.procs import run
-from harness.progress import StageHandle
 from kmod.pipeline import BuildResult, BuildSpec
-from vm.image import SUITES, ImageRecipe, build_image
-from vm.machine import BootSpec
-from vm.qemu import qemu_img
-
-log = logging.getLogger(__name__)
+from vm.image import SUITES
 
 
 @dataclass(frozen=True)
@@ -69,47 +62,3 @@ class Target:
         if self.image is not None:
             return f"image:{self.image.name}"
         return f"debian:{self.distro} stock"
-
-
-def image_format(path: Path, deadline: Deadline) -> str:
-    info = run([qemu_img(), "info", "--output=json", path], deadline=deadline)
-    fmt = str(json.loads(info.stdout).get("format", ""))
-    if fmt not in ("raw", "qcow2"):
-        raise UserError(f"image {path} is {fmt or 'unrecognised'}: give a raw or qcow2 image")
-    return fmt
-
-
-def resolve_boot(
-    target: Target, deadline: Deadline, handle: StageHandle, build: BuildResult | None = None
-) -> BootSpec:
-    """Build or find what the target boots: the image, with `build`'s kernel if given."""
-    if target.image is not None:
-        fmt = image_format(target.image, deadline)
-        handle.note(f"user image {target.image} ({fmt}), booted by its own bootloader")
-        return BootSpec(disk=target.image, disk_format=fmt, label=target.label)
-    image = build_image(ImageRecipe(suite=target.distro), deadline)
-    if image.cached:
-        handle.cached(f"image {image.rootfs.parent.name} reused from the cache")
-        log.info("image: reusing cached debian %s image %s", target.distro, image.rootfs)
-    else:
-        handle.note(f"built {image.rootfs}")
-    if build is not None:
-        return BootSpec(
-            disk=image.rootfs,
-            disk_format="raw",
-            label=f"{build.kernel_release} with aufs on debian {target.distro}",
-            kernel=build.artifacts["bzImage"],  # drivers built in: no initrd
-            cmdline=image.cmdline,
-            kernel_release=build.kernel_release or "",
-            ready_marker=image.ready_marker,
-        )
-    return BootSpec(
-        disk=image.rootfs,
-        disk_format="raw",
-        label=f"debian {target.distro}, stock kernel {image.kernel_release}",
-        kernel=image.kernel,  # the PVH vmlinux when there is one: seconds faster under TCG
-        initrd=image.initrd,
-        cmdline=image.cmdline,
-        kernel_release=image.kernel_release,
-        ready_marker=image.ready_marker,
-    )

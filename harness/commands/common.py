@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-from harness.results import TargetReport, exit_code, write_json, write_junit
+from harness.results import TargetReport, exit_code
+from harness.resultsdir import ResultsDir
 from harness.table import print_report
 from vm.accel import ACCELS
 from vm.image import SUITES
@@ -43,23 +43,10 @@ def add_vm_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def results_root(base: Path) -> Path:
-    # Absolute: the suite's controller runs in a directory of its own.
-    base = base.resolve()
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = base / stamp
-    out.mkdir(parents=True, exist_ok=True)
-    latest = base / "latest"
-    if latest.is_symlink() or not latest.exists():
-        latest.unlink(missing_ok=True)
-        latest.symlink_to(stamp)
-    return out
-
-
-def finish(reports: list[TargetReport], out: Path) -> int:
+def finish(reports: list[TargetReport], out: Path | ResultsDir) -> int:
     """Write the reports, print the table, return the exit code."""
-    write_json(reports, out / "report.json")
-    write_junit(reports, out / "junit.xml")
+    results = out if isinstance(out, ResultsDir) else ResultsDir(out)
+    results.write(reports)
     print_report(reports)
-    print(f"reports: {out / 'report.json'} {out / 'junit.xml'}")
+    print(f"reports: {results.report_json} {results.junit_xml}")
     return exit_code(reports)

@@ -9,13 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-from pathlib import Path
 
+from harness.buildargs import add_build_options, spec_from_args
 from harness.core.deadline import Deadline
-from harness.core.errors import EXIT_FAILED, EXIT_OK, UserError
-from kmod import aufs, build, config
-from kmod.pipeline import BuildResult, BuildSpec, run
+from harness.core.errors import EXIT_FAILED, EXIT_OK
+from kmod.pipeline import BuildResult, run
 
 log = logging.getLogger(__name__)
 
@@ -45,95 +43,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=cmd_build)
-
-
-def add_build_options(p: argparse._ActionsContainer, *, kernel_required: bool) -> None:
-    """The options that describe an aufs build; `run` takes the same ones."""
-    p.add_argument(
-        "--kernel",
-        required=kernel_required,
-        metavar="SPEC",
-        help="kernel source: debian:bullseye|bookworm|trixie|sid[=VERSION], "
-        "https://.../linux-X.Y.Z.tar.xz, git+URL@REF, path:/a/tree",
-    )
-    p.add_argument(
-        "--aufs-src",
-        default=os.environ.get("AUFS_HARNESS_AUFS_SRC") or aufs.UPSTREAM_URL,
-        metavar="URL|PATH",
-        help="aufs-standalone git URL or local clone (default: $AUFS_HARNESS_AUFS_SRC, "
-        f"else {aufs.UPSTREAM_URL})",
-    )
-    p.add_argument(
-        "--aufs-ref",
-        metavar="REF",
-        help="aufs branch, tag or commit (default: chosen from the kernel version)",
-    )
-    p.add_argument(
-        "--fixup-dir",
-        type=Path,
-        metavar="DIR",
-        help="your *.patch fix-ups, applied in name order after the aufs series; one named "
-        "like a series patch (aufs6-mmap.patch) replaces it",
-    )
-    p.add_argument(
-        "--config-fragment",
-        type=Path,
-        metavar="FILE",
-        help="extra CONFIG_ lines merged over the guest fragment (they win)",
-    )
-    p.add_argument(
-        "--aufs-option",
-        action="append",
-        default=[],
-        metavar="NAME=y|n",
-        help="switch an aufs option (e.g. SHWH=n, FHSM=y); repeatable. Defaults: "
-        + ", ".join(f"{k}={'y' if v else 'n'}" for k, v in config.DEFAULT_AUFS_OPTIONS.items()),
-    )
-    p.add_argument(
-        "--branch-fs",
-        default=config.DEFAULT_BRANCH_FS,
-        metavar="LIST",
-        help="branch filesystems the kernel must provide, as the suite's --branch-fs: "
-        f"{', '.join(config.ALWAYS_BRANCH_FS + config.OPTIONAL_BRANCH_FS)}, mixed, A+B+C "
-        f"(default {config.DEFAULT_BRANCH_FS}; xfs and btrfs lengthen a cold build by about "
-        "an eighth; `run` also runs the suite on them)",
-    )
-    p.add_argument(
-        "--config-base",
-        choices=config.BASES,
-        default="allnoconfig",
-        help="what the fragment is merged onto (default: allnoconfig, the fastest build)",
-    )
-    p.add_argument("--loopback", action="store_true", help="also apply aufsN-loopback.patch")
-    p.add_argument(
-        "--jobs",
-        "-j",
-        type=int,
-        default=build.default_jobs(),
-        metavar="N",
-        help=f"make -jN (default: {build.default_jobs()})",
-    )
-
-
-def spec_from_args(args: argparse.Namespace) -> BuildSpec:
-    if args.jobs < 1:
-        raise UserError(f"--jobs {args.jobs}: give a positive number of make jobs")
-    for opt, path in (("--fixup-dir", args.fixup_dir), ("--config-fragment", args.config_fragment)):
-        if path is not None and not path.exists():
-            raise UserError(f"{opt} {path} does not exist: check the path")
-    config.aufs_options(args.aufs_option)  # reject a malformed option before any work
-    return BuildSpec(
-        kernel=args.kernel,
-        aufs_src=args.aufs_src,
-        aufs_ref=args.aufs_ref,
-        fixup_dir=args.fixup_dir.resolve() if args.fixup_dir else None,
-        config_fragment=args.config_fragment.resolve() if args.config_fragment else None,
-        aufs_options=tuple(args.aufs_option),
-        branch_fs=config.branch_filesystems(args.branch_fs),
-        config_base=args.config_base,
-        loopback=args.loopback,
-        jobs=args.jobs,
-    )
 
 
 def cmd_build(args: argparse.Namespace) -> int:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.commands.common import add_vm_options, finish, results_root
-from harness.commands.kmod_build import add_build_options, spec_from_args
+from harness.buildargs import add_build_options, spec_from_args
+from harness.commands.common import add_vm_options, finish
 from harness.core.errors import UserError
-from harness.results import TargetReport, write_json, write_junit
+from harness.results import TargetReport
+from harness.resultsdir import ResultsDir
 from harness.runner import RunOptions, run_target
 from harness.targets import Target
 from kmod import config
@@ -89,9 +90,9 @@ def main(args: argparse.Namespace) -> int:
     build = spec_from_args(args) if args.kernel else None
     target = Target(distro=args.distro, image=args.image, build=build)
     preflight()
-    out = results_root(args.results)
+    results = ResultsDir.new(args.results)
     opts = RunOptions(
-        results_dir=out,
+        results_dir=results.root,
         accel=args.accel,
         memory_mb=args.memory,
         smp=args.smp,
@@ -104,10 +105,6 @@ def main(args: argparse.Namespace) -> int:
         check_timeout=args.check_timeout,
     )
     reports: list[TargetReport] = []
-    try:
+    with results.kept_on_interrupt(reports):
         run_target(target, opts, reports)
-    except BaseException:
-        write_json(reports, out / "report.json")  # interrupted: keep what we have
-        write_junit(reports, out / "junit.xml")
-        raise
-    return finish(reports, out)
+    return finish(reports, results)

@@ -6,10 +6,11 @@ import argparse
 from pathlib import Path
 
 from harness import guestsuite
-from harness.commands.common import finish, results_root
+from harness.commands.common import finish
 from harness.core.deadline import Deadline
 from harness.core.errors import UserError
-from harness.results import TargetReport, write_json, write_junit
+from harness.results import TargetReport
+from harness.resultsdir import ResultsDir
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,25 +42,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def main(args: argparse.Namespace) -> int:
     if not args.local:
         raise UserError("only --local is supported here; use `aufs-harness run` for a VM")
-    out = results_root(args.results)
+    results = ResultsDir.new(args.results)
+    files = results.target("local").vm(1)
     extra = [f"--driver={','.join(args.driver)}"] if args.driver else []
     report = TargetReport(target="local host")
     report.kernel_release = Path("/proc/sys/kernel/osrelease").read_text().strip()
-    try:
+
+    def keep_every_check(exc: BaseException) -> None:  # Ctrl-C, SIGTERM: what ran so far
+        report.checks, _ = guestsuite.parse_resultlog(files.events)
+        report.interrupted(exc)
+
+    with results.kept_on_interrupt([report], before=keep_every_check):
         outcome = guestsuite.run_local(
-            out / "local",
-            [*extra, *args.suite_args],
-            Deadline(args.timeout, "the suite"),
+            files.path, [*extra, *args.suite_args], Deadline(args.timeout, "the suite"),
             workers=args.workers,
-        )
-    except BaseException as exc:  # Ctrl-C, SIGTERM: keep every check reported so far
-        report.checks, _ = guestsuite.parse_resultlog(out / "local" / "events.jsonl")
-        report.verdict, report.reason = "error", f"interrupted ({type(exc).__name__})"
-        write_json([report], out / "report.json")
-        write_junit([report], out / "junit.xml")
-        raise
+        )  # fmt: skip
     report.checks = outcome.checks
     if outcome.timed_out:
         report.verdict, report.reason = "error", "suite deadline passed"
     report.settle()
-    return finish([report], out)
+    return finish([report], results)

@@ -9,13 +9,16 @@ import shlex
 import shutil
 import time
 
+from harness.bootspec import IMAGE_TIMEOUT, resolve_boot
 from harness.core.deadline import Deadline
 from harness.core.errors import UserError
 from harness.core.procs import which
 from harness.progress import StageHandle
 from harness.results import Stage
-from harness.targets import Target, resolve_boot
+from harness.runner import START_TIMEOUT
+from harness.targets import Target
 from vm.machine import (
+    BootSpec,
     Machine,
     check_name,
     destroy,
@@ -79,25 +82,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     target = Target(distro=args.distro, image=args.image)
     preflight(args.ssh_port)
     handle = StageHandle(Stage("image", "ok"))
-    boot = resolve_boot(target, Deadline(1800, "preparing the image"), handle)
-    machine = Machine(
-        name,
-        boot,
-        vms_root() / name,
-        accel=args.accel,
-        ssh_port=args.ssh_port,
-        memory_mb=args.memory,
-        smp=args.smp,
-    )
-    try:
-        machine.start(Deadline(120, "starting QEMU"), detach=True)
-        machine.wait_ssh(Deadline(args.boot_timeout, "booting to SSH"))
-    except BaseException:
-        machine.stop()  # a VM that did not come up is not left behind
-        shutil.rmtree(machine.workdir, ignore_errors=True)
-        raise
-    if machine.guest is not None:
-        machine.guest.close()
+    boot = resolve_boot(target, Deadline(IMAGE_TIMEOUT, "preparing the image"), handle)
+    machine = _boot_detached(name, boot, args)
     assert machine.qemu is not None
     log.info(
         "vm %s: up in %.1fs, %s, ssh port %d",
@@ -109,6 +95,25 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"{name}: running (pid {machine.qemu.pid}); enter: aufs-harness vm ssh --name {name}")
     print(f"  or: ssh -F {machine.workdir / 'ssh_config'} {name}")
     return 0
+
+
+def _boot_detached(name: str, boot: BootSpec, args: argparse.Namespace) -> Machine:
+    """Boot `boot` as VM `name` in the background and wait for SSH; a VM that
+    does not come up is killed and its directory removed before the error rises."""
+    machine = Machine(
+        name, boot, vms_root() / name, accel=args.accel, ssh_port=args.ssh_port,
+        memory_mb=args.memory, smp=args.smp,
+    )  # fmt: skip
+    try:
+        machine.start(Deadline(START_TIMEOUT, "starting QEMU"), detach=True)
+        machine.wait_ssh(Deadline(args.boot_timeout, "booting to SSH"))
+    except BaseException:
+        machine.stop()  # a VM that did not come up is not left behind
+        shutil.rmtree(machine.workdir, ignore_errors=True)
+        raise
+    if machine.guest is not None:
+        machine.guest.close()
+    return machine
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:

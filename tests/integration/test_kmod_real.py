@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.bootspec import resolve_boot
 from harness.core.deadline import Deadline
 from harness.loadstage import ensure_module
 from harness.progress import StageHandle
 from harness.results import Stage
-from harness.targets import Target, resolve_boot
+from harness.targets import Target
 from kmod import pipeline
 from kmod.pipeline import BuildResult, BuildSpec
 from tests.integration.conftest import qemu_pids

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from harness import buildargs
 from harness.commands import kmod_build
 from harness.core.deadline import Deadline
 from harness.core.errors import EXIT_FAILED, EXIT_OK, UserError
@@ -292,7 +293,7 @@ def test_reproducer_round_trips(kernel: Path, repo: Path, fixups: Path) -> None:
     line = s.reproducer("abc123")
     assert "--branch-fs ext4,xfs" in line
     args = cli(line.split()[3:])
-    again = kmod_build.spec_from_args(args)
+    again = buildargs.spec_from_args(args)
     assert dataclasses.replace(again, jobs=2) == dataclasses.replace(s, aufs_ref="abc123")
 
 

@@ -1,0 +1,187 @@
+"""The VM the runner drives, as a narrow interface (SuiteVM), and its one real
+implementation (MachineVM) over vm.machine.Machine, harness.loadstage and
+harness.guestsuite.
+
+The runner decides (fresh VM, resume, verdict); a SuiteVM only does. Unit
+tests drive the runner with a recording fake of this interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness import guestsuite
+from harness.core.deadline import Deadline
+from harness.core.errors import HarnessError, InfraError
+from harness.core.paths import state_dir
+from harness.loadstage import ensure_module
+from harness.resultsdir import VMDir
+from harness.targets import Needed
+from vm.machine import BootSpec, Machine
+from vm.ssh import Guest
+
+log = logging.getLogger(__name__)
+
+# Blocked tasks (sysrq w) and the kernel log of a guest whose check hung.
+HANG_EVIDENCE = "echo w > /proc/sysrq-trigger; sleep 1; dmesg | tail -n 400"
+
+
+class SuiteVM(Protocol):
+    """One disposable VM: boot, load, run the suite, report on itself, stop."""
+
+    @property
+    def label(self) -> str:
+        """What boots, e.g. "debian bookworm, stock kernel 6.1.0-40-amd64"."""
+
+    @property
+    def accel(self) -> str:
+        """ "kvm" or "tcg"; known once start() returned."""
+
+    @property
+    def boot_seconds(self) -> float:
+        """Seconds from start to SSH answering; known once wait_ssh() returned."""
+
+    def start(self, deadline: Deadline) -> None:
+        """Start QEMU. Raises HarnessError (InfraError, DeadlineExceeded)."""
+
+    def wait_ssh(self, deadline: Deadline) -> None:
+        """Wait until the guest answers over SSH. Raises HarnessError."""
+
+    def kernel_release(self, deadline: Deadline) -> str:
+        """`uname -r` in the guest. Raises HarnessError."""
+
+    def load(self, needs: Sequence[Needed]) -> dict[str, dict[str, Any]]:
+        """Load what the suite needs, in order; the load results (plain data) by
+        module name, leaving out what was built in. Raises TargetFailure when a
+        module will not load, InfraError when loading cannot be tried."""
+
+    def run_suite(
+        self,
+        out: VMDir,
+        suite_args: Sequence[str],
+        deadline: Deadline,
+        workers: int,
+        check_timeout: float,
+    ) -> guestsuite.SuiteOutcome:
+        """The suite in the guest with `workers` xdist workers, its logs in `out`;
+        a check running `check_timeout` s is declared hung."""
+
+    def alive(self) -> bool:
+        """True while the QEMU process runs."""
+
+    def answers(self, deadline: Deadline) -> bool:
+        """True if the guest still runs a command over SSH; never raises."""
+
+    def hang_evidence(self, deadline: Deadline) -> str:
+        """Blocked tasks and the kernel log (HANG_EVIDENCE). Raises HarnessError."""
+
+    def console_log(self) -> Path:
+        """The serial console log (it may not exist if QEMU never started)."""
+
+    def stop(self) -> None:
+        """Kill QEMU; safe to call twice."""
+
+    def discard(self) -> None:
+        """Remove the VM's working directory (disk overlay, keys)."""
+
+
+VMFactory = Callable[[], SuiteVM]
+
+
+class MachineVM:
+    """A SuiteVM over vm.machine.Machine, under the state directory's runs/."""
+
+    def __init__(self, boot: BootSpec, *, accel: str, memory_mb: int, smp: int) -> None:
+        name = f"run-{uuid.uuid4().hex[:8]}"
+        self.workdir = state_dir() / "runs" / name
+        self.machine = Machine(name, boot, self.workdir, accel=accel, memory_mb=memory_mb, smp=smp)
+
+    @property
+    def label(self) -> str:
+        return self.machine.boot.label
+
+    @property
+    def accel(self) -> str:
+        assert self.machine.accel is not None, "start() first"
+        return self.machine.accel.name
+
+    @property
+    def boot_seconds(self) -> float:
+        assert self.machine.boot_seconds is not None, "wait_ssh() first"
+        return self.machine.boot_seconds
+
+    def start(self, deadline: Deadline) -> None:
+        self.machine.start(deadline)
+
+    def wait_ssh(self, deadline: Deadline) -> None:
+        self.machine.wait_ssh(deadline)
+        assert self.machine.accel is not None
+        log.info("boot: SSH answered after %.1fs (%s: %s)", self.boot_seconds,
+                 self.machine.accel.name, self.machine.accel.reason)  # fmt: skip
+
+    def _guest(self) -> Guest:
+        if self.machine.guest is None:
+            raise InfraError("the VM is not reachable over SSH")
+        return self.machine.guest
+
+    def kernel_release(self, deadline: Deadline) -> str:
+        return self._guest().run(["uname", "-r"], deadline, check=True).stdout.strip()
+
+    def load(self, needs: Sequence[Needed]) -> dict[str, dict[str, Any]]:
+        loaded = {}
+        for need in needs:
+            result = ensure_module(self._guest(), need.name, need.module, need.fs)
+            if result is not None:
+                loaded[need.name] = result
+        return loaded
+
+    def run_suite(
+        self,
+        out: VMDir,
+        suite_args: Sequence[str],
+        deadline: Deadline,
+        workers: int,
+        check_timeout: float,
+    ) -> guestsuite.SuiteOutcome:
+        return guestsuite.run_in_vm(
+            self.machine, out.path, suite_args, deadline, workers=workers,
+            check_timeout=check_timeout,
+        )  # fmt: skip
+
+    def alive(self) -> bool:
+        return self.machine.qemu is not None and self.machine.qemu.alive()
+
+    def answers(self, deadline: Deadline) -> bool:
+        if self.machine.guest is None:
+            return False
+        try:
+            self.machine.guest.run(["true"], deadline)
+        except HarnessError:
+            return False
+        return True
+
+    def hang_evidence(self, deadline: Deadline) -> str:
+        return self._guest().run(["sh", "-c", HANG_EVIDENCE], deadline).stdout
+
+    def console_log(self) -> Path:
+        return self.machine.console_log()
+
+    def stop(self) -> None:
+        self.machine.stop()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def machine_vms(boot: BootSpec, *, accel: str, memory_mb: int, smp: int) -> VMFactory:
+    """A factory of fresh MachineVMs booting `boot`."""
+
+    def new() -> SuiteVM:
+        return MachineVM(boot, accel=accel, memory_mb=memory_mb, smp=smp)
+
+    return new

@@ -1,0 +1,149 @@
+"""Fakes shared by the runner's and resume's unit tests: check results as the
+guest reports them, and a recording fake of harness.suitevm.SuiteVM."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.core.deadline import Deadline
+from harness.core.errors import InfraError
+from harness.guest.kmsg import CheckFacts
+from harness.guestsuite import SuiteOutcome
+from harness.results import FAILED, SKIPPED, CheckResult
+from harness.resultsdir import VMDir
+from harness.suitevm import SuiteVM
+from harness.targets import Needed
+
+BUG_LINE = "[   42.0] kernel BUG at fs/aufs/hfsnotify.c:173!"
+DAMAGE = (
+    f"kernel damaged earlier in this run ({BUG_LINE}); "
+    "its results would not be trustworthy: boot a fresh kernel"
+)
+
+
+def outcome(*checks: CheckResult, hung: str | None = None) -> SuiteOutcome:
+    return SuiteOutcome(list(checks), None if hung else 1, Path("pytest.log"), [], bool(hung), hung)
+
+
+def c(nodeid: str, result: str, message: str = "") -> CheckResult:
+    return CheckResult(f"suite/t.py::{nodeid}", result, 0.1, message)
+
+
+def damaged(nodeid: str, line: str = BUG_LINE, message: str = DAMAGE) -> CheckResult:
+    """A check the guest skipped because the kernel was damaged: the fact, and
+    the suite's sentence (which resume must not need)."""
+    return CheckResult(f"suite/t.py::{nodeid}", SKIPPED, 0.1, message, kernel=CheckFacts(line))
+
+
+HEALTH = (
+    "kernel health (call) of suite/t.py::x:\nsuspicious kernel lines:\n"
+    "  [   23.9] VFS: Busy inodes after unmount of tmpfs.\n"
+    "(2 xdist workers share this kernel: a concurrent check may be the cause)"
+)
+
+
+def health_failure(name: str, alone: bool = False) -> CheckResult:
+    details = HEALTH.split("\n(", maxsplit=1)[0] if alone else HEALTH
+    facts = CheckFacts(health_only=True, workers=1 if alone else 2)
+    return CheckResult(
+        f"suite/t.py::{name}", FAILED, 0.1, details.splitlines()[-1], details, kernel=facts
+    )
+
+
+@dataclass
+class Script:
+    """How one fake VM behaves: its suite's outcome (None: it never boots) and
+    what it says about itself afterwards."""
+
+    outcome: SuiteOutcome | None
+    alive: bool = True  # QEMU still runs after the suite
+    answers: bool = True  # SSH still runs a command after the suite
+    console: str = "[    0.0] Linux version 6.1.0-fake\n"
+    evidence: str = ""  # what sysrq w and dmesg print
+
+
+@dataclass
+class Fleet:
+    """A VMFactory of scripted fake VMs, one script per VM booted, recording
+    what the runner asked of each."""
+
+    consoles: Path
+    scripts: list[Script]
+    booted: int = 0
+    deselected: list[list[str]] = field(default_factory=list)  # check names, per VM
+    workers: list[int] = field(default_factory=list)
+    dirs: list[Path] = field(default_factory=list)
+    suite_deadlines: list[float] = field(default_factory=list)  # seconds left, per VM
+    stopped: int = 0
+    discarded: int = 0
+
+    def __call__(self) -> SuiteVM:
+        if not self.scripts:
+            raise AssertionError(f"VM {self.booted + 1} booted, but no outcome was scripted for it")
+        self.booted += 1
+        return FakeVM(self, self.scripts.pop(0), self.consoles / f"console-{self.booted}.log")
+
+
+def scripted(consoles: Path, *outcomes: SuiteOutcome | Script) -> Fleet:
+    """A fleet whose VMs end their suites with `outcomes`, in order."""
+    scripts = [o if isinstance(o, Script) else Script(o) for o in outcomes]
+    consoles.mkdir(parents=True, exist_ok=True)
+    return Fleet(consoles, scripts)
+
+
+class FakeVM:
+    """A SuiteVM that boots instantly and ends its suite as scripted."""
+
+    label = "a fake VM"
+    accel = "tcg"
+    boot_seconds = 1.5
+
+    def __init__(self, fleet: Fleet, script: Script, console: Path) -> None:
+        self.fleet, self.script, self.console = fleet, script, console
+
+    def start(self, deadline: Deadline) -> None:
+        if self.script.outcome is None:
+            raise InfraError("QEMU exited before SSH answered")
+        self.console.write_text(self.script.console)
+
+    def wait_ssh(self, deadline: Deadline) -> None:
+        pass
+
+    def kernel_release(self, deadline: Deadline) -> str:
+        return "6.1.0-fake"
+
+    def load(self, needs: Sequence[Needed]) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def run_suite(
+        self, out: VMDir, suite_args: Sequence[str], deadline: Deadline, workers: int,
+        check_timeout: float,
+    ) -> SuiteOutcome:  # fmt: skip
+        names = [a.rsplit("::", 1)[-1] for a in suite_args if a.startswith("--deselect=")]
+        self.fleet.deselected.append(names)
+        self.fleet.workers.append(workers)
+        self.fleet.dirs.append(out.path)
+        self.fleet.suite_deadlines.append(deadline.remaining())
+        assert self.script.outcome is not None
+        return self.script.outcome
+
+    def alive(self) -> bool:
+        return self.script.alive
+
+    def answers(self, deadline: Deadline) -> bool:
+        return self.script.answers
+
+    def hang_evidence(self, deadline: Deadline) -> str:
+        return self.script.evidence
+
+    def console_log(self) -> Path:
+        return self.console
+
+    def stop(self) -> None:
+        self.fleet.stopped += 1
+
+    def discard(self) -> None:
+        self.fleet.discarded += 1
