@@ -330,9 +330,7 @@ def _ship(guest: Guest, step: Deadline) -> None:
     # on the guest's path: harness.guest, and the suite's own `unionfs` package
     guestenv.install(guest, step, paths=(guestenv.GUEST_ROOT, GUEST_SUITE))
     remote = f"{guestenv.GUEST_ROOT}/{GUEST_PACKAGE}"
-    # a fresh copy, under a parent (GUEST_ROOT/harness) that a new guest lacks
-    fresh = 'rm -rf "$1" && mkdir -p "$(dirname "$1")"'
-    guest.run(["sh", "-c", fresh, "sh", remote], step, check=True)
+    guest.run(["rm", "-rf", remote], step, check=True)  # a fresh copy; put_tree makes parents
     count = guest.put_tree(guest_dir(), remote)
     log.info("suite: %d files shipped to the guest", count)
 

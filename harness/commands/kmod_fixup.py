@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from harness.commands.kmod_build import add_build_options, spec_from_args
+from harness.buildargs import add_build_options, spec_from_args
 from harness.core.deadline import Deadline
 from harness.core.errors import EXIT_OK
 from kmod import fixup

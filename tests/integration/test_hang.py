@@ -18,14 +18,14 @@ from vm.image import Image
 
 
 def fake_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checks: str) -> None:
-    """Ship a tiny suite of `checks` into the guest instead of the union suite."""
-    suite = tmp_path / "suite"
+    """Ship a guest package whose suite is a tiny one of `checks` instead of the union suite."""
+    suite = tmp_path / "guest" / "suite"
     (suite / "unionfs").mkdir(parents=True)
     (suite / "unionfs" / "__init__.py").write_text("")
     (suite / "unionfs" / "options.py").write_text("def pytest_addoption(parser):\n    pass\n")
     (suite / "conftest.py").write_text('pytest_plugins = ("unionfs.options",)\n')
     (suite / "test_hang.py").write_text(textwrap.dedent(checks))
-    monkeypatch.setattr(guestsuite, "suite_dir", lambda: suite)
+    monkeypatch.setattr(guestsuite, "guest_dir", lambda: suite.parent)
 
 
 def run_fake_suite(

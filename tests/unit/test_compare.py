@@ -9,7 +9,8 @@ import pytest
 from harness.cli import main
 from harness.compare import compare, load_reports, render
 from harness.core.errors import UserError
-from harness.results import CheckResult, TargetReport, write_json
+from harness.results import CheckResult, TargetReport
+from harness.resultsdir import ResultsDir
 
 
 def run_with(*checks: tuple[str, str]) -> list[TargetReport]:
@@ -43,9 +44,9 @@ def test_changed_missing_and_new_checks_are_named() -> None:
 def test_the_command_exits_by_whether_anything_changed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write_json(run_with(("s/test_a.py::x", "passed")), tmp_path / "a" / "report.json")
-    write_json(run_with(("s/test_a.py::x", "passed")), tmp_path / "b" / "report.json")
-    write_json(run_with(("s/test_a.py::x", "hung")), tmp_path / "c" / "report.json")
+    ResultsDir(tmp_path / "a").write(run_with(("s/test_a.py::x", "passed")))
+    ResultsDir(tmp_path / "b").write(run_with(("s/test_a.py::x", "passed")))
+    ResultsDir(tmp_path / "c").write(run_with(("s/test_a.py::x", "hung")))
     assert main(["report", "compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     assert (
         main(["report", "compare", str(tmp_path / "a"), str(tmp_path / "c" / "report.json")]) == 1
