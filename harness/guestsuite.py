@@ -37,11 +37,12 @@ from vm.ssh import Guest
 
 log = logging.getLogger(__name__)
 
-# The guest package goes where the guest's python3 finds it as harness.guest
-# (GUEST_ROOT is on its path), so the suite imports the shared kmsg module by
-# the same name as the host does.
-GUEST_PACKAGE = "harness/guest"
-GUEST_SUITE = f"{guestenv.GUEST_ROOT}/{GUEST_PACKAGE}/suite"
+# The guest package's modules go where the guest's python3 finds them as
+# harness.guest (GUEST_ROOT is on its path), so the suite imports the shared
+# kmsg module by the same name as the host does. The suite itself goes to
+# GUEST_ROOT/suite, which keeps check ids "suite/test_x.py::..." as they were.
+GUEST_PACKAGE = f"{guestenv.GUEST_ROOT}/harness/guest"
+GUEST_SUITE = f"{guestenv.GUEST_ROOT}/suite"
 PROGRESS_EVERY = 15.0
 CHECK_TIMEOUT = 300.0  # one check running longer than this is declared hung
 SLOW_CHECK = 60.0  # progress names a check running longer than this
@@ -329,9 +330,12 @@ def _ship(guest: Guest, step: Deadline) -> None:
     """Install the pytest stack and a fresh copy of the guest package in the guest."""
     # on the guest's path: harness.guest, and the suite's own `unionfs` package
     guestenv.install(guest, step, paths=(guestenv.GUEST_ROOT, GUEST_SUITE))
-    remote = f"{guestenv.GUEST_ROOT}/{GUEST_PACKAGE}"
-    guest.run(["rm", "-rf", remote], step, check=True)  # a fresh copy; put_tree makes parents
-    count = guest.put_tree(guest_dir(), remote)
+    guest.run(["rm", "-rf", GUEST_PACKAGE, GUEST_SUITE], step, check=True)  # fresh copies
+    guest.run(["mkdir", "-p", GUEST_PACKAGE], step, check=True)
+    modules = sorted(guest_dir().glob("*.py"))
+    for module in modules:
+        guest.put(module, f"{GUEST_PACKAGE}/{module.name}")
+    count = len(modules) + guest.put_tree(suite_dir(), GUEST_SUITE)
     log.info("suite: %d files shipped to the guest", count)
 
 
@@ -355,12 +359,12 @@ def run_in_vm(
     )
     with tempfile.TemporaryDirectory(prefix="aufs-harness-ctl-") as tmp:
         # An empty ini in an empty directory: the controller must not pick up
-        # any project's pytest configuration, and the suite's path must not
-        # exist here so xdist passes it through to the guest as a guest path.
+        # any project's pytest configuration, and "suite" must not exist here so
+        # xdist passes it through to the guest as a guest path.
         Path(tmp, "pytest.ini").write_text("[pytest]\n")
         argv = _pytest(
             "-p", "unionfs.options", "--dist", "load", "--tx", tx, "--max-worker-restart=0",
-            f"{GUEST_PACKAGE}/suite", *suite_args,
+            "suite", *suite_args,
         )  # fmt: skip
         env = {"PYTHONPATH": str(suite_dir())}  # the controller loads unionfs.options
         return _run_pytest(
