@@ -30,6 +30,9 @@ class CheckResult:
     message: str = ""  # one line
     details: str = ""  # the full report
     kernel: CheckFacts = field(default_factory=CheckFacts)  # recorded by the guest
+    # The baseline entry that expects this outcome ("reason (reference)"), "" when
+    # none does: a known failure shows as known and does not turn its cell red.
+    known: str = ""
 
     @property
     def name(self) -> str:
