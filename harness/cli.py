@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from harness import __version__
 from harness.core.errors import EXIT_ERROR, HarnessError
@@ -14,10 +15,24 @@ from harness.progress import setup_logging
 log = logging.getLogger("aufs-harness")
 
 
+class BadArguments(Exception):
+    """argparse's complaint about the command line, to be printed as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block), exit 2.
+
+    Subparsers inherit the class, so every subcommand answers the same way.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise BadArguments(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from harness.commands import report, run, suite, vm
 
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = Parser(
         prog="aufs-harness",
         description="Prove in one command whether aufs builds, loads and behaves on a kernel.",
         epilog="Exit codes: 0 all passed, 1 a check or target failed, "
@@ -51,7 +66,11 @@ def _add_kmod(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except BadArguments as exc:
+        print(f"aufs-harness: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     setup_logging(args.verbose)
     try:
         code: int = args.func(args)

@@ -10,8 +10,8 @@ import argparse
 import json
 import logging
 import os
-from pathlib import Path
 
+from harness import argcheck
 from harness.core.deadline import Deadline
 from harness.core.errors import EXIT_FAILED, EXIT_OK, UserError
 from kmod import aufs, build, config
@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_build_options(p, kernel_required=True)
     p.add_argument(
         "--timeout",
-        type=float,
+        type=argcheck.BUILD_TIMEOUT,
         default=DEFAULT_TIMEOUT,
         metavar="S",
         help=f"give up after S seconds (default: {DEFAULT_TIMEOUT:.0f})",
@@ -59,6 +59,7 @@ def add_build_options(p: argparse._ActionsContainer, *, kernel_required: bool) -
     p.add_argument(
         "--aufs-src",
         default=os.environ.get("AUFS_HARNESS_AUFS_SRC") or aufs.UPSTREAM_URL,
+        type=argcheck.aufs_src,
         metavar="URL|PATH",
         help="aufs-standalone git URL or local clone (default: $AUFS_HARNESS_AUFS_SRC, "
         f"else {aufs.UPSTREAM_URL})",
@@ -70,14 +71,14 @@ def add_build_options(p: argparse._ActionsContainer, *, kernel_required: bool) -
     )
     p.add_argument(
         "--fixup-dir",
-        type=Path,
+        type=argcheck.existing_dir,
         metavar="DIR",
         help="your *.patch fix-ups, applied in name order after the aufs series; one named "
         "like a series patch (aufs6-mmap.patch) replaces it",
     )
     p.add_argument(
         "--config-fragment",
-        type=Path,
+        type=argcheck.existing_file,
         metavar="FILE",
         help="extra CONFIG_ lines merged over the guest fragment (they win)",
     )
@@ -108,7 +109,7 @@ def add_build_options(p: argparse._ActionsContainer, *, kernel_required: bool) -
     p.add_argument(
         "--jobs",
         "-j",
-        type=int,
+        type=argcheck.JOBS,
         default=build.default_jobs(),
         metavar="N",
         help=f"make -jN (default: {build.default_jobs()})",
