@@ -27,7 +27,7 @@ from harness import guestenv
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
 from harness.core.logtail import LogTail
-from harness.core.procs import kill_group
+from harness.core.procs import kill_group, spawn
 from harness.guest.kmsg import FACTS, FATAL, CheckFacts, death_line
 from harness.resultlog import ENV as RESULTLOG_ENV
 from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult
@@ -245,14 +245,13 @@ def _run_controller(
     when the watchdog gives up on a check (returning that check and why)."""
     log.debug("suite argv: %s", argv)
     with open(logfile, "w") as out:
-        proc = subprocess.Popen(
+        proc = spawn(  # dies with the harness; its ssh children carry the owner token
             argv,
+            env=env,
             cwd=cwd,
-            env={**os.environ, **env},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         last = time.monotonic()
         # The result log and pytest's log grow for the whole run: read each

@@ -22,7 +22,7 @@ from pathlib import Path
 from harness.core.deadline import Deadline
 from harness.core.errors import UserError
 from harness.core.paths import cache_dir
-from harness.core.procs import kill_group
+from harness.core.procs import kill_group, spawn
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,7 @@ def probe_kvm(qemu: str, kernel: Path, seconds: float = PROBE_SECONDS) -> bool:
             "-append",
             "console=ttyS0 panic=-1 root=/dev/nonexistent",
         ]
-        proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
+        proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             proc.wait(timeout=seconds)
         except subprocess.TimeoutExpired:
