@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from harness import __version__
+from harness.core import leftovers
 from harness.core.errors import EXIT_ERROR, HarnessError
 from harness.progress import setup_logging
 
@@ -64,6 +65,14 @@ def _add_kmod(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     kmod_fixup.add_parsers(ksub)
 
 
+def _boots_or_builds(args: argparse.Namespace) -> bool:
+    if args.command in ("run", "suite"):
+        return True
+    if args.command == "vm":
+        return bool(args.vm_command == "up")
+    return args.command == "kmod" and args.kmod_command in ("build", "prepare")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -73,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     setup_logging(args.verbose)
     try:
+        if _boots_or_builds(args):
+            leftovers.sweep()  # what a killed run left: one log line if anything
         code: int = args.func(args)
         return code
     except HarnessError as exc:

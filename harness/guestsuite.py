@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 from harness import guestenv
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
+from harness.core.leftovers import owned_temp
 from harness.core.logtail import LogTail
 from harness.core.procs import kill_group, spawn
 from harness.guest.kmsg import FACTS, FATAL, CheckFacts, death_line
@@ -347,7 +347,7 @@ def run_in_vm(
     tx = (
         f"{workers}*ssh=-F {ssh_config} {machine.name}//python=python3//chdir={guestenv.GUEST_ROOT}"
     )
-    with tempfile.TemporaryDirectory(prefix="aufs-harness-ctl-") as tmp:
+    with owned_temp("ctl") as tmp:
         # An empty ini in an empty directory: the controller must not pick up
         # any project's pytest configuration, and the suite's path must not
         # exist here so xdist passes it through to the guest as a guest path.
