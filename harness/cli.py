@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from harness import __version__
-from harness.core import leftovers
+from harness.core import leftovers, paths
 from harness.core.errors import EXIT_ERROR, HarnessError
 from harness.progress import setup_logging
 
@@ -73,6 +76,31 @@ def _boots_or_builds(args: argparse.Namespace) -> bool:
     return args.command == "kmod" and args.kmod_command in ("build", "prepare")
 
 
+def disk_full(exc: OSError, args: argparse.Namespace) -> str:
+    """One line for ENOSPC/EDQUOT: which of the harness's directories is full,
+    the file it was writing and what is free there."""
+    target = Path(str(exc.filename or ".")).resolve()
+    places = [("cache", paths.cache_dir()), ("state", paths.state_dir())]
+    results = getattr(args, "results", None)
+    if isinstance(results, Path):
+        places.append(("results", results))
+    name, where = next(
+        ((n, d.resolve()) for n, d in places if target.is_relative_to(d.resolve())),
+        ("", target.parent),
+    )
+    try:
+        free = shutil.disk_usage(where).free >> 20
+    except OSError:
+        free = -1
+    what = "quota exceeded" if exc.errno == errno.EDQUOT else "no space left"
+    label = f"the {name} directory {where}" if name else str(where)
+    return (
+        f"{label} is full ({what}, {free} MB free) while writing {target}: "
+        "free space there or point the harness elsewhere (AUFS_HARNESS_CACHE, "
+        "AUFS_HARNESS_STATE, --results); nothing half-written was kept"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -92,6 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in rest:
             print(f"  {line}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"aufs-harness: error: {disk_full(exc, args)}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("aufs-harness: interrupted; VMs stopped", file=sys.stderr)
         return 130

@@ -141,3 +141,22 @@ def test_bootable_disks_are_named(tmp_path: Path, offset: int, magic: bytes, kin
     path = _image(tmp_path, offset, magic)
     assert argcheck.disk_kind(path.read_bytes()) == kind
     assert argcheck.disk_image(str(path)) == path
+
+
+def test_full_disk_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import errno
+
+    from harness.commands import run
+
+    monkeypatch.setenv("AUFS_HARNESS_CACHE", str(tmp_path / "cache"))
+
+    def full(args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "x"))
+
+    monkeypatch.setattr(run, "main", full)
+    monkeypatch.setattr("harness.core.leftovers.sweep", lambda: None)
+    assert main(["run"]) == 2
+    line = one_error_line(capsys)
+    assert "the cache directory" in line and "is full" in line and "MB free" in line
