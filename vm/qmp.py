@@ -64,6 +64,9 @@ def execute(
         raise QmpError(
             f"QMP {socket}: no answer to {names} within {deadline.seconds:.0f}s"
         ) from exc
+    except EOFError as exc:  # QEMU closed the monitor: after `quit`, that is success
+        if names != "quit":
+            raise QmpError(f"QMP {socket}: QEMU closed the monitor during {names}") from exc
     except (QMPError, OSError) as exc:
         raise QmpError(f"QMP {socket}: {names} failed: {exc}") from exc
 
