@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
+from harness import argcheck
 from harness.core.errors import UserError
 from kmod import aufs, build, config
 from kmod.pipeline import BuildSpec
@@ -25,6 +25,7 @@ def add_build_options(p: argparse._ActionsContainer, *, kernel_required: bool) -
     p.add_argument(
         "--aufs-src",
         default=os.environ.get("AUFS_HARNESS_AUFS_SRC") or aufs.UPSTREAM_URL,
+        type=argcheck.aufs_src,
         metavar="URL|PATH",
         help="aufs-standalone git URL or local clone (default: $AUFS_HARNESS_AUFS_SRC, "
         f"else {aufs.UPSTREAM_URL})",
@@ -36,14 +37,14 @@ def add_build_options(p: argparse._ActionsContainer, *, kernel_required: bool) -
     )
     p.add_argument(
         "--fixup-dir",
-        type=Path,
+        type=argcheck.existing_dir,
         metavar="DIR",
         help="your *.patch fix-ups, applied in name order after the aufs series; one named "
         "like a series patch (aufs6-mmap.patch) replaces it",
     )
     p.add_argument(
         "--config-fragment",
-        type=Path,
+        type=argcheck.existing_file,
         metavar="FILE",
         help="extra CONFIG_ lines merged over the guest fragment (they win)",
     )
@@ -74,7 +75,7 @@ def add_build_options(p: argparse._ActionsContainer, *, kernel_required: bool) -
     p.add_argument(
         "--jobs",
         "-j",
-        type=int,
+        type=argcheck.JOBS,
         default=build.default_jobs(),
         metavar="N",
         help=f"make -jN (default: {build.default_jobs()})",

@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from harness import __version__
+from harness.core import leftovers, paths
 from harness.core.errors import EXIT_ERROR, HarnessError
 from harness.progress import setup_logging
 
 log = logging.getLogger("aufs-harness")
 
 
+class BadArguments(Exception):
+    """argparse's complaint about the command line, to be printed as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block), exit 2.
+
+    Subparsers inherit the class, so every subcommand answers the same way.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise BadArguments(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from harness.commands import report, run, suite, vm
 
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = Parser(
         prog="aufs-harness",
         description="Prove in one command whether aufs builds, loads and behaves on a kernel.",
         epilog="Exit codes: 0 all passed, 1 a check or target failed, "
@@ -49,11 +68,50 @@ def _add_kmod(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     kmod_fixup.add_parsers(ksub)
 
 
+def _boots_or_builds(args: argparse.Namespace) -> bool:
+    if args.command in ("run", "suite"):
+        return True
+    if args.command == "vm":
+        return bool(args.vm_command == "up")
+    return args.command == "kmod" and args.kmod_command in ("build", "prepare")
+
+
+def disk_full(exc: OSError, args: argparse.Namespace) -> str:
+    """One line for ENOSPC/EDQUOT: which of the harness's directories is full,
+    the file it was writing and what is free there."""
+    target = Path(str(exc.filename or ".")).resolve()
+    places = [("cache", paths.cache_dir()), ("state", paths.state_dir())]
+    results = getattr(args, "results", None)
+    if isinstance(results, Path):
+        places.append(("results", results))
+    name, where = next(
+        ((n, d.resolve()) for n, d in places if target.is_relative_to(d.resolve())),
+        ("", target.parent),
+    )
+    try:
+        free = shutil.disk_usage(where).free >> 20
+    except OSError:
+        free = -1
+    what = "quota exceeded" if exc.errno == errno.EDQUOT else "no space left"
+    label = f"the {name} directory {where}" if name else str(where)
+    return (
+        f"{label} is full ({what}, {free} MB free) while writing {target}: "
+        "free space there or point the harness elsewhere (AUFS_HARNESS_CACHE, "
+        "AUFS_HARNESS_STATE, --results); nothing half-written was kept"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except BadArguments as exc:
+        print(f"aufs-harness: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     setup_logging(args.verbose)
     try:
+        if _boots_or_builds(args):
+            leftovers.sweep()  # what a killed run left: one log line if anything
         code: int = args.func(args)
         return code
     except HarnessError as exc:
@@ -62,6 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in rest:
             print(f"  {line}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"aufs-harness: error: {disk_full(exc, args)}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("aufs-harness: interrupted; VMs stopped", file=sys.stderr)
         return 130

@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,8 +25,9 @@ from typing import Any
 from harness import guestenv
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
+from harness.core.leftovers import owned_temp
 from harness.core.logtail import LogTail
-from harness.core.procs import kill_group
+from harness.core.procs import kill_group, spawn
 from harness.guest.kmsg import FACTS, FATAL, CheckFacts, death_line
 from harness.resultlog import ENV as RESULTLOG_ENV
 from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult
@@ -248,14 +248,13 @@ def _run_controller(
     when the watchdog gives up on a check (returning that check and why)."""
     log.debug("suite argv: %s", argv)
     with open(logfile, "w") as out:
-        proc = subprocess.Popen(
+        proc = spawn(  # dies with the harness; its ssh children carry the owner token
             argv,
+            env=env,
             cwd=cwd,
-            env={**os.environ, **env},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         last = time.monotonic()
         # The result log and pytest's log grow for the whole run: read each
@@ -357,7 +356,7 @@ def run_in_vm(
     tx = (
         f"{workers}*ssh=-F {ssh_config} {machine.name}//python=python3//chdir={guestenv.GUEST_ROOT}"
     )
-    with tempfile.TemporaryDirectory(prefix="aufs-harness-ctl-") as tmp:
+    with owned_temp("ctl") as tmp:
         # An empty ini in an empty directory: the controller must not pick up
         # any project's pytest configuration, and "suite" must not exist here so
         # xdist passes it through to the guest as a guest path.

@@ -15,14 +15,14 @@ import logging
 import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.deadline import Deadline
 from harness.core.errors import UserError
+from harness.core.leftovers import owned_temp
 from harness.core.paths import cache_dir
-from harness.core.procs import kill_group
+from harness.core.procs import kill_group, spawn
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _probe_key(qemu: str, kernel: Path) -> str:
 
 def probe_kvm(qemu: str, kernel: Path, seconds: float = PROBE_SECONDS) -> bool:
     """Boot `kernel` under KVM with no root: success is reaching the panic."""
-    with tempfile.TemporaryDirectory(prefix="aufs-harness-probe-") as tmp:
+    with owned_temp("probe") as tmp:
         console = Path(tmp) / "console.log"
         argv = [
             qemu,
@@ -92,9 +92,7 @@ def probe_kvm(qemu: str, kernel: Path, seconds: float = PROBE_SECONDS) -> bool:
             "-append",
             "console=ttyS0 panic=-1 root=/dev/nonexistent",
         ]
-        proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
+        proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             proc.wait(timeout=seconds)
         except subprocess.TimeoutExpired:

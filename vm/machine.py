@@ -21,7 +21,7 @@ from typing import Any
 from harness.core.deadline import Deadline
 from harness.core.errors import DeadlineExceeded, InfraError, UserError
 from harness.core.paths import state_dir
-from harness.core.procs import which
+from harness.core.procs import DETACHED, owner_token, which
 from vm import accel as accel_mod
 from vm import templates
 from vm.keys import generate
@@ -41,14 +41,27 @@ from vm.ssh import Endpoint, Guest
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
-# Boot failures worth failing at once for, instead of waiting out the deadline:
-# a kernel panic, or the initramfs giving up and dropping to its rescue shell.
-BOOT_FAILURE_RE = re.compile(
-    r"Kernel panic - not syncing.*"
-    r"|Target filesystem doesn't have requested .*"
-    r"|Gave up waiting for root file system device.*"
-    r"|ALERT! .* does not exist.*"
+# Console lines that end every hope of booting: the boot fails at once with the
+# line as its reason instead of waiting out the deadline. (pattern, what it means)
+BOOT_FAILURES: tuple[tuple[str, str], ...] = (
+    (r"No bootable device\.?", "the firmware found nothing to boot"),
+    (r"Boot failed: not a bootable disk", "the firmware found no boot loader on the disk"),
+    (r"Kernel panic - not syncing.*", "the kernel panicked"),
+    (r"VFS: Unable to mount root fs.*", "the kernel cannot mount its root filesystem"),
+    (r"Target filesystem doesn't have requested .*", "the initramfs cannot find init"),
+    (r"Gave up waiting for root file system device.*", "the initramfs gave up on the root"),
+    (r"ALERT! .* does not exist.*", "the initramfs gave up on the root"),
+    (r"BusyBox v\S+ .*built-in shell \(ash\)", "the initramfs dropped to its rescue shell"),
+    (r"You are in emergency mode.*", "systemd dropped to its emergency shell"),
+    (r"Give root password for maintenance.*", "systemd dropped to its emergency shell"),
 )
+BOOT_FAILURE_RE = re.compile("|".join(f"(?:{pattern})" for pattern, _ in BOOT_FAILURES))
+
+
+def boot_failure(console: str) -> str | None:
+    """The first console line that ends the boot, stripped, or None."""
+    m = BOOT_FAILURE_RE.search(console)
+    return m.group(0).strip() if m else None
 
 
 @dataclass(frozen=True)
@@ -77,10 +90,29 @@ class VMState:
     label: str
     accel: str
     started: float = field(default_factory=time.time)
+    owner: str = ""  # procs.owner_token() of the harness that started it, or DETACHED
 
     @property
     def ssh_config(self) -> Path:
         return Path(self.workdir) / "ssh_config"
+
+
+OWNER = "owner.json"
+
+
+def write_owner(workdir: Path, token: str) -> None:
+    """Record who owns a VM directory: procs.owner_token() ("PID:START") of the
+    harness process, or DETACHED for a `vm up` VM that is ready. The next
+    start's sweep (harness.core.leftovers) removes directories of dead owners."""
+    tmp = workdir / f".{OWNER}.tmp"
+    tmp.write_text(json.dumps({"owner": token}))
+    tmp.replace(workdir / OWNER)
+
+
+def _with_sysrq(cmdline: tuple[str, ...]) -> tuple[str, ...]:
+    """Let sysrq from the keyboard (QMP send-key) dump tasks, whatever the
+    guest's kernel.sysrq mask says: the hang evidence of a guest without SSH."""
+    return cmdline if "sysrq_always_enabled" in cmdline else (*cmdline, "sysrq_always_enabled")
 
 
 def vms_root() -> Path:
@@ -134,6 +166,7 @@ class Machine:
         self.guest: Guest | None = None
         self.accel: accel_mod.Accel | None = None
         self.boot_seconds: float | None = None
+        self.detach = False
 
     # -- start ------------------------------------------------------------
     def start(self, deadline: Deadline, detach: bool = False) -> None:
@@ -144,6 +177,8 @@ class Machine:
         self.accel = accel_mod.choose(self.requested_accel, qemu, self.boot.kernel, deadline)
         log.info("accelerator: %s (%s)", self.accel.name, self.accel.reason)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.detach = detach
+        write_owner(self.workdir, owner_token())  # whose leftovers these are, if we die
         client = generate(self.workdir / "id_ed25519", f"aufs-harness@{self.name}")
         hostkey = generate(self.workdir / "ssh_host_ed25519_key", f"root@{self.name}")
         seed = build_seed(
@@ -170,7 +205,7 @@ class Machine:
             ssh_port=port,
             kernel=self.boot.kernel,
             initrd=self.boot.initrd,
-            cmdline=self.boot.cmdline,
+            cmdline=_with_sysrq(self.boot.cmdline) if self.boot.kernel else (),
             seed=seed,
             memory_mb=self.memory_mb,
             smp=self.smp,
@@ -209,6 +244,7 @@ class Machine:
             workdir=str(self.workdir),
             label=self.boot.label,
             accel=self.accel.name,
+            owner=owner_token(),
         )
         (self.workdir / "state.json").write_text(json.dumps(asdict(state), indent=2))
 
@@ -222,11 +258,10 @@ class Machine:
         def alive() -> bool:
             if not qemu.alive():
                 return False
-            failure = BOOT_FAILURE_RE.search(qemu.console())
+            failure = boot_failure(qemu.console())
             if failure:
                 raise InfraError(
-                    f"the guest failed to boot: {failure.group(0).strip()}"
-                    f" (console: {qemu.spec.console_log})"
+                    f"the guest failed to boot: {failure} (console: {qemu.spec.console_log})"
                 )
             return True
 
@@ -249,6 +284,9 @@ class Machine:
             raise
         self.boot_seconds = time.monotonic() - self._t0
         self.guest = guest
+        if self.detach:  # `vm up`: ready, so from now on it outlives the CLI
+            qemu.release()
+            write_owner(self.workdir, DETACHED)
         return guest
 
     def _wait_console(self, marker: str, deadline: Deadline, alive: Any) -> None:

@@ -1,9 +1,12 @@
 """Launch QEMU from a rendered argv, capture its console, and always kill it.
 
 A QemuProcess is the behaviour; LaunchSpec is the data. Every QEMU we start is
-remembered in-process and killed at interpreter exit or on SIGTERM, unless it
-was deliberately detached (`vm up`), in which case its pid is recorded and
-`vm down` kills it.
+remembered in-process and killed at interpreter exit or on SIGTERM, and dies
+with the harness even when the harness is SIGKILLed (procs.spawn: a
+parent-death signal). A VM started to be detached (`vm up`) has no
+parent-death signal; until it is ready a procs.Guard kills it if the harness
+dies, and release() (once SSH answers) lets it outlive the CLI: its pid is
+recorded and `vm down` kills it. kill() asks QEMU to quit over QMP first.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from types import FrameType
 
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
-from harness.core.procs import kill_group, run, which
-from vm import templates
+from harness.core.procs import Guard, kill_group, run, spawn, which
+from vm import qmp, templates
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,7 @@ class QemuProcess:
     spec: LaunchSpec
     proc: subprocess.Popen[bytes]
     stderr_log: Path
+    guard: Guard | None = None  # a detached VM's, until release()
     started: float = field(default_factory=time.monotonic)
 
     @classmethod
@@ -151,16 +155,16 @@ class QemuProcess:
         spec.console_log.touch()
         log.debug("qemu argv: %s", argv)
         with open(stderr_log, "wb") as err:
-            proc = subprocess.Popen(
+            proc = spawn(
                 argv,
+                detached=detach,
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         if not detach:
             _live[proc.pid] = proc
-        qp = cls(spec, proc, stderr_log)
+        qp = cls(spec, proc, stderr_log, guard=Guard(proc.pid) if detach else None)
         qp._fail_fast_on_port()
         return qp
 
@@ -195,9 +199,25 @@ class QemuProcess:
     def console_tail(self, lines: int = 25) -> str:
         return "\n".join(self.console().splitlines()[-lines:])
 
+    def release(self) -> None:
+        """A detached VM is ready: from now on it outlives the harness."""
+        if self.guard is not None:
+            self.guard.release()
+            self.guard = None
+
     def kill(self) -> None:
+        """QMP quit (a second at most), then SIGTERM/SIGKILL the process group."""
+        if self.alive():
+            try:
+                qmp.quit_qemu(self.spec.qmp_socket, Deadline(1.0, "QMP quit"))
+                self.proc.wait(timeout=2.0)
+            except (InfraError, subprocess.TimeoutExpired) as exc:
+                log.debug("QMP quit: %s; killing QEMU", exc)
         kill_group(self.proc)
         _live.pop(self.proc.pid, None)
+        if self.guard is not None:
+            self.guard.fire()
+            self.guard = None
 
 
 def _last(text: str) -> str:

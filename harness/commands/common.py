@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness import argcheck
 from harness.results import TargetReport, exit_code
 from harness.resultsdir import ResultsDir
 from harness.table import print_report
@@ -22,7 +23,7 @@ def add_vm_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--image",
-        type=Path,
+        type=argcheck.disk_image,
         metavar="PATH",
         help="boot your own cloud image (raw or qcow2, cloud-init) instead",
     )
@@ -32,11 +33,13 @@ def add_vm_options(p: argparse.ArgumentParser) -> None:
         choices=ACCELS,
         help="auto uses KVM only when a probe boot works (default: auto)",
     )
-    g.add_argument("--memory", type=int, default=1024, metavar="MB", help="guest memory")
-    g.add_argument("--smp", type=int, default=2, metavar="N", help="guest CPUs")
+    g.add_argument(
+        "--memory", type=argcheck.memory_mb, default=1024, metavar="MB", help="guest memory"
+    )
+    g.add_argument("--smp", type=argcheck.SMP, default=2, metavar="N", help="guest CPUs")
     g.add_argument(
         "--boot-timeout",
-        type=float,
+        type=argcheck.BOOT_TIMEOUT,
         default=180.0,
         metavar="S",
         help="seconds to wait for SSH (default: 180)",

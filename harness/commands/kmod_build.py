@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 
+from harness import argcheck
 from harness.buildargs import add_build_options, spec_from_args
 from harness.core.deadline import Deadline
 from harness.core.errors import EXIT_FAILED, EXIT_OK
@@ -36,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_build_options(p, kernel_required=True)
     p.add_argument(
         "--timeout",
-        type=float,
+        type=argcheck.BUILD_TIMEOUT,
         default=DEFAULT_TIMEOUT,
         metavar="S",
         help=f"give up after S seconds (default: {DEFAULT_TIMEOUT:.0f})",

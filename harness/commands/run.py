@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness import argcheck
 from harness.buildargs import add_build_options, spec_from_args
 from harness.commands.common import add_vm_options, finish
 from harness.core.errors import UserError
@@ -35,23 +36,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--results",
-        type=Path,
+        type=argcheck.results_dir,
         default=Path("results"),
         metavar="DIR",
         help="where reports go (default: ./results/<timestamp>)",
     )
-    p.add_argument("--workers", type=int, default=2, help="xdist workers in the guest")
-    p.add_argument("--suite-timeout", type=float, default=1800.0, metavar="S")
+    p.add_argument("--workers", type=argcheck.WORKERS, default=2, help="xdist workers in the guest")
+    p.add_argument("--suite-timeout", type=argcheck.SUITE_TIMEOUT, default=1800.0, metavar="S")
     p.add_argument(
         "--check-timeout",
-        type=float,
+        type=argcheck.CHECK_TIMEOUT,
         default=300.0,
         metavar="S",
         help="declare a single check hung after S seconds (default: 300)",
     )
     p.add_argument(
         "--fresh-vms",
-        type=int,
+        type=argcheck.FRESH_VMS,
         default=6,
         metavar="N",
         help="after a check hangs or damages the guest kernel, boot up to N fresh VMs to run "

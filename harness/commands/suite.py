@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness import guestsuite
+from harness import argcheck, guestsuite
 from harness.commands.common import finish
 from harness.core.deadline import Deadline
 from harness.core.errors import UserError
@@ -32,9 +32,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         choices=("overlay", "aufs"),
         help="driver to test (repeatable; default: every available one)",
     )
-    p.add_argument("--workers", type=int, default=0, help="xdist workers (default: none)")
-    p.add_argument("--results", type=Path, default=Path("results"), metavar="DIR")
-    p.add_argument("--timeout", type=float, default=1800.0, metavar="S")
+    p.add_argument(
+        "--workers", type=argcheck.LOCAL_WORKERS, default=0, help="xdist workers (default: none)"
+    )
+    p.add_argument("--results", type=argcheck.results_dir, default=Path("results"), metavar="DIR")
+    p.add_argument("--timeout", type=argcheck.SUITE_TIMEOUT, default=1800.0, metavar="S")
     p.add_argument("suite_args", nargs="*", metavar="PYTEST_ARG")
     p.set_defaults(func=main)
 

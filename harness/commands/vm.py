@@ -9,6 +9,7 @@ import shlex
 import shutil
 import time
 
+from harness import argcheck
 from harness.bootspec import IMAGE_TIMEOUT, resolve_boot
 from harness.core.deadline import Deadline
 from harness.core.errors import UserError
@@ -49,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     up.add_argument("--name", default="default", help="VM name (default: default)")
     up.add_argument(
         "--ssh-port",
-        type=int,
+        type=argcheck.SSH_PORT,
         metavar="PORT",
         help="host port on 127.0.0.1 for SSH (default: a free one)",
     )

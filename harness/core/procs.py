@@ -2,25 +2,110 @@
 
 Every child runs in its own process group so a timeout or Ctrl-C kills the
 whole tree (make -j, qemu helpers), not just the direct child.
+
+And every child dies with the harness, even a SIGKILLed one (spawn()):
+- the kernel sends it SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG, set
+  in the child before exec). The signal fires when the *thread* that forked the
+  child exits: the harness spawns from its main thread only (logtail's threads
+  read, never spawn), so that is when the process ends;
+- it carries AUFS_HARNESS_OWNER=<pid>:<start time> in its environment, inherited
+  by its own children (sub-makes, compilers, xdist's ssh), so the next start's
+  sweep (harness.core.leftovers) can prove what a dead harness left and kill it,
+  surviving pid reuse. A VM detached on purpose (`vm up`) carries "detached".
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import logging
 import os
 import shlex
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from harness.core.deadline import Deadline
 from harness.core.errors import DeadlineExceeded, InfraError, UserError
 
 log = logging.getLogger(__name__)
+
+OWNER_ENV = "AUFS_HARNESS_OWNER"
+DETACHED = "detached"
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child only calls it
+
+
+def start_time(pid: int) -> int | None:
+    """A process's start time (clock ticks since boot, /proc/PID/stat field 22),
+    or None if it is gone or a zombie. With the pid, it names a process uniquely."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def owner_token(pid: int | None = None) -> str:
+    """ "PID:START" of this (or the given) process: what its children carry."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{start_time(pid) or 0}"
+
+
+def token_alive(token: str) -> bool:
+    """True if the process a token names still runs (pid alive, same start time).
+    The DETACHED token and anything malformed count as alive: never ours to kill."""
+    pid_s, _, start_s = token.partition(":")
+    if not (pid_s.isdigit() and start_s.isdigit()):
+        return True
+    return start_time(int(pid_s)) == int(start_s)
+
+
+def child_env(env: Mapping[str, str] | None = None, *, detached: bool = False) -> dict[str, str]:
+    """The environment for a child: os.environ, then `env`, then the owner token."""
+    return {
+        **os.environ,
+        **(env or {}),
+        OWNER_ENV: DETACHED if detached else owner_token(),
+    }
+
+
+def _die_with(parent: int) -> None:
+    """preexec_fn: SIGKILL this child when the harness dies (or is already gone)."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the harness died between fork and prctl
+        os._exit(1)
+
+
+def spawn(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    detached: bool = False,
+    env: Mapping[str, str] | None = None,
+    **popen: Any,
+) -> subprocess.Popen[Any]:
+    """Popen(argv) in a new session, tied to the harness (see the module doc).
+
+    `detached`: survive the harness (a `vm up` VM); no parent-death signal and
+    the DETACHED owner token. `popen` passes stdin/stdout/stderr/cwd/text.
+    Raises FileNotFoundError / OSError like Popen.
+    """
+    args = [os.fspath(a) for a in argv]
+    return subprocess.Popen(
+        args,
+        env=child_env(env, detached=detached),
+        start_new_session=True,
+        preexec_fn=None if detached else functools.partial(_die_with, os.getpid()),  # noqa: PLW1509
+        **popen,
+    )
 
 
 def which(program: str, package: str) -> str:
@@ -64,7 +149,6 @@ def run(
     exit raises InfraError naming the command and its last stderr line.
     """
     args = [os.fspath(a) for a in argv]
-    full_env = {**os.environ, **env} if env is not None else None
     log.debug("run: %s", shlex.join(args))
     out: IO[str] | int
     logf: IO[str] | None = None
@@ -77,15 +161,14 @@ def run(
         out = subprocess.PIPE
         err = subprocess.PIPE
     try:
-        proc = subprocess.Popen(
+        proc = spawn(
             args,
+            env=env,
             cwd=cwd,
-            env=full_env,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=out,
             stderr=err,
             text=True,
-            start_new_session=True,
         )
     except FileNotFoundError as exc:
         raise UserError(f"{args[0]} not found: install it (make deps)") from exc
@@ -110,3 +193,49 @@ def run(
         last = f": {tail[-1]}" if tail else ""
         raise InfraError(f"{shlex.join(args)[:160]} exited {proc.returncode}{last}{where}")
     return result
+
+
+# A guard process for a child that must outlive the harness only once it is
+# ready (a `vm up` VM): while the harness holds the guard's stdin open, nothing
+# happens; when the harness dies (any way: SIGKILL too), the pipe reaches EOF
+# and the guard kills the child's process group. release() disarms it.
+_GUARD = """
+import os, signal, sys
+pgid = int(sys.argv[1])
+if sys.stdin.read() != "release":
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+"""
+
+
+class Guard:
+    """Kills process group `pgid` if the harness dies before release()."""
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid = pgid
+        self.proc: subprocess.Popen[str] = subprocess.Popen(
+            [sys.executable, "-c", _GUARD, str(pgid)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+
+    def release(self) -> None:
+        """The child may now outlive the harness: the guard exits and does nothing."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.write("release")
+                self.proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+    def fire(self) -> None:
+        """Kill the group now (what the harness's death would do)."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)

@@ -3,6 +3,14 @@
 Entries are directories published by rename once complete, so a crash leaves
 only a temporary directory behind, and a file lock per key serialises
 concurrent producers of the same entry.
+
+The store checks what it hands out: meta.json records every file's size and
+sha256 at publish time ("files": {relpath: [size, sha256]}). lookup() checks
+sizes always and checksums of files up to HASH_ALWAYS bytes always; larger
+files (disk images, never written after publish) are re-hashed when their mtime
+differs from the recorded one. A corrupted or truncated entry is removed with
+one log line and rebuilt, never handed out. An entry from before checksums is
+sealed (hashed and recorded) on its first lookup.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +31,42 @@ from filelock import FileLock, Timeout
 log = logging.getLogger(__name__)
 
 META = "meta.json"
+HASH_ALWAYS = 64 << 20  # bytes
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(root: Path) -> dict[str, list[Any]]:
+    """{relpath: [size, sha256, mtime_ns]} of every regular file under root but META."""
+    files: dict[str, list[Any]] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink() and path.name != META:
+            st = path.stat()
+            files[str(path.relative_to(root))] = [st.st_size, _sha256(path), st.st_mtime_ns]
+    return files
+
+
+def verify(root: Path, files: Mapping[str, Sequence[Any]]) -> str | None:
+    """None if every recorded file is intact, else what is wrong with the first
+    that is not (missing, truncated, checksum mismatch)."""
+    for rel, (size, digest, *rest) in files.items():
+        path = root / rel
+        try:
+            st = path.stat()
+        except OSError:
+            return f"{rel} is missing"
+        if st.st_size != size:
+            return f"{rel} is {st.st_size} bytes, {size} when stored (truncated or overwritten)"
+        mtime = rest[0] if rest else None
+        if (size <= HASH_ALWAYS or st.st_mtime_ns != mtime) and _sha256(path) != digest:
+            return f"{rel} does not match its checksum"
+    return None
 
 
 def key_of(inputs: Mapping[str, Any]) -> str:
@@ -51,10 +95,48 @@ class Store:
         return self.root / key
 
     def lookup(self, key: str) -> Entry | None:
+        """The published entry, checked (module doc); a corrupted one is removed
+        and None returned, so the caller rebuilds it."""
+        return self._checked(key)
+
+    def _checked(self, key: str, locked: bool = False) -> Entry | None:
         final = self.path(key)
-        if (final / META).is_file():
+        meta_path = final / META
+        if not meta_path.is_file():
+            return None
+        try:
+            meta: dict[str, Any] = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            meta, problem = {}, f"{META} is unreadable"
+        else:
+            files = meta.get("files")
+            if files is None:  # stored before checksums: seal it now
+                self._seal(final, meta)
+                return Entry(key, final, hit=True)
+            problem = verify(final, files) or ""
+        if not problem:
             return Entry(key, final, hit=True)
+        log.warning(
+            "%s: entry %s is corrupted (%s): removed, it will be rebuilt",
+            self.root.name,
+            key,
+            problem,
+        )
+        if locked:
+            shutil.rmtree(final, ignore_errors=True)
+        else:
+            self.discard(key)
         return None
+
+    def _seal(self, final: Path, meta: dict[str, Any]) -> None:
+        meta["files"] = fingerprint(final)
+        tmp = final / f".{META}.{os.getpid()}.tmp"
+        try:
+            tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+            os.replace(tmp, final / META)
+        except OSError as exc:  # a read-only cache still hands out the entry
+            tmp.unlink(missing_ok=True)
+            log.debug("could not seal %s: %s", final, exc)
 
     def discard(self, key: str) -> None:
         """Remove an entry (e.g. found incomplete), under its lock."""
@@ -75,7 +157,7 @@ class Store:
         if found:
             return found
         with self._locked(key):
-            found = self.lookup(key)
+            found = self._checked(key, locked=True)
             if found:  # another process built it while we waited
                 return found
             tmp = self.root / f".tmp-{key}-{os.getpid()}"
@@ -84,7 +166,7 @@ class Store:
             tmp.mkdir()
             try:
                 extra = build(tmp) or {}
-                meta = {"key": key, "inputs": dict(inputs), **extra}
+                meta = {"key": key, "inputs": dict(inputs), **extra, "files": fingerprint(tmp)}
                 (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
                 final = self.path(key)
                 shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover

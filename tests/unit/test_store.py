@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 from pathlib import Path
@@ -92,3 +93,38 @@ def test_a_wait_for_another_producer_is_said(
     first.join(10)
     assert entry.hit and (entry.path / "f").read_text() == "x"
     assert any("another process is producing" in r.getMessage() for r in caplog.records)
+
+
+def test_corrupted_entry_is_removed_and_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(tmp_path / "s")
+    builds: list[int] = []
+
+    def build(d: Path) -> None:
+        builds.append(1)
+        (d / "bzImage").write_bytes(b"kernel" * 1000)
+
+    first = store.get_or_build({"k": 1}, build)
+    (first.path / "bzImage").write_bytes(b"kernel" * 10)  # truncated
+    assert store.lookup(first.key) is None
+    assert "corrupted" in caplog.text and "bzImage is 60 bytes" in caplog.text
+    again = store.get_or_build({"k": 1}, build)
+    assert not again.hit and len(builds) == 2
+    (again.path / "bzImage").write_bytes(b"kernel" * 999 + b"KERNEL")  # same size, flipped
+    assert store.lookup(again.key) is None
+    assert "does not match its checksum" in caplog.text
+
+
+def test_entry_from_before_checksums_is_sealed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+
+    def build(d: Path) -> None:
+        (d / "f").write_text("x")
+
+    entry = store.get_or_build({"k": 2}, build)
+    meta = json.loads((entry.path / "meta.json").read_text())
+    del meta["files"]
+    (entry.path / "meta.json").write_text(json.dumps(meta))
+    assert store.lookup(entry.key) is not None
+    assert "f" in json.loads((entry.path / "meta.json").read_text())["files"]

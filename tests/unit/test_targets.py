@@ -16,7 +16,7 @@ def test_image_and_kernel_together_is_a_usage_error(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     disk = tmp_path / "disk.qcow2"
-    disk.write_bytes(b"")
+    disk.write_bytes(b"QFI\xfb" + b"\0" * 508)  # a qcow2 header: --image accepts it
     assert main(["run", "--image", str(disk), "--kernel", "debian:bullseye"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--image boots your image's own kernel" in err[0]

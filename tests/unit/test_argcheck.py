@@ -1,0 +1,162 @@
+"""Each bad input is one `aufs-harness: error:` line naming option, value and what
+is allowed, exit 2, before anything slow starts (parsing is all that runs)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from harness import argcheck
+from harness.cli import main
+
+BAD_NUMBERS = [
+    (["run", "--memory", "12"], "--memory", "12", "256 to"),
+    (["run", "--memory", "lots"], "--memory", "'lots'", "whole number of MB"),
+    (["run", "--memory", "99999999"], "--memory", "99999999", "256 to"),
+    (["run", "--smp", "0"], "--smp", "0", "1 to 64"),
+    (["run", "--smp", "1.5"], "--smp", "'1.5'", "not an integer"),
+    (["run", "--workers", "0"], "--workers", "0", "1 to 64"),
+    (["run", "--fresh-vms", "-1"], "--fresh-vms", "-1", "0 to 50"),
+    (["run", "--boot-timeout", "0"], "--boot-timeout", "0", "seconds from 10"),
+    (["run", "--suite-timeout", "nan"], "--suite-timeout", "nan", "seconds from 30"),
+    (["run", "--check-timeout", "-5"], "--check-timeout", "-5", "seconds from 5"),
+    (["run", "--check-timeout", "inf"], "--check-timeout", "inf", "seconds from 5"),
+    (["run", "--kernel", "debian:bullseye", "--jobs", "0"], "--jobs", "0", "1 to 1024"),
+    (["vm", "up", "--memory", "64"], "--memory", "64", "256 to"),
+    (["vm", "up", "--ssh-port", "70000"], "--ssh-port", "70000", "1 to 65535"),
+    (["vm", "up", "--boot-timeout", "x"], "--boot-timeout", "'x'", "not a number"),
+    (["suite", "--local", "--workers", "-2"], "--workers", "-2", "0 to 64"),
+    (["suite", "--local", "--timeout", "0"], "--timeout", "0", "seconds from 30"),
+    (["kmod", "build", "--kernel", "debian:bullseye", "-j", "abc"], "-j", "'abc'", "make jobs"),
+    (["kmod", "build", "--kernel", "debian:bullseye", "--timeout", "1"], "--timeout", "1", "60"),
+]
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("aufs-harness: error: "), err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize(("argv", "option", "value", "allowed"), BAD_NUMBERS)
+def test_bad_number(
+    argv: list[str], option: str, value: str, allowed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    assert option in line and value in line and allowed in line, line
+
+
+def test_etc_passwd_is_not_a_disk(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--image", "/etc/passwd"]) == 2
+    line = one_error_line(capsys)
+    assert "--image" in line and "/etc/passwd" in line and "not a bootable disk" in line
+
+
+def test_image_that_is_a_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["vm", "up", "--image", str(tmp_path)]) == 2
+    assert "not a regular file" in one_error_line(capsys)
+
+
+def test_empty_image(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    empty = tmp_path / "empty.img"
+    empty.write_bytes(b"\0" * 4096)
+    assert main(["run", "--image", str(empty)]) == 2
+    assert "not a bootable disk" in one_error_line(capsys)
+
+
+def test_missing_fixup_dir(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kmod", "build", "--kernel", "debian:bullseye", "--fixup-dir", "/no/dir"]) == 2
+    line = one_error_line(capsys)
+    assert "--fixup-dir" in line and "/no/dir does not exist" in line
+
+
+def test_fixup_dir_that_is_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--kernel", "debian:bullseye", "--fixup-dir", "/etc/passwd"]) == 2
+    assert "is not a directory" in one_error_line(capsys)
+
+
+def test_config_fragment_that_is_a_directory(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["kmod", "build", "--kernel", "debian:bullseye", "--config-fragment", "/etc"]
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    assert "--config-fragment" in line and "not a regular file" in line
+
+
+def test_missing_config_fragment(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--kernel", "x", "--config-fragment", "/no/such.config"]) == 2
+    assert "/no/such.config does not exist" in one_error_line(capsys)
+
+
+def test_results_under_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--results", "/etc/passwd/out"]) == 2
+    line = one_error_line(capsys)
+    assert "--results" in line and "is not a directory" in line
+
+
+def test_results_that_is_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["suite", "--local", "--results", "/etc/passwd"]) == 2
+    assert "--results" in one_error_line(capsys)
+
+
+def test_local_aufs_src_that_does_not_exist(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kmod", "build", "--kernel", "debian:bullseye", "--aufs-src", "/no/aufs"]) == 2
+    line = one_error_line(capsys)
+    assert "--aufs-src" in line and "/no/aufs does not exist" in line
+
+
+def test_aufs_src_url_is_not_checked_locally() -> None:
+    assert argcheck.aufs_src("https://example.org/aufs.git") == "https://example.org/aufs.git"
+    assert argcheck.aufs_src("git@example.org:aufs.git") == "git@example.org:aufs.git"
+
+
+def test_missing_required_argument_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kmod", "build"]) == 2
+    assert "--kernel" in one_error_line(capsys)
+
+
+def _image(tmp_path: Path, offset: int, magic: bytes) -> Path:
+    data = bytearray(argcheck.HEAD_BYTES)
+    data[offset : offset + len(magic)] = magic
+    path = tmp_path / "disk.img"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("offset", "magic", "kind"),
+    [
+        (0, b"QFI\xfb" + struct.pack(">I", 3), "qcow2 image"),
+        (512, b"EFI PART", "GPT partition table"),
+        (510, b"\x55\xaa", "MBR partition table"),
+        (1080, b"\x53\xef", "ext2/3/4 filesystem"),
+        (0, b"XFSB", "xfs filesystem"),
+        (0x10040, b"_BHRfS_M", "btrfs filesystem"),
+    ],
+)
+def test_bootable_disks_are_named(tmp_path: Path, offset: int, magic: bytes, kind: str) -> None:
+    path = _image(tmp_path, offset, magic)
+    assert argcheck.disk_kind(path.read_bytes()) == kind
+    assert argcheck.disk_image(str(path)) == path
+
+
+def test_full_disk_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import errno
+
+    from harness.commands import run
+
+    monkeypatch.setenv("AUFS_HARNESS_CACHE", str(tmp_path / "cache"))
+
+    def full(args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "x"))
+
+    monkeypatch.setattr(run, "main", full)
+    monkeypatch.setattr("harness.core.leftovers.sweep", lambda: None)
+    assert main(["run"]) == 2
+    line = one_error_line(capsys)
+    assert "the cache directory" in line and "is full" in line and "MB free" in line
