@@ -312,6 +312,19 @@ def hang_evidence(vm: SuiteVM, out: VMDir, deadline: Deadline) -> str:
     return blocked_tasks(text)
 
 
+def console_evidence(vm: SuiteVM, out: VMDir, deadline: Deadline) -> tuple[str, bool]:
+    """For a guest that no longer answers SSH: sysrq through QEMU's monitor into
+    hang-evidence.txt. Returns (what blocked, whether evidence was saved)."""
+    try:
+        text = vm.console_evidence(deadline)
+    except HarnessError as exc:
+        return f"(no evidence through QMP: {exc})", False
+    if not text.strip():
+        return "", False
+    out.save_hang_evidence(text)
+    return blocked_tasks(text), True
+
+
 def blocked_tasks(evidence: str) -> str:
     """ "task blocked in work_fn; ..." from sysrq w output ("" when none is in D state)."""
     blocked = re.findall(r"task:(\S+)\s+state:D", evidence)
@@ -353,16 +366,19 @@ def _judge_hang(
 ) -> None:
     """The suite was stopped: a check hung (a finding, exit 1) or, with no check
     to blame, the suite's deadline passed (an error)."""
+    deadline = run.deadline.sub(EVIDENCE_TIMEOUT, "hang evidence")
     if ssh_ok:
-        evidence = hang_evidence(vm, out, run.deadline.sub(EVIDENCE_TIMEOUT, "hang evidence"))
+        evidence, saved = hang_evidence(vm, out, deadline), True
         cause = "the guest still answers" + (f"; {evidence}" if evidence else "")
     else:
+        evidence, saved = console_evidence(vm, out, deadline)
         cause = "the guest kernel no longer answers (see console.log)"
+        cause += f"; {evidence}" if evidence else ""
     for c in outcome.checks:
         if c.outcome == HUNG:
             why = f" ({outcome.hung_why})" if c.nodeid == outcome.hung_check else ""
             c.message = f"{c.message}{why}: {cause}"
-            c.details = f"evidence: {out.hang_evidence}" if ssh_ok else ""
+            c.details = f"evidence: {out.hang_evidence}" if saved else ""
     not_run = (outcome.collected or 0) - len(outcome.checks)
     what = f"{outcome.hung_check} hung" if outcome.hung_check else "suite deadline passed"
     report = run.report

@@ -22,6 +22,7 @@ from harness.core.paths import state_dir
 from harness.loadstage import ensure_module
 from harness.resultsdir import VMDir
 from harness.targets import Needed
+from vm import qmp
 from vm.machine import BootSpec, Machine
 from vm.ssh import Guest
 
@@ -79,6 +80,11 @@ class SuiteVM(Protocol):
 
     def hang_evidence(self, deadline: Deadline) -> str:
         """Blocked tasks and the kernel log (HANG_EVIDENCE). Raises HarnessError."""
+
+    def console_evidence(self, deadline: Deadline) -> str:
+        """For a guest that no longer answers SSH: blocked tasks asked for through
+        QEMU's monitor (sysrq w, l), as the console printed them ("" when it printed
+        nothing). Raises HarnessError when the monitor does not answer."""
 
     def console_log(self) -> Path:
         """The serial console log (it may not exist if QEMU never started)."""
@@ -167,6 +173,12 @@ class MachineVM:
 
     def hang_evidence(self, deadline: Deadline) -> str:
         return self._guest().run(["sh", "-c", HANG_EVIDENCE], deadline).stdout
+
+    def console_evidence(self, deadline: Deadline) -> str:
+        if self.machine.qemu is None:
+            return ""
+        socket = self.machine.qemu.spec.qmp_socket
+        return qmp.hang_evidence(socket, self.console_log(), self.workdir / "sysrq.txt", deadline)
 
     def console_log(self) -> Path:
         return self.machine.console_log()

@@ -63,6 +63,7 @@ class Script:
     answers: bool = True  # SSH still runs a command after the suite
     console: str = "[    0.0] Linux version 6.1.0-fake\n"
     evidence: str = ""  # what sysrq w and dmesg print
+    console_evidence: str = ""  # what sysrq through QMP made the console print
 
 
 @dataclass
@@ -138,6 +139,9 @@ class FakeVM:
 
     def hang_evidence(self, deadline: Deadline) -> str:
         return self.script.evidence
+
+    def console_evidence(self, deadline: Deadline) -> str:
+        return self.script.console_evidence
 
     def console_log(self) -> Path:
         return self.console

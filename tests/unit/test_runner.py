@@ -232,6 +232,18 @@ def test_a_hang_in_a_guest_that_no_longer_answers(tmp_path: Path) -> None:
     assert report.checks[0].details == "" and not (tmp_path / "hang-evidence.txt").exists()
 
 
+def test_a_silent_guest_is_asked_for_its_blocked_tasks_through_qmp(tmp_path: Path) -> None:
+    hung = outcome(c("x", HUNG, "set up, but the check never ended"), hung="suite/t.py::x")
+    dump = "sysrq: Show Blocked State\ntask:mount state:D stack:0\nWorkqueue: events remount_fn\n"
+    script = Script(hung, answers=False, console_evidence=dump)
+    report = run_vms(fleet(tmp_path, script), tmp_path, Stop.KEEP_VM, keep_vm=True)
+    assert report.checks[0].message.endswith(
+        ": the guest kernel no longer answers (see console.log); mount blocked in remount_fn"
+    )
+    assert report.checks[0].details == f"evidence: {tmp_path / 'hang-evidence.txt'}"
+    assert (tmp_path / "hang-evidence.txt").read_text() == dump
+
+
 def test_the_suite_deadline_with_no_check_to_blame_is_an_error(tmp_path: Path) -> None:
     late = outcome(c("a", PASSED))
     late.timed_out = True
