@@ -100,6 +100,7 @@ class CellView:
     build: dict[str, Any] | None
     build_links: list[Link] = field(default_factory=list)
     patches: list[PatchRow] = field(default_factory=list)
+    since: str = ""  # the history's note when the cell is red
 
 
 @dataclass(frozen=True)
