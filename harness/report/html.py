@@ -38,6 +38,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["seconds"] = _seconds
     env.filters["when"] = _when
+    env.filters["plain"] = _plain
     env.globals.update(CATEGORIES=CATEGORIES, RED=RED)
     return env
 
@@ -66,6 +67,17 @@ def _seconds(value: float) -> str:
         return f"{value:.1f}s"
     minutes, secs = divmod(round(value), 60)
     return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _plain(value: object) -> str:
+    """A cell axis for people: lists joined with ", ", dicts as "k=v", None as "-"."""
+    if value is None:
+        return "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(_plain(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_plain(v)}" for k, v in value.items()) or "-"
+    return str(value)
 
 
 def _when(epoch: float) -> str:

@@ -145,3 +145,11 @@ def test_report_html_writes_index_html_beside_report_json(
     assert (results.root / "index.html").read_text().count('id="grid"') == 1
     assert capsys.readouterr().out.strip() == f"report: {results.root / 'index.html'}"
     assert main(["report", "html", str(tmp_path / "missing")]) == 2
+
+
+def test_cell_axes_read_as_words(tmp_path: Path) -> None:
+    cell = aufs_cell()
+    cell.extra["cell"] = {"drivers": ["aufs", "overlay"], "timeouts": {"check": 60}, "x": None}
+    text = render_reports([cell], tmp_path)
+    assert "<dd>aufs, overlay</dd>" in text and "<dd>check=60</dd>" in text
+    assert "<dd>-</dd>" in text
