@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.commands.common import finish
 from harness.report.html import render, render_reports
 from harness.report.model import (
     FIXED,
@@ -153,3 +154,11 @@ def test_cell_axes_read_as_words(tmp_path: Path) -> None:
     text = render_reports([cell], tmp_path)
     assert "<dd>aufs, overlay</dd>" in text and "<dd>check=60</dd>" in text
     assert "<dd>-</dd>" in text
+
+
+def test_every_run_writes_its_html_report_beside_report_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert finish([stock_cell()], tmp_path) == 0
+    assert (tmp_path / "index.html").is_file() and (tmp_path / "report.json").is_file()
+    assert str(tmp_path / "index.html") in capsys.readouterr().out
