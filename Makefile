@@ -8,11 +8,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # Host tools the harness drives. Kernel build tools are here too: every aufs
-# run builds a patched kernel.
+# run builds a patched kernel. chromium renders the HTML report in its test.
 DEB_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs dosfstools mtools \
 	openssh-client python3-venv python3-pip git ca-certificates \
 	build-essential bc bison flex libelf-dev libssl-dev cpio kmod patch \
-	ccache xz-utils zstd dwarves rsync
+	ccache xz-utils zstd dwarves rsync \
+	chromium
 
 .PHONY: run test deps venv lint typecheck unit integration bench clean help
 

@@ -34,7 +34,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.commands import report, run, suite, vm
+    from harness.commands import history, report, run, suite, vm
 
     parser: argparse.ArgumentParser = Parser(
         prog="aufs-harness",
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     vm.add_parser(sub)
     suite.add_parser(sub)
     report.add_parser(sub)
+    history.add_parser(sub)
     _add_kmod(sub)
     return parser
 

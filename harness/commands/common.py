@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from harness import argcheck
+from harness.report.html import write_html
+from harness.report.model import build_page
 from harness.results import TargetReport, exit_code
 from harness.resultsdir import ResultsDir
 from harness.table import print_report
@@ -47,9 +49,11 @@ def add_vm_options(p: argparse.ArgumentParser) -> None:
 
 
 def finish(reports: list[TargetReport], out: Path | ResultsDir) -> int:
-    """Write the reports, print the table, return the exit code."""
+    """Write the reports (report.json, junit.xml, index.html), print the table,
+    return the exit code."""
     results = out if isinstance(out, ResultsDir) else ResultsDir(out)
     results.write(reports)
+    html = write_html(results, build_page(reports, results.root))
     print_report(reports)
-    print(f"reports: {results.report_json} {results.junit_xml}")
+    print(f"reports: {results.report_json} {results.junit_xml} {html}")
     return exit_code(reports)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.commands import history
 from harness.compare import compare, load_reports, render
 from harness.core.errors import EXIT_FAILED, EXIT_OK
 
@@ -29,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cmp.add_argument("a", type=Path, metavar="A", help="results directory or report.json")
     cmp.add_argument("b", type=Path, metavar="B", help="results directory or report.json")
     cmp.set_defaults(func=cmd_compare)
+    history.add_report_parsers(rsub)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

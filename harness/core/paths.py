@@ -24,3 +24,11 @@ def state_dir() -> Path:
     path = Path(override) if override else Path(platformdirs.user_state_dir(APP))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def data_dir() -> Path:
+    """The run history (history.sqlite): small, per user, not a cache to clear."""
+    override = os.environ.get("AUFS_HARNESS_DATA")
+    path = Path(override) if override else Path(platformdirs.user_data_dir(APP))
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -12,4 +12,5 @@ import pytest
 def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AUFS_HARNESS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("AUFS_HARNESS_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("AUFS_HARNESS_DATA", str(tmp_path / "data"))
     yield
