@@ -15,7 +15,7 @@ log = logging.getLogger("aufs-harness")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.commands import report, run, suite, vm
+    from harness.commands import matrix, report, run, suite, vm
 
     parser = argparse.ArgumentParser(
         prog="aufs-harness",
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     vm.add_parser(sub)
     suite.add_parser(sub)
     report.add_parser(sub)
+    matrix.add_parser(sub)
     _add_kmod(sub)
     return parser
 
