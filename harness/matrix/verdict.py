@@ -31,7 +31,16 @@ def aufs_branch(report: TargetReport) -> str | None:
 def apply_baseline(report: TargetReport, cell: Cell, baseline: Baseline) -> None:
     """Mark the checks whose outcome an applicable entry expects as known,
     record the fixes in extra["fixed"] (check ids) and the count of known ones
-    in extra["known"], then judge the cell again (rejudge)."""
+    in extra["known"], then judge the cell again (rejudge). A report judged
+    before (by another baseline) is judged afresh: its marks are cleared and
+    its verdict without a baseline restored."""
+    before = report.extra.pop("verdict_without_baseline", None)
+    if before is not None:
+        report.verdict, report.reason = before["verdict"], before["reason"]
+    elif report.verdict == PASSED and report.extra.get("known"):
+        report.reason = ""
+    for check in report.checks:
+        check.known = ""
     env = Environment(cell, report.kernel_release, aufs_branch(report))
     entries = baseline.for_env(env)
     fixed = []

@@ -30,9 +30,12 @@ def entry(**kw: object) -> Entry:
     return Entry(**{**base, **kw})  # type: ignore[arg-type]
 
 
-def cell_report(*outcomes: tuple[str, str], verdict: str = "failed") -> TargetReport:
+def cell_report(*outcomes: tuple[str, str]) -> TargetReport:
+    """A settled report of checks with these outcomes, as the runner leaves it."""
     checks = [CheckResult(nodeid, outcome) for nodeid, outcome in outcomes]
-    return TargetReport(target=AUFS.name, verdict=verdict, checks=checks, kernel_release="5.10.223")
+    report = TargetReport(target=AUFS.name, checks=checks, kernel_release="5.10.223")
+    report.settle()
+    return report
 
 
 @pytest.mark.parametrize(
@@ -89,6 +92,15 @@ def test_known_failures_keep_the_cell_green() -> None:
     assert report.reason == "1 known failure(s) as the baseline expects"
 
 
+def test_a_report_judged_again_with_a_flipped_baseline_is_red() -> None:
+    report = cell_report((f"{MTIME}[aufs-tmpfs-defaults]", "failed"))
+    apply_baseline(report, AUFS, Baseline(None, (entry(),)))
+    assert report.verdict == "passed"
+    apply_baseline(report, AUFS, Baseline(None, (entry(outcomes=("hung",)),)))
+    assert (report.verdict, report.reason) == ("failed", "1 failed")
+    assert report.checks[0].known == "" and report.extra["known"] == 0
+
+
 def test_an_unknown_failure_stays_red() -> None:
     report = cell_report(
         (f"{MTIME}[aufs-tmpfs-defaults]", "failed"), ("suite/test_x.py::test_y", "failed"),
@@ -105,11 +117,11 @@ def test_flipping_an_expectation_makes_the_cell_red() -> None:
 
 def test_a_known_failure_that_passes_is_a_fix_unless_intermittent() -> None:
     nodeid = f"{MTIME}[aufs-tmpfs-defaults]"
-    report = cell_report((nodeid, "passed"), verdict="passed")
+    report = cell_report((nodeid, "passed"))
     apply_baseline(report, AUFS, Baseline(None, (entry(),)))
     assert report.verdict == "failed" and report.extra["fixed"] == [nodeid]
     assert report.reason == f"1 known failure(s) now pass: {nodeid}"
-    report = cell_report((nodeid, "passed"), verdict="passed")
+    report = cell_report((nodeid, "passed"))
     apply_baseline(report, AUFS, Baseline(None, (entry(intermittent=True),)))
     assert report.verdict == "passed" and report.extra["fixed"] == []
 
