@@ -18,7 +18,8 @@ DEB_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs dosfstools mtool
 .PHONY: run test deps venv lint typecheck unit integration bench clean help
 
 help:
-	@echo "make run    boot Debian bookworm's stock kernel in a VM and run the union suite"
+	@echo "make run    run the default kernel matrix: bookworm's and trixie's stock kernels with"
+	@echo "            overlayfs, and a bullseye aufs kernel when AUFS_HARNESS_AUFS_SRC is set"
 	@echo "make test   lint, type-check and run every test (unit and integration)"
 	@echo "make bench  print the benchmark figures (boot, build, suite)"
 
@@ -41,8 +42,11 @@ $(STAMP): pyproject.toml | deps
 
 venv: deps $(STAMP)
 
+# The shipped default matrix (harness/matrices/default.toml); ARGS go to
+# `aufs-harness matrix run`, e.g. ARGS="--baseline harness/baselines/bullseye-aufs5.10.toml".
+BASELINE ?= harness/baselines/bullseye-aufs5.10.toml
 run: venv
-	$(BIN)/aufs-harness run $(ARGS)
+	$(BIN)/aufs-harness matrix run --baseline $(BASELINE) $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -66,6 +70,7 @@ test: venv lint typecheck
 bench: venv
 	$(BIN)/python bench/boot.py
 	$(BIN)/python bench/suite.py
+	$(BIN)/python bench/matrix.py
 	@if [ -n "$$AUFS_HARNESS_AUFS_SRC" ]; then \
 	  $(BIN)/python bench/build.py --kernel debian:bullseye=5.10.223-1 --aufs-src "$$AUFS_HARNESS_AUFS_SRC" \
 	    $${AUFS_HARNESS_FIXUP_DIR:+--fixup-dir "$$AUFS_HARNESS_FIXUP_DIR"}; \

@@ -64,7 +64,7 @@ def _debian_boot(target: Target, image: Image, build: BuildResult | None) -> Boo
             disk_format="raw",
             label=f"{build.kernel_release} with aufs on debian {target.distro}",
             kernel=build.artifacts["bzImage"],  # drivers built in: no initrd
-            cmdline=image.cmdline,
+            cmdline=(*image.cmdline, *target.cmdline_extra),
             kernel_release=build.kernel_release or "",
             ready_marker=image.ready_marker,
         )
@@ -74,7 +74,7 @@ def _debian_boot(target: Target, image: Image, build: BuildResult | None) -> Boo
         label=f"debian {target.distro}, stock kernel {image.kernel_release}",
         kernel=image.kernel,  # the PVH vmlinux when there is one: seconds faster under TCG
         initrd=image.initrd,
-        cmdline=image.cmdline,
+        cmdline=(*image.cmdline, *target.cmdline_extra),
         kernel_release=image.kernel_release,
         ready_marker=image.ready_marker,
     )

@@ -34,7 +34,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.commands import history, report, run, suite, vm
+    from harness.commands import history, matrix, report, run, suite, vm
 
     parser: argparse.ArgumentParser = Parser(
         prog="aufs-harness",
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_parser(sub)
     report.add_parser(sub)
     history.add_parser(sub)
+    matrix.add_parser(sub)
     _add_kmod(sub)
     return parser
 

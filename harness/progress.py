@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -34,6 +34,27 @@ def setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Called when a stage starts (done False) and ends (done True), e.g. by the
+# matrix's progress reporter; listeners must not raise.
+StageListener = Callable[[TargetReport, Stage, bool], None]
+_listeners: list[StageListener] = []
+
+
+@contextmanager
+def listening(listener: StageListener) -> Iterator[None]:
+    """Call `listener` for every stage started and ended inside the block."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
+
+
+def _tell(report: TargetReport, st: Stage, done: bool) -> None:
+    for listener in list(_listeners):
+        listener(report, st, done)
+
+
 @dataclass
 class StageHandle:
     stage: Stage
@@ -53,6 +74,7 @@ def stage(report: TargetReport, name: str, what: str) -> Iterator[StageHandle]:
     st = Stage(name, "ok")
     handle = StageHandle(st)
     t0 = time.monotonic()
+    _tell(report, st, False)
     try:
         yield handle
     except TargetFailure as exc:
@@ -69,3 +91,4 @@ def stage(report: TargetReport, name: str, what: str) -> Iterator[StageHandle]:
         report.stages.append(st)
         extra = f" ({st.detail.splitlines()[0]})" if st.detail and st.status != "ok" else ""
         log.info("%s: %s in %.1fs%s", name, st.status, st.seconds, extra)
+        _tell(report, st, True)

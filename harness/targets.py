@@ -30,6 +30,11 @@ class Target:
     distro: str = "bookworm"  # the Debian suite of the harness's own image
     image: Path | None = None  # a user's own disk image (cloud-init), instead
     build: BuildSpec | None = None  # an aufs kernel to build and boot on that image
+    # A matrix cell's name: the report's target and its directory ("" : derived).
+    name: str = ""
+    # Kernel command-line words appended after the image's own (the later wins,
+    # e.g. a bad root= to test a boot that cannot succeed); harness image only.
+    cmdline_extra: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.image is None and self.distro not in SUITES:
@@ -40,6 +45,11 @@ class Target:
             raise UserError(
                 "--image boots your image's own kernel: drop --image to boot a built aufs "
                 "kernel on the harness's image (--distro picks its userland)"
+            )
+        if self.image is not None and self.cmdline_extra:
+            raise UserError(
+                "a kernel command line extra needs the harness's image: your image's own "
+                "bootloader chooses its command line"
             )
 
     def modules(self, build: BuildResult | None = None) -> list[Needed]:
@@ -57,6 +67,8 @@ class Target:
 
     @property
     def label(self) -> str:
+        if self.name:
+            return self.name
         if self.build is not None:
             return f"{self.build.kernel} aufs"
         if self.image is not None:

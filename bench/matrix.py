@@ -1,0 +1,93 @@
+"""Wall time of the shipped default matrix, warm (everything cached) and, with
+--cold, cold (a fresh, empty cache: images and kernels built), and of one aufs
+cell warm with every check, the kernel-killing ones and their fresh VMs included.
+
+    .venv/bin/python bench/matrix.py                # warm default matrix, warm aufs cell
+    .venv/bin/python bench/matrix.py --cold         # also a cold run (tens of minutes)
+    .venv/bin/python bench/matrix.py --skip-aufs    # the default matrix only
+
+The aufs cell needs AUFS_HARNESS_AUFS_SRC and AUFS_HARNESS_FIXUP_DIR (the default
+matrix leaves it out without them). Targets on a 2-core TCG machine: warm default
+matrix under 4 minutes; one warm aufs cell under 5 minutes. The machine is
+shared: the load average is printed with each figure, and where the time went
+(per stage, summed over the cells).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from harness.matrix import baseline, spec
+from harness.matrix.reporter import Reporter
+from harness.matrix.run import run_matrix
+from harness.progress import setup_logging
+from harness.results import TargetReport
+from harness.resultsdir import ResultsDir
+
+log = logging.getLogger("bench.matrix")
+SHIPPED_BASELINE = Path(__file__).parents[1] / "harness" / "baselines" / "bullseye-aufs5.10.toml"
+
+
+def timed(
+    matrix: spec.Matrix, base: baseline.Baseline, out: Path
+) -> tuple[float, list[TargetReport]]:
+    """Run `matrix` into a fresh results directory under `out`; (seconds, reports)."""
+    t0 = time.monotonic()
+    reports = run_matrix(matrix, base, ResultsDir.new(out), Reporter(plain=True))
+    return time.monotonic() - t0, reports
+
+
+def where_time_went(reports: list[TargetReport]) -> str:
+    """ "suite 380s, boot 40s, ..." summed over every cell, VMs' numbers folded."""
+    spent: dict[str, float] = {}
+    for r in reports:
+        for st in r.stages:
+            name = st.name.split("#")[0]
+            spent[name] = spent.get(name, 0.0) + st.seconds
+    ranked = sorted(spent.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} {s:.0f}s" for name, s in ranked)
+
+
+def figure(label: str, seconds: float, reports: list[TargetReport], target: float) -> None:
+    verdicts = ", ".join(f"{r.target}={r.verdict}" for r in reports)
+    met = "met" if seconds <= target else "NOT met"
+    log.info("%-22s %7.1fs (target %.0fs: %s; load %.1f) [%s]", label, seconds, target, met,
+             os.getloadavg()[0], verdicts)  # fmt: skip
+    log.info("%-22s where: %s", "", where_time_went(reports))
+
+
+def aufs_only(matrix: spec.Matrix) -> spec.Matrix | None:
+    cells = tuple(c for c in matrix.cells if not c.stock)
+    return spec.Matrix(matrix.path, matrix.name + "-aufs", cells[:1]) if cells else None
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cold", action="store_true", help="also run once on an empty cache")
+    p.add_argument("--skip-aufs", action="store_true", help="no aufs cell figure")
+    args = p.parse_args()
+    setup_logging(False)
+    out = Path(tempfile.mkdtemp(prefix="bench-matrix-"))
+    matrix = spec.load(spec.default_matrix())
+    stock = spec.Matrix(matrix.path, matrix.name, tuple(c for c in matrix.cells if c.stock))
+    if args.cold:
+        os.environ["AUFS_HARNESS_CACHE"] = str(out / "cold-cache")
+        figure("cold default matrix", *timed(matrix, baseline.Baseline(None), out / "cold"), 3600)
+        del os.environ["AUFS_HARNESS_CACHE"]
+    figure("warm default (stock)", *timed(stock, baseline.Baseline(None), out / "warm"), 240)
+    aufs = None if args.skip_aufs else aufs_only(matrix)
+    if aufs is None:
+        log.info("aufs cell: skipped (%s)", "--skip-aufs" if args.skip_aufs else matrix.left_out)
+        return 0
+    known = baseline.load(SHIPPED_BASELINE)
+    figure("warm aufs cell", *timed(aufs, known, out / "aufs"), 300)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

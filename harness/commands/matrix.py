@@ -1,0 +1,84 @@
+"""`aufs-harness matrix run`: the kernel matrix (harness.matrix)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from harness.core.errors import UserError
+from harness.matrix import baseline as baselines
+from harness.matrix import spec
+from harness.matrix.reporter import Reporter
+from harness.matrix.run import MachineOptions, run_matrix
+from harness.matrix.verdict import matrix_exit_code
+from harness.resultsdir import ResultsDir
+from harness.table import print_report
+from vm.accel import ACCELS
+from vm.machine import preflight
+
+log = logging.getLogger("aufs-harness")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "matrix",
+        help="run a kernel matrix: many cells, one report",
+        description="Run every cell of a matrix file (kernels x userlands x drivers x branch "
+        "filesystems x options), each in its own VM, into one results directory.",
+    )
+    msub = p.add_subparsers(dest="matrix_command", required=True, metavar="COMMAND")
+    r = msub.add_parser(
+        "run",
+        help="run a matrix file (default: the shipped one)",
+        description="Build what is missing, boot one VM per cell, run the suite, judge each "
+        "cell against the baseline's known failures. Exit 0: every cell passed (known "
+        "failures included); 1: a cell failed; 2: usage or infrastructure error.",
+    )
+    r.add_argument(
+        "file", nargs="?", type=Path, metavar="FILE", help="the matrix TOML file "
+        f"(default: the shipped {spec.default_matrix().name})",
+    )  # fmt: skip
+    r.add_argument(
+        "--baseline", type=Path, metavar="FILE",
+        help="known failures (TOML); default: none, every failure counts",
+    )  # fmt: skip
+    r.add_argument(
+        "--results", type=Path, default=Path("results"), metavar="DIR",
+        help="where reports go (default: ./results/<timestamp>)",
+    )  # fmt: skip
+    r.add_argument(
+        "--quiet", action="store_true",
+        help="plain key=value progress lines (the default when not a terminal)",
+    )  # fmt: skip
+    g = r.add_argument_group("virtual machines (every cell's)")
+    g.add_argument("--accel", default="auto", choices=ACCELS, help="auto: KVM when a probe works")
+    g.add_argument("--memory", type=int, default=1024, metavar="MB", help="guest memory")
+    g.add_argument("--smp", type=int, default=2, metavar="N", help="guest CPUs")
+    r.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    if not (64 <= args.memory <= 65536 and 1 <= args.smp <= 64):
+        raise UserError("--memory from 64 to 65536 MB and --smp from 1 to 64, please")
+    matrix = spec.load(args.file or spec.default_matrix())
+    baseline = baselines.load(args.baseline) if args.baseline else baselines.Baseline(None)
+    preflight()
+    plain = args.quiet or not sys.stderr.isatty()
+    _quiet_logging(args.verbose)
+    results = ResultsDir.new(args.results)
+    machine = MachineOptions(accel=args.accel, memory_mb=args.memory, smp=args.smp)
+    reports = run_matrix(matrix, baseline, results, Reporter(plain=plain), machine)
+    print_report(reports)
+    print(f"reports: {results.report_json} {results.junit_xml}")
+    return matrix_exit_code(reports)
+
+
+def _quiet_logging(verbose: bool) -> None:
+    """The progress lines are the output: the stages' own log lines only with -v."""
+    if verbose:
+        return
+    for name in ("aufs-harness", "harness", "kmod", "vm"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("aufs-harness.matrix").setLevel(logging.INFO)
