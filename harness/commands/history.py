@@ -52,7 +52,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rec.add_argument("dir", type=Path, metavar="DIR", help="a results directory")
     _add_db(rec, "the history database")
     rec.set_defaults(func=cmd_record)
-    dif = hsub.add_parser(
+    add_diff_parser(hsub)
+
+
+def add_diff_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`diff A B` (under `history`, and under `matrix` where nightly users look for it)."""
+    dif = sub.add_parser(
         "diff",
         help="what changed between two runs",
         description="List new failures, fixes and changed outcomes from run A to run B. "

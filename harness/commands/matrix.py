@@ -7,12 +7,16 @@ import logging
 import sys
 from pathlib import Path
 
-from harness.core.errors import UserError
+from harness import argcheck
+from harness.commands.history import add_diff_parser
 from harness.matrix import baseline as baselines
 from harness.matrix import spec
 from harness.matrix.reporter import Reporter
 from harness.matrix.run import MachineOptions, run_matrix
 from harness.matrix.verdict import matrix_exit_code
+from harness.report import history
+from harness.report.html import write_html
+from harness.report.model import build_page
 from harness.resultsdir import ResultsDir
 from harness.table import print_report
 from vm.accel import ACCELS
@@ -54,14 +58,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )  # fmt: skip
     g = r.add_argument_group("virtual machines (every cell's)")
     g.add_argument("--accel", default="auto", choices=ACCELS, help="auto: KVM when a probe works")
-    g.add_argument("--memory", type=int, default=1024, metavar="MB", help="guest memory")
-    g.add_argument("--smp", type=int, default=2, metavar="N", help="guest CPUs")
+    g.add_argument(
+        "--memory", type=argcheck.memory_mb, default=1024, metavar="MB", help="guest memory"
+    )
+    g.add_argument("--smp", type=argcheck.SMP, default=2, metavar="N", help="guest CPUs")
+    h = r.add_argument_group("history")
+    h.add_argument(
+        "--db", type=Path, metavar="PATH",
+        help=f"the history database the run is recorded in (default: {history.default_db()})",
+    )  # fmt: skip
+    h.add_argument("--no-history", action="store_true", help="do not record the run")
     r.set_defaults(func=main)
+    add_diff_parser(msub)
 
 
 def main(args: argparse.Namespace) -> int:
-    if not (64 <= args.memory <= 65536 and 1 <= args.smp <= 64):
-        raise UserError("--memory from 64 to 65536 MB and --smp from 1 to 64, please")
     matrix = spec.load(args.file or spec.default_matrix())
     baseline = baselines.load(args.baseline) if args.baseline else baselines.Baseline(None)
     preflight()
@@ -70,8 +81,15 @@ def main(args: argparse.Namespace) -> int:
     results = ResultsDir.new(args.results)
     machine = MachineOptions(accel=args.accel, memory_mb=args.memory, smp=args.smp)
     reports = run_matrix(matrix, baseline, results, Reporter(plain=plain), machine)
+    page = build_page(reports, results.root)
+    if not args.no_history:
+        db = args.db or history.default_db()
+        run_id = history.record(results.root, db)
+        history.annotate(page, db)  # "new since", "failing since" marks
+        log.info("history: recorded as %s in %s", run_id, db)
+    html = write_html(results, page)
     print_report(reports)
-    print(f"reports: {results.report_json} {results.junit_xml}")
+    print(f"reports: {results.report_json} {results.junit_xml} {html}")
     return matrix_exit_code(reports)
 
 
