@@ -2,7 +2,9 @@
 
 Checks are matched by module and name ("test_copy_up::test_x[aufs-tmpfs]"),
 not by the whole node id, whose directory part depends on where the suite
-was shipped; targets are matched by their label.
+was shipped; targets are matched by their label, except that two runs of one
+target each are compared with each other (a pinned "debian:bullseye=5.10.223-1"
+against a "debian:bullseye" of the day it meant the same kernel).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def compare(a: list[TargetReport], b: list[TargetReport]) -> Comparison:
     """Outcome counts of both runs per target, and the checks that changed."""
     result = Comparison()
     by_label = {r.target: r for r in b}
+    if len(a) == len(b) == 1:  # two single-target runs: the same target, however labelled
+        by_label = {a[0].target: b[0]}
     for ra in a:
         rb = by_label.get(ra.target, TargetReport(target=ra.target))
         result.counts_a[ra.target] = ra.counts()

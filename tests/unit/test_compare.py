@@ -27,6 +27,14 @@ def test_checks_match_by_module_and_name_wherever_the_suite_ran() -> None:
     assert render(result)[-1] == "same verdict for every check"
 
 
+def test_two_single_target_runs_compare_whatever_their_labels() -> None:
+    before = run_with(("suite/test_a.py::x", "passed"))
+    after = run_with(("suite/test_a.py::x", "failed"))
+    after[0].target = "debian:bullseye=5.10.223-1 aufs"
+    (change,) = compare(before, after).changes
+    assert (change.check, change.before, change.after) == ("test_a::x", "passed", "failed")
+
+
 def test_changed_missing_and_new_checks_are_named() -> None:
     before = run_with(("s/test_a.py::x", "passed"), ("s/test_a.py::gone", "failed"))
     after = run_with(("s/test_a.py::x", "failed"), ("s/test_a.py::new", "skipped"))
