@@ -34,7 +34,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.commands import report, run, suite, vm
+    from harness.commands import report, repro, run, suite, vm
 
     parser: argparse.ArgumentParser = Parser(
         prog="aufs-harness",
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     vm.add_parser(sub)
     suite.add_parser(sub)
     report.add_parser(sub)
+    repro.add_parser(sub)
     _add_kmod(sub)
     return parser
 
@@ -69,7 +70,7 @@ def _add_kmod(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _boots_or_builds(args: argparse.Namespace) -> bool:
-    if args.command in ("run", "suite"):
+    if args.command in ("run", "suite", "repro"):
         return True
     if args.command == "vm":
         return bool(args.vm_command == "up")
