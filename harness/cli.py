@@ -34,7 +34,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.commands import report, repro, run, suite, vm
+    from harness.commands import bundle, report, repro, run, suite, vm
 
     parser: argparse.ArgumentParser = Parser(
         prog="aufs-harness",
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_parser(sub)
     report.add_parser(sub)
     repro.add_parser(sub)
+    bundle.add_parser(sub)
     _add_kmod(sub)
     return parser
 

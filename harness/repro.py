@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -95,6 +96,8 @@ class Cell:
         recorded recipe, else bookworm (run's default), with a warning."""
         if self.axes.get("distro"):
             return str(self.axes["distro"])
+        if (self.report.extra.get("image") or {}).get("suite"):  # a bundle's report
+            return str(self.report.extra["image"]["suite"])
         key = self.image_key
         if key is not None:
             meta = images_store().path(key) / "meta.json"
@@ -270,7 +273,8 @@ def stored_build(cell: Cell, deadline: Deadline, **overrides: Any) -> tuple[Buil
             log=entry.path / "build.log",
             reproducer=str(meta.get("reproducer", "")),
         )
-        return result, f"kernel {result.kernel_release} and aufs.ko from the store (key {key})"
+        line = f"kernel {result.kernel_release} and aufs.ko from the store (key {key})"
+        return result, line + same_config(recorded, result)
     spec = cell.build_spec(**overrides)
     log.warning("kernel build %s is no longer in the store: building it again", key or "(none)")
     result = kmod_pipeline.run(spec, deadline)
@@ -283,7 +287,21 @@ def stored_build(cell: Cell, deadline: Deadline, **overrides: Any) -> tuple[Buil
             "version, config fragment or compiler), so the kernel may differ"
         )
         log.warning("%s", line)
-    return result, line
+    return result, line + same_config(recorded, result)
+
+
+def same_config(recorded: dict[str, Any], result: BuildResult) -> str:
+    """ "; .config sha256 X, as recorded" (or "..., NOT the recorded Y"), or ""
+    when the cell's report has no config checksum (only a bundle's has)."""
+    want = str(recorded.get("config_sha256") or "")
+    config = result.artifacts.get("config")
+    if not want or config is None or not config.is_file():
+        return ""
+    got = hashlib.sha256(config.read_bytes()).hexdigest()
+    if got == want:
+        return f"; .config sha256 {got[:16]}, as recorded"
+    log.warning(".config sha256 %s is not the recorded %s", got, want)
+    return f"; .config sha256 {got[:16]}, NOT the recorded {want[:16]}"
 
 
 def stored_image(cell: Cell, deadline: Deadline) -> tuple[Image, str]:

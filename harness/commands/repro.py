@@ -153,7 +153,8 @@ def rerun(
             if cell.build is not None:
                 build, line = stored_build(
                     cell, deadline.sub(BUILD_TIMEOUT, "the kernel"),
-                    aufs_src=args.aufs_src, fixup_dir=args.fixup_dir,
+                    aufs_src=args.aufs_src,
+                    fixup_dir=args.fixup_dir.resolve() if args.fixup_dir else None,
                 )  # fmt: skip
                 print(line)
                 report.extra["build"] = build.to_json()
