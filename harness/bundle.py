@@ -237,7 +237,7 @@ def _script(cell: Cell, aufs: dict[str, Any], src: str, red: list[CheckResult]) 
         f"# Reproduce {cell.label}: {len(red)} failed check(s) (failed-checks.txt).",
         f"# Needs aufs-harness and the sources: kernel {what};",
         f"# aufs {aufs.get('branch')} at {aufs.get('commit')} from {aufs.get('url')}.",
-        "# usage: ./reproduce.sh [AUFS_SRC] [repro options, e.g. --shell]",
+        "# usage: ./reproduce.sh [AUFS_SRC] [CHECK] [repro options, e.g. --shell]",
         "#   AUFS_SRC: a clone or bundle of aufs-standalone holding that commit, or its URL",
         "# Exit 0: every check ended as recorded; 1: one ended differently; 2: error.",
         "set -eu",
@@ -248,7 +248,7 @@ def _script(cell: Cell, aufs: dict[str, Any], src: str, red: list[CheckResult]) 
         '    echo "reproduce.sh: give the aufs-standalone source (AUFS_SRC or first argument)" >&2',
         "    exit 2",
         "fi",
-        f'exec {cmd} --aufs-src "$AUFS_SRC" {fixup}--results results "$@"',
+        f'exec {cmd} "$@" --aufs-src "$AUFS_SRC" {fixup}--results results',
         "",
     ]
     return "\n".join(lines)
