@@ -34,7 +34,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.commands import history, matrix, report, run, suite, vm
+    from harness.commands import bundle, history, matrix, report, repro, run, suite, vm
 
     parser: argparse.ArgumentParser = Parser(
         prog="aufs-harness",
@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     history.add_parser(sub)
     matrix.add_parser(sub)
+    repro.add_parser(sub)
+    bundle.add_parser(sub)
     _add_kmod(sub)
     return parser
 
@@ -71,7 +73,7 @@ def _add_kmod(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _boots_or_builds(args: argparse.Namespace) -> bool:
-    if args.command in ("run", "suite"):
+    if args.command in ("run", "suite", "repro"):
         return True
     if args.command == "vm":
         return bool(args.vm_command == "up")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from harness import guestsuite, resume
+from harness import guestsuite, keptvm, resume
 from harness.bootspec import IMAGE_TIMEOUT, resolve_boot
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, TargetFailure, UserError
@@ -27,6 +27,7 @@ from harness.suitevm import SuiteVM, VMFactory, machine_vms
 from harness.targets import Target
 from kmod import pipeline as kmod_pipeline
 from kmod.pipeline import BuildResult, BuildSpec
+from vm.machine import vms_root
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,9 @@ def _stages(
     with stage(report, "image", "preparing the image") as h:
         boot = resolve_boot(target, deadline.sub(IMAGE_TIMEOUT, "building the image"), h, build)
     report.kernel_release = boot.kernel_release
-    vms = machine_vms(boot, accel=opts.accel, memory_mb=opts.memory_mb, smp=opts.smp)
+    keep_as = keptvm.name_for(target.label) if opts.keep_vm else None
+    vms = machine_vms(boot, accel=opts.accel, memory_mb=opts.memory_mb, smp=opts.smp,
+                      keep_as=keep_as)  # fmt: skip
     run_vms(TargetRun(target, build, opts, report, out, vms, deadline))
 
 
@@ -234,23 +237,32 @@ def one_vm(run: TargetRun, plan: VMPlan) -> guestsuite.SuiteOutcome:
     and its console log kept in its results directory whatever happens."""
     out = run.out.vm(plan.number)
     vm = run.new_vm()
-    report = run.report
+    keep = False  # Ctrl-C or SIGTERM: never kept
     try:
-        _boot(run, plan, vm)
-        with stage(report, f"load{plan.tag}", "loading the union filesystems under test") as h:
-            loaded = vm.load(run.target.modules(run.build))
-            report.extra.setdefault("load", loaded)
-            h.note("; ".join(str(r["reason"]) for r in loaded.values()) or "all built in")
-        with stage(
-            report, f"suite{plan.tag}", "running the union suite in the guest over xdist"
-        ) as h:
-            args = [*run.opts.suite_args, *resume.deselect_args(plan.standing)]
-            outcome = vm.run_suite(out, args, plan.suite, plan.workers, run.opts.check_timeout)
-            _judge_suite(run, vm, outcome, out)
-            h.note(f"{len(outcome.checks)} checks; log {outcome.log}")
+        outcome = _in_vm(run, plan, vm, out)
+        keep = run.opts.keep_vm
         return outcome
+    except Exception:
+        keep = run.opts.keep_vm  # a module that will not load, say: the VM stays for a look
+        raise
     finally:
-        _keep_console(run, vm, out)
+        _keep_console(run, vm, out, keep)
+
+
+def _in_vm(run: TargetRun, plan: VMPlan, vm: SuiteVM, out: VMDir) -> guestsuite.SuiteOutcome:
+    """What one_vm does in the VM: boot, load, suite, judged."""
+    report = run.report
+    _boot(run, plan, vm)
+    with stage(report, f"load{plan.tag}", "loading the union filesystems under test") as h:
+        loaded = vm.load(run.target.modules(run.build))
+        report.extra.setdefault("load", loaded)
+        h.note("; ".join(str(r["reason"]) for r in loaded.values()) or "all built in")
+    with stage(report, f"suite{plan.tag}", "running the union suite in the guest over xdist") as h:
+        args = [*run.opts.suite_args, *resume.deselect_args(plan.standing)]
+        outcome = vm.run_suite(out, args, plan.suite, plan.workers, run.opts.check_timeout)
+        _judge_suite(run, vm, outcome, out)
+        h.note(f"{len(outcome.checks)} checks; log {outcome.log}")
+    return outcome
 
 
 def _boot(run: TargetRun, plan: VMPlan, vm: SuiteVM) -> None:
@@ -265,15 +277,27 @@ def _boot(run: TargetRun, plan: VMPlan, vm: SuiteVM) -> None:
         report.extra.setdefault("boot_seconds", vm.boot_seconds)
 
 
-def _keep_console(run: TargetRun, vm: SuiteVM, out: VMDir) -> None:
-    """Stop the VM (unless --keep-vm), keep its console log, discard its disk."""
-    if not run.opts.keep_vm:
+def _keep_console(run: TargetRun, vm: SuiteVM, out: VMDir, keep: bool) -> None:
+    """Keep its console log; then keep the VM running (`keep` and it still runs:
+    report.extra["kept_vm"] = {"name", "ssh_config"}), or stop it and discard
+    its disk."""
+    kept = keep and vm.alive()
+    if not kept:
         vm.stop()
     console = vm.console_log()
     if console.exists():
         saved = out.save_console(console)
         run.report.console_log = run.report.console_log or str(saved)
-    if not run.opts.keep_vm:
+    if kept:
+        name = vm.keep()
+        run.report.extra["kept_vm"] = {
+            "name": name,
+            "ssh_config": str(vms_root() / name / "ssh_config"),
+        }
+        log.info(
+            "--keep-vm: VM %s keeps running (`aufs-harness vm down --name %s` stops it)", name, name
+        )
+    else:
         vm.discard()
 
 

@@ -23,7 +23,7 @@ from harness.loadstage import ensure_module
 from harness.resultsdir import VMDir
 from harness.targets import Needed
 from vm import qmp
-from vm.machine import BootSpec, Machine
+from vm.machine import BootSpec, Machine, vms_root
 from vm.ssh import Guest
 
 log = logging.getLogger(__name__)
@@ -95,16 +95,25 @@ class SuiteVM(Protocol):
     def discard(self) -> None:
         """Remove the VM's working directory (disk overlay, keys)."""
 
+    def keep(self) -> str:
+        """Let the running VM outlive the harness as a named VM (`vm list`,
+        `vm ssh`, `vm down`); returns its name. Raises InfraError for a VM not
+        made to be kept (machine_vms(keep_as=None))."""
+
 
 VMFactory = Callable[[], SuiteVM]
 
 
 class MachineVM:
-    """A SuiteVM over vm.machine.Machine, under the state directory's runs/."""
+    """A SuiteVM over vm.machine.Machine, under the state directory's runs/, or,
+    with `keep_as` (--keep-vm), as the named VM vms/NAME that keep() releases."""
 
-    def __init__(self, boot: BootSpec, *, accel: str, memory_mb: int, smp: int) -> None:
-        name = f"run-{uuid.uuid4().hex[:8]}"
-        self.workdir = state_dir() / "runs" / name
+    def __init__(
+        self, boot: BootSpec, *, accel: str, memory_mb: int, smp: int, keep_as: str | None = None
+    ) -> None:
+        name = keep_as or f"run-{uuid.uuid4().hex[:8]}"
+        self.workdir = vms_root() / name if keep_as else state_dir() / "runs" / name
+        self.keep_as = keep_as
         self.machine = Machine(name, boot, self.workdir, accel=accel, memory_mb=memory_mb, smp=smp)
 
     @property
@@ -122,7 +131,8 @@ class MachineVM:
         return self.machine.boot_seconds
 
     def start(self, deadline: Deadline) -> None:
-        self.machine.start(deadline)
+        # A VM to keep is detached but held: it dies with us until keep().
+        self.machine.start(deadline, detach=self.keep_as is not None, release_when_ready=False)
 
     def wait_ssh(self, deadline: Deadline) -> None:
         self.machine.wait_ssh(deadline)
@@ -189,11 +199,20 @@ class MachineVM:
     def discard(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def keep(self) -> str:
+        if self.keep_as is None:
+            raise InfraError("this VM was not started to be kept (--keep-vm)")
+        self.machine.keep()
+        return self.keep_as
 
-def machine_vms(boot: BootSpec, *, accel: str, memory_mb: int, smp: int) -> VMFactory:
-    """A factory of fresh MachineVMs booting `boot`."""
+
+def machine_vms(
+    boot: BootSpec, *, accel: str, memory_mb: int, smp: int, keep_as: str | None = None
+) -> VMFactory:
+    """A factory of fresh MachineVMs booting `boot`; with `keep_as`, each is the
+    VM of that name, to be kept (the runner boots one VM only then)."""
 
     def new() -> SuiteVM:
-        return MachineVM(boot, accel=accel, memory_mb=memory_mb, smp=smp)
+        return MachineVM(boot, accel=accel, memory_mb=memory_mb, smp=smp, keep_as=keep_as)
 
     return new

@@ -167,9 +167,15 @@ class Machine:
         self.accel: accel_mod.Accel | None = None
         self.boot_seconds: float | None = None
         self.detach = False
+        self.release_when_ready = True
 
     # -- start ------------------------------------------------------------
-    def start(self, deadline: Deadline, detach: bool = False) -> None:
+    def start(
+        self, deadline: Deadline, detach: bool = False, release_when_ready: bool = True
+    ) -> None:
+        """Start QEMU. `detach`: the VM may outlive the harness, once released:
+        at SSH (`release_when_ready`) or when the caller calls keep(); until
+        then it dies with the harness like any other."""
         if not self.boot.disk.exists():
             raise UserError(f"image {self.boot.disk} does not exist: give an existing image path")
         preflight(self.requested_port)
@@ -178,6 +184,7 @@ class Machine:
         log.info("accelerator: %s (%s)", self.accel.name, self.accel.reason)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.detach = detach
+        self.release_when_ready = release_when_ready
         write_owner(self.workdir, owner_token())  # whose leftovers these are, if we die
         client = generate(self.workdir / "id_ed25519", f"aufs-harness@{self.name}")
         hostkey = generate(self.workdir / "ssh_host_ed25519_key", f"root@{self.name}")
@@ -284,10 +291,19 @@ class Machine:
             raise
         self.boot_seconds = time.monotonic() - self._t0
         self.guest = guest
-        if self.detach:  # `vm up`: ready, so from now on it outlives the CLI
-            qemu.release()
-            write_owner(self.workdir, DETACHED)
+        if self.detach and self.release_when_ready:  # ready: from now on it outlives the CLI
+            self.keep()
         return guest
+
+    def keep(self) -> None:
+        """Let a detached VM outlive the harness from now on: its guard is
+        disarmed and owner.json says DETACHED, so no sweep touches it; only
+        `vm down` (destroy) ends it. Raises InfraError for a VM not started
+        with detach=True (it dies with the harness whatever we do)."""
+        if self.qemu is None or not self.detach:
+            raise InfraError(f"VM {self.name} was not started to be kept (detach=True)")
+        self.qemu.release()
+        write_owner(self.workdir, DETACHED)
 
     def _wait_console(self, marker: str, deadline: Deadline, alive: Any) -> None:
         """Wait for `marker` on the serial console; a dead or failed boot raises."""

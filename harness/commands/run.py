@@ -9,6 +9,7 @@ from harness import argcheck
 from harness.buildargs import add_build_options, spec_from_args
 from harness.commands.common import add_vm_options, finish
 from harness.core.errors import UserError
+from harness.keptvm import enter_lines
 from harness.results import TargetReport
 from harness.resultsdir import ResultsDir
 from harness.runner import RunOptions, run_target
@@ -61,7 +62,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--keep-vm",
         action="store_true",
-        help="leave the VM running afterwards (the damaged one, too: no fresh VM then)",
+        help="leave the VM running afterwards as a named VM (`vm list`, `vm ssh`, `vm down`; "
+        "the damaged one, too: no fresh VM then); Ctrl-C keeps nothing",
     )
     p.add_argument(
         "suite_args",
@@ -108,4 +110,15 @@ def main(args: argparse.Namespace) -> int:
     reports: list[TargetReport] = []
     with results.kept_on_interrupt(reports):
         run_target(target, opts, reports)
-    return finish(reports, results)
+    code = finish(reports, results)
+    print_kept(reports)
+    return code
+
+
+def print_kept(reports: list[TargetReport]) -> None:
+    """For --keep-vm: each VM kept running, how to enter it and how to stop it."""
+    for r in reports:
+        kept = r.extra.get("kept_vm")
+        if kept:
+            print(f"{r.target}: VM {kept['name']} keeps running (--keep-vm)")
+            print("\n".join(enter_lines(kept["name"], Path(kept["ssh_config"]).parent)))

@@ -6,34 +6,38 @@ import argparse
 import logging
 import os
 import shlex
-import shutil
 import time
+from pathlib import Path
 
 from harness import argcheck
 from harness.bootspec import IMAGE_TIMEOUT, resolve_boot
+from harness.buildargs import spec_from_args
 from harness.core.deadline import Deadline
-from harness.core.errors import UserError
+from harness.core.errors import TargetFailure, UserError
 from harness.core.procs import which
+from harness.keptvm import BootOptions, boot_kept, claim, enter_lines
 from harness.progress import StageHandle
+from harness.repro import boot_spec, find_cell, stored_build, stored_image
 from harness.results import Stage
-from harness.runner import START_TIMEOUT
-from harness.targets import Target
+from harness.runner import BUILD_TIMEOUT
+from harness.targets import Needed, Target
+from kmod import aufs
+from kmod import pipeline as kmod_pipeline
 from vm.machine import (
     BootSpec,
-    Machine,
     check_name,
     destroy,
     is_running,
     list_states,
     load_state,
     preflight,
-    vms_root,
 )
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from harness.buildargs import add_build_options
     from harness.commands.common import add_vm_options
 
     p = sub.add_parser(
@@ -45,7 +49,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     up = vsub.add_parser(
         "up",
         help="boot a VM and leave it running",
-        description="Boot a VM in the background and wait until SSH answers.",
+        description="Boot a VM in the background and wait until SSH answers. With --kernel: "
+        "build that kernel with aufs (or take it from the cache), boot it and load aufs.ko. "
+        "With --from RESULTS_DIR CELL: boot exactly the kernel, aufs.ko and image that cell "
+        "ran (rebuilding only what the cache no longer has, and saying so).",
     )
     up.add_argument("--name", default="default", help="VM name (default: default)")
     up.add_argument(
@@ -54,7 +61,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="PORT",
         help="host port on 127.0.0.1 for SSH (default: a free one)",
     )
+    up.add_argument(
+        "--from",
+        dest="from_cell",
+        nargs=2,
+        metavar=("RESULTS_DIR", "CELL"),
+        help="boot what CELL (a target label or its directory name) of that run booted",
+    )
     add_vm_options(up)
+    add_build_options(
+        up.add_argument_group("aufs kernel (omit --kernel for the stock kernel)"),
+        kernel_required=False,
+    )
     up.set_defaults(func=cmd_up)
     ssh = vsub.add_parser(
         "ssh",
@@ -75,16 +93,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def cmd_up(args: argparse.Namespace) -> int:
     name = check_name(args.name)
-    if (vms_root() / name / "state.json").exists():
-        state = load_state(name)
-        if is_running(state):
-            raise UserError(f"VM {name!r} is already running: `aufs-harness vm down --name {name}`")
-        shutil.rmtree(state.workdir, ignore_errors=True)
-    target = Target(distro=args.distro, image=args.image)
+    claim(name)
     preflight(args.ssh_port)
-    handle = StageHandle(Stage("image", "ok"))
-    boot = resolve_boot(target, Deadline(IMAGE_TIMEOUT, "preparing the image"), handle)
-    machine = _boot_detached(name, boot, args)
+    boot, needs = _what_to_boot(args)
+    opts = BootOptions(
+        accel=args.accel, memory_mb=args.memory, smp=args.smp, ssh_port=args.ssh_port,
+        boot_timeout=args.boot_timeout,
+    )  # fmt: skip
+    machine, loaded = boot_kept(name, boot, opts, needs)
     assert machine.qemu is not None
     log.info(
         "vm %s: up in %.1fs, %s, ssh port %d",
@@ -93,28 +109,49 @@ def cmd_up(args: argparse.Namespace) -> int:
         boot.label,
         machine.qemu.spec.ssh_port,
     )
-    print(f"{name}: running (pid {machine.qemu.pid}); enter: aufs-harness vm ssh --name {name}")
-    print(f"  or: ssh -F {machine.workdir / 'ssh_config'} {name}")
+    for result in loaded.values():
+        log.info("vm %s: %s", name, result.get("reason", "loaded"))
+    print(f"{name}: running (pid {machine.qemu.pid}), {boot.label}")
+    print("\n".join(enter_lines(name, machine.workdir)))
     return 0
 
 
-def _boot_detached(name: str, boot: BootSpec, args: argparse.Namespace) -> Machine:
-    """Boot `boot` as VM `name` in the background and wait for SSH; a VM that
-    does not come up is killed and its directory removed before the error rises."""
-    machine = Machine(
-        name, boot, vms_root() / name, accel=args.accel, ssh_port=args.ssh_port,
-        memory_mb=args.memory, smp=args.smp,
-    )  # fmt: skip
-    try:
-        machine.start(Deadline(START_TIMEOUT, "starting QEMU"), detach=True)
-        machine.wait_ssh(Deadline(args.boot_timeout, "booting to SSH"))
-    except BaseException:
-        machine.stop()  # a VM that did not come up is not left behind
-        shutil.rmtree(machine.workdir, ignore_errors=True)
-        raise
-    if machine.guest is not None:
-        machine.guest.close()
-    return machine
+def _what_to_boot(args: argparse.Namespace) -> tuple[BootSpec, list[Needed]]:
+    """The BootSpec `vm up` boots and the modules to load in it: a cell's (--from),
+    a built aufs kernel's (--kernel), or the image's stock kernel (nothing loaded)."""
+    handle = StageHandle(Stage("image", "ok"))
+    if args.from_cell:
+        if args.kernel or args.image:
+            raise UserError("--from boots what the cell ran: drop --kernel and --image")
+        cell = find_cell(Path(args.from_cell[0]), args.from_cell[1])
+        deadline = Deadline(BUILD_TIMEOUT + IMAGE_TIMEOUT, f"preparing {cell.label}")
+        build = None
+        if cell.build is not None:
+            build, line = stored_build(cell, deadline, aufs_src=_given_aufs_src(args),
+                                       fixup_dir=args.fixup_dir)  # fmt: skip
+            print(line)
+        image, line = stored_image(cell, deadline)
+        print(line)
+        return boot_spec(cell, image, build), Target(distro=cell.distro).modules(build)
+    spec = spec_from_args(args) if args.kernel else None
+    target = Target(distro=args.distro, image=args.image, build=spec)
+    build = None
+    if spec is not None:
+        build = kmod_pipeline.run(spec, Deadline(BUILD_TIMEOUT, "building the kernel"))
+        if not build.ok:
+            raise TargetFailure(
+                f"{build.status}: {'; '.join(build.details[:3])} (log: {build.log})"
+            )
+        what = "reused from the cache" if build.cached else "built"
+        print(f"kernel {build.kernel_release} with aufs {what} (key {build.key})")
+    boot = resolve_boot(target, Deadline(IMAGE_TIMEOUT, "preparing the image"), handle, build)
+    return boot, target.modules(build) if build is not None else []
+
+
+def _given_aufs_src(args: argparse.Namespace) -> str | None:
+    """--aufs-src when the user gave one (not its default): it replaces a cell's."""
+    default = os.environ.get("AUFS_HARNESS_AUFS_SRC") or aufs.UPSTREAM_URL
+    return None if args.aufs_src == default else str(args.aufs_src)
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:

@@ -80,6 +80,7 @@ class Fleet:
     suite_deadlines: list[float] = field(default_factory=list)  # seconds left, per VM
     stopped: int = 0
     discarded: int = 0
+    kept: int = 0
 
     def __call__(self) -> SuiteVM:
         if not self.scripts:
@@ -151,3 +152,7 @@ class FakeVM:
 
     def discard(self) -> None:
         self.fleet.discarded += 1
+
+    def keep(self) -> str:
+        self.fleet.kept += 1
+        return "kept-vm"

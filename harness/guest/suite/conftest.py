@@ -200,11 +200,15 @@ def lab(
     if reason:
         pytest.skip(reason)
     the_lab = Lab(driver, case.fs, base=request.config.getoption("--suite-tmp"), optset=optset)
+    keep = request.config.getoption("--keep-lab")
     try:
         the_lab.setup()
         yield the_lab
     finally:
-        the_lab.cleanup()
+        if keep:
+            the_lab.keep(Path(keep), request.node.nodeid)
+        else:
+            the_lab.cleanup()
 
 
 # --- kernel health ---

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -387,6 +388,33 @@ class Lab:
         return f"{self.label_of(path)}: {evidence.describe(path)}"
 
     # --- teardown ---
+
+    def keep(self, where: Path, nodeid: str) -> Path:
+        """Leave everything mounted (--keep-lab) and describe it in a new
+        where/<n>.json: {"nodeid", "root", "union", "union_mounted", "branches":
+        {label: path}, "driver", "branch_fs", "option_set", "mount_data",
+        "proc_mounts", "loop_devices"}. Returns that file's path."""
+        _LAB_ROOTS.discard(str(self.tmp))  # the session's safety net leaves it too
+        where.mkdir(parents=True, exist_ok=True)
+        record = {
+            "nodeid": nodeid,
+            "root": str(self.tmp),
+            "union": str(self.u),
+            "union_mounted": os.path.ismount(self.u),
+            "branches": {label: str(path) for label, path in self.branches.items()},
+            "driver": self.driver.name,
+            "branch_fs": self.fs_spec,
+            "option_set": self.optset.name,
+            "mount_data": self.mnt.data if self.mnt is not None else None,
+            "proc_mounts": self.mnt.proc_mounts() if self.mnt is not None else None,
+            "loop_devices": [fs.loopdev for fs in self.fss if fs.loopdev],
+        }
+        n = len(list(where.glob("*.json"))) + 1
+        path = where / f"{n}.json"
+        tmp = where / f".{n}.json.tmp"
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        tmp.replace(path)
+        return path
 
     def cleanup(self) -> None:
         """Undo everything; raises if something could not be undone cleanly."""

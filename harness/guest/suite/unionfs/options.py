@@ -45,6 +45,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="directory for per-check temporary directories (default: the system temp dir)",
     )
     group.addoption(
+        "--keep-lab",
+        default=None,
+        metavar="DIR",
+        help="leave every check's lab as the check left it (branch filesystems, branches, "
+        "union mount) instead of cleaning it up, and describe each in DIR/<n>.json: for a "
+        "person to look at the state a check left (aufs-harness repro --shell)",
+    )
+    group.addoption(
         "--continue-after-kernel-damage",
         action="store_true",
         default=False,
