@@ -118,10 +118,13 @@ def render_fragment(
     base: Base = "allnoconfig",
     extra: str | None = None,
     filesystems: Sequence[str] = ALWAYS_BRANCH_FS,
+    kernel: tuple[int, int] = (5, 10),
 ) -> str:
     """The rendered fragment, with a user's fragment text appended (it wins).
 
-    `filesystems` are the branch filesystems the kernel must provide.
+    `filesystems` are the branch filesystems the kernel must provide; `kernel`
+    (version, patchlevel) lets the template ask for options only kernels that
+    have them (every requested option is verified to hold after olddefconfig).
     """
     text = templates.render(
         TEMPLATE,
@@ -129,6 +132,7 @@ def render_fragment(
         aufs_fs="m",
         aufs_options=dict(options),
         filesystems=sorted(set(filesystems)),
+        kernel=kernel,
     )
     if extra:
         text += "\n# --- user fragment\n" + extra.rstrip("\n") + "\n"

@@ -231,7 +231,11 @@ def run(spec: BuildSpec, deadline: Deadline) -> BuildResult:
     plan = patches.plan(choice.tree, choice.major, spec.fixup_dir, spec.loopback)
     extra = spec.config_fragment.read_text() if spec.config_fragment else None
     fragment = config.render_fragment(
-        config.aufs_options(spec.aufs_options), spec.config_base, extra, spec.branch_fs
+        config.aufs_options(spec.aufs_options),
+        spec.config_base,
+        extra,
+        spec.branch_fs,
+        kernel=(ks.version.version, ks.version.patchlevel),
     )
     tree_inputs, inputs = cache_inputs(
         ks, choice.commit, plan, spec.config_base, fragment, build.compiler_version(deadline)

@@ -120,3 +120,11 @@ def test_make_config_defconfig_base(tmp_path: Path) -> None:
                                tmp_path / "config.log", D())  # fmt: skip
     assert final["CONFIG_FROM_DEFCONFIG"] == "y"
     assert final["CONFIG_AUFS_FS"] == "m"
+
+
+def test_kernels_from_6_8_may_mount_a_block_device_open_for_writing() -> None:
+    """6.12 refused every ext4 branch (EBUSY) without it; older kernels lack the option."""
+    new = config.parse_config(config.render_fragment(config.aufs_options(), kernel=(6, 12)))
+    old = config.parse_config(config.render_fragment(config.aufs_options(), kernel=(6, 1)))
+    assert new["CONFIG_BLK_DEV_WRITE_MOUNTED"] == "y"
+    assert "CONFIG_BLK_DEV_WRITE_MOUNTED" not in old
