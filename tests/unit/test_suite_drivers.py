@@ -150,6 +150,20 @@ def test_aufs_version_keys(version: str, key: tuple[int, int], dio_default: bool
     assert aufs.dio_is_default(version) is dio_default
 
 
+@pytest.mark.parametrize(
+    ("version", "odirect"),
+    [
+        ("5.10.140-20230828", False),  # before the FMODE_CAN_ODIRECT copy (973f58b3)
+        ("6.1-20240610", False),
+        ("6.1-20240701", True),  # bookworm's aufs6.1: O_DIRECT opens without dio
+        ("6.x-rcN-20241021", True),
+        ("garbage", False),
+    ],
+)
+def test_aufs_releases_that_copy_the_branch_odirect_mode(version: str, odirect: bool) -> None:
+    assert aufs.copies_can_odirect(version) is odirect
+
+
 def test_taint_letters_name_each_bit() -> None:
     assert kmsg.taint_letters(0) == ""
     assert kmsg.taint_letters(1 << 9) == "W"

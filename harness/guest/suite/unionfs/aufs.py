@@ -56,6 +56,21 @@ def dio_is_default(text: str | None = None) -> bool:
     return version_key(text) >= (6, 10)
 
 
+def release_date(text: str | None = None) -> int:
+    """The YYYYMMDD release date at the end of an AUFS_VERSION (0 when absent)."""
+    text = version_string() if text is None else text
+    m = re.search(r"-(\d{8})$", text or "")
+    return int(m.group(1)) if m else 0
+
+
+def copies_can_odirect(text: str | None = None) -> bool:
+    """Releases from 20240624 on (aufs-standalone commit 973f58b3, 2024-06-18,
+    'Partially restore "aufs: bugfix, copy FMODE_CAN_ODIRECT"') copy the branch
+    file's FMODE_CAN_ODIRECT into the aufs file in ->open(), so open(O_DIRECT)
+    succeeds whenever the branch allows it, with or without `dio`."""
+    return version_key(text) >= (6, 0) and release_date(text) >= 20240624
+
+
 def module_param(name: str) -> str | None:
     try:
         return Path(f"/sys/module/aufs/parameters/{name}").read_text().strip()
