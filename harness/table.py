@@ -82,23 +82,24 @@ def skip_reasons(r: TargetReport, top: int = 6) -> Table:
     return table
 
 
+# Each outcome its own column, as report.json has them: a hung check or a
+# teardown error is not a failed assertion.
+OUTCOME_COLUMNS = (PASSED, FAILED, ERROR, HUNG, SKIPPED)
+
+
 def summary_table(reports: list[TargetReport]) -> Table:
     table = Table(title="summary")
-    for col in ("target", "kernel", "accel", "verdict", "passed", "failed", "skipped", "stages"):
+    columns = ("target", "kernel", "accel", "verdict", *OUTCOME_COLUMNS, "stages")
+    for col in columns:
         table.add_column(col, overflow="fold")
     for r in reports:
         n = r.counts()
         stages = " ".join(f"{s.name}:{s.status}({s.seconds:.0f}s)" for s in r.stages)
+        counts = [_color(o, str(n[o])) if n[o] and o in BAD else str(n[o]) for o in OUTCOME_COLUMNS]
         table.add_row(
-            escape(r.target),
-            escape(r.kernel_release),
-            r.accel,
-            _color(r.verdict),
-            str(n[PASSED]),
-            str(n[FAILED] + n[ERROR] + n[HUNG]),
-            str(n[SKIPPED]),
-            escape(stages),
-        )
+            escape(r.target), escape(r.kernel_release), r.accel, _color(r.verdict),
+            *counts, escape(stages),
+        )  # fmt: skip
     return table
 
 
