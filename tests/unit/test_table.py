@@ -32,3 +32,24 @@ def test_report_names_each_fresh_vm_and_where_its_logs_are(tmp_path: Path) -> No
     assert f"  fresh VMs' logs: {tmp_path / 't'}/vm-N/" in text
     # rich must not eat a check's parameters or a kernel line's timestamp as markup
     assert "test_n[aufs-tmpfs]" in text and "'[   42.0] kernel BUG at" in text
+
+
+def test_the_summary_counts_each_bad_outcome_apart() -> None:
+    from rich.console import Console
+
+    from harness.table import summary_table
+
+    outcomes = ["passed", "failed", "failed", "error", "hung", "skipped"]
+    report = TargetReport("cell", verdict="failed")
+    report.checks = [CheckResult(f"suite/t.py::c{i}", o) for i, o in enumerate(outcomes)]
+    console = Console(record=True, width=200)
+    console.print(summary_table([report]))
+    lines = console.export_text().splitlines()
+    header = next(ln for ln in lines if ln.startswith("┃"))
+    row = next(ln for ln in lines if ln.startswith("│"))
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    names = [c.strip() for c in header.split("┃")[1:-1]]
+    counts = dict(zip(names, cells, strict=False))
+    assert [counts[k] for k in ("passed", "failed", "error", "hung", "skipped")] == [
+        "1", "2", "1", "1", "1",
+    ]  # fmt: skip
