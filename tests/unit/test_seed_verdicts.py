@@ -65,7 +65,7 @@ def test_user_data_puts_the_client_key_on_root_and_pins_the_host_key() -> None:
     assert "disable_root: false" in text
     assert "  - name: root\n" in text and f"      - {SEED.authorized_key}\n" in text
     # the image's own host keys go; only the seed's is installed
-    assert "ssh_deletekeys: true" in text and "ssh_genkeytypes: []" in text
+    assert "ssh_deletekeys: true" in text and "ssh_genkeytypes: [ed25519]" in text
     assert files["meta-data"].startswith("instance-id: vm1-")
     assert render_files(SEED)["meta-data"] != files["meta-data"]  # a new instance each VM
     assert 'macaddress: "52:54:00:12:34:56"' in files["network-config"]
