@@ -12,7 +12,8 @@ STAMP := $(VENV)/.installed
 DEB_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs dosfstools mtools \
 	openssh-client python3-venv python3-pip git ca-certificates \
 	build-essential bc bison flex libelf-dev libssl-dev cpio kmod patch \
-	ccache xz-utils zstd dwarves rsync
+	ccache xz-utils zstd dwarves rsync \
+	syslinux syslinux-common fdisk
 
 .PHONY: run test deps venv lint typecheck unit integration bench clean help
 

@@ -70,10 +70,7 @@ def boot_failure(console: str) -> str | None:
 CLOUD_INIT_RE = re.compile(r"cloud-init", re.IGNORECASE)
 LOGIN_PROMPT_RE = re.compile(r"^[\w.-]+ login:", re.MULTILINE)
 NO_DATASOURCE_RE = re.compile(r"DataSourceNone\b")
-NO_CLOUD_INIT = (
-    "the image shows no sign of cloud-init on its console, so the NoCloud seed (user, "
-    "SSH key, host key) was ignored: install cloud-init in the image (docs/usage.md)"
-)
+SEED_IGNORED = "so the NoCloud seed (user, SSH key, host key) was ignored"
 
 
 def cloud_init_failure(console: str) -> str | None:
@@ -86,14 +83,20 @@ def cloud_init_failure(console: str) -> str | None:
             "read: enable NoCloud in the image's cloud-init datasource_list"
         )
     if LOGIN_PROMPT_RE.search(console) and not CLOUD_INIT_RE.search(console):
-        return NO_CLOUD_INIT + " (it booted to a login prompt without it)"
+        return (
+            f"the image reached a login prompt but no cloud-init ran, {SEED_IGNORED}: "
+            "install cloud-init in the image (docs/usage.md)"
+        )
     return None
 
 
 def no_ssh_cause(console: str, cloud_init: bool) -> str:
     """The likely cause of a boot that never answered SSH, as a clause ("" if none)."""
     if cloud_init and not CLOUD_INIT_RE.search(console):
-        return f"; {NO_CLOUD_INIT}"
+        return (
+            f"; no cloud-init line on its console: without cloud-init in the image, "
+            f"{SEED_IGNORED.removeprefix('so ')}"
+        )
     return ""
 
 
@@ -323,7 +326,7 @@ class Machine:
                     f"{qemu.console_tail()}"
                 ) from exc
             cause = no_ssh_cause(qemu.console(), self.boot.cloud_init)
-            if cause:  # e.g. sshd with the image's own host key, not the seed's
+            if cause and "cloud-init" not in str(exc):  # e.g. the image's own host key
                 raise InfraError(f"{exc}{cause}") from exc
             raise
         self.boot_seconds = time.monotonic() - self._t0
