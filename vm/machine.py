@@ -70,6 +70,9 @@ def boot_failure(console: str) -> str | None:
 CLOUD_INIT_RE = re.compile(r"cloud-init", re.IGNORECASE)
 LOGIN_PROMPT_RE = re.compile(r"^[\w.-]+ login:", re.MULTILINE)
 NO_DATASOURCE_RE = re.compile(r"DataSourceNone\b")
+# systemd's status lines: userspace writes to this console, so cloud-init's own
+# lines would be here too (with console=ttyS0 not last, they go elsewhere).
+USERSPACE_RE = re.compile(r"Reached target|Started ")
 SEED_IGNORED = "so the NoCloud seed (user, SSH key, host key) was ignored"
 
 
@@ -82,7 +85,8 @@ def cloud_init_failure(console: str) -> str | None:
             "cloud-init found no datasource (DataSourceNone), so the NoCloud seed was not "
             "read: enable NoCloud in the image's cloud-init datasource_list"
         )
-    if LOGIN_PROMPT_RE.search(console) and not CLOUD_INIT_RE.search(console):
+    at_login = LOGIN_PROMPT_RE.search(console) and USERSPACE_RE.search(console)
+    if at_login and not CLOUD_INIT_RE.search(console):
         return (
             f"the image reached a login prompt but no cloud-init ran, {SEED_IGNORED}: "
             "install cloud-init in the image (docs/usage.md)"

@@ -84,6 +84,13 @@ def test_a_login_prompt_without_cloud_init_names_the_ignored_seed() -> None:
     assert "login prompt" in why and "install cloud-init in the image" in why
 
 
+def test_a_login_prompt_is_no_verdict_when_userspace_writes_elsewhere() -> None:
+    # console=ttyS0 console=tty0: systemd and cloud-init print on tty0, only
+    # the kernel and the serial getty here; wait for SSH or the deadline instead.
+    console = "[    1.0] Run /init as init process\n\nlocalhost login: "
+    assert cloud_init_failure(console) is None
+
+
 def test_cloud_init_without_a_datasource_is_named() -> None:
     why = cloud_init_failure(NO_DATASOURCE_BOOT)
     assert why is not None and "DataSourceNone" in why and "NoCloud" in why
