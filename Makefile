@@ -13,7 +13,7 @@ DEB_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs dosfstools mtool
 	openssh-client python3-venv python3-pip git ca-certificates \
 	build-essential bc bison flex libelf-dev libssl-dev cpio kmod patch \
 	ccache xz-utils zstd dwarves rsync \
-	chromium
+	chromium syslinux syslinux-common fdisk
 
 .PHONY: run test deps venv lint typecheck unit integration bench clean help
 

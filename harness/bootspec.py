@@ -46,7 +46,7 @@ def resolve_boot(
     if target.image is not None:
         fmt = image_format(target.image, deadline)
         handle.note(f"user image {target.image} ({fmt}), booted by its own bootloader")
-        return BootSpec(disk=target.image, disk_format=fmt, label=target.label)
+        return BootSpec(disk=target.image, disk_format=fmt, label=target.label, cloud_init=True)
     image = build_image(ImageRecipe(suite=target.distro), deadline)
     if image.cached:
         handle.cached(f"image {image.rootfs.parent.name} reused from the cache")

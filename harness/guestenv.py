@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from harness.core.deadline import Deadline
+from harness.core.errors import InfraError
 from harness.core.paths import cache_dir
 from harness.core.procs import run
 from harness.core.store import Store
@@ -27,6 +28,8 @@ HOST_PINNED = ("pytest", "pluggy", "iniconfig", "packaging", "pygments", "execne
 # Needed only by guests older than Python 3.11 (bullseye's 3.9); not on the host.
 BACKPORTS = {"exceptiongroup": "1.3.2", "tomli": "2.5.0", "typing-extensions": "4.16.0"}
 
+# The suite and the module loader run on the guest's python3 (harness/guest/).
+MIN_PYTHON = (3, 9)
 GUEST_ROOT = "/opt/aufs-harness"
 GUEST_SITE = f"{GUEST_ROOT}/site"
 
@@ -42,6 +45,57 @@ os.makedirs(os.path.dirname(pth), exist_ok=True)
 open(pth, "w").write("".join(p + "\n" for p in [site_dir, *extra]))
 print(pth)
 """
+
+
+# Prints the guest python's version, then whether pyudev imports; runs on any Python.
+_PROBE = """
+import sys
+print("%d.%d.%d" % sys.version_info[:3])
+try:
+    import pyudev
+    print("pyudev")
+except Exception:
+    print("no-pyudev")
+"""
+
+
+def python_problem(status: int, stdout: str, stderr: str) -> str | None:
+    """What in the guest's Python stops the suite, from the probe's result, or None."""
+    lines = stdout.split()
+    if status == 127 or not lines:
+        why = (stderr.strip().splitlines() or ["no output"])[-1]
+        need = ".".join(map(str, MIN_PYTHON))
+        return (
+            f"the image has no working python3 ({why}), the suite needs Python {need} "
+            "or newer: install python3 in the image"
+        )
+    found = lines[0]
+    try:
+        version = tuple(int(x) for x in found.split(".")[:2])
+    except ValueError:
+        return f"the image's python3 printed {found!r} as its version: install CPython 3 in it"
+    need = ".".join(map(str, MIN_PYTHON))
+    if version < MIN_PYTHON:
+        return (
+            f"the image's python3 is {found}, the suite needs Python {need} or newer: "
+            "use an image with a newer python3 (Debian bullseye or later)"
+        )
+    if "pyudev" not in lines[1:]:
+        return (
+            f"the image's python3 {found} has no pyudev, which the module loader needs: "
+            "install it in the image (Debian: python3-pyudev)"
+        )
+    return None
+
+
+def check_python(guest: Guest, deadline: Deadline) -> str:
+    """The guest python3's version; InfraError with the one-line reason when the
+    suite cannot run on it (too old, missing, or without pyudev)."""
+    result = guest.run(["python3", "-c", _PROBE], deadline)
+    problem = python_problem(result.status, result.stdout, result.stderr)
+    if problem:
+        raise InfraError(problem)
+    return result.stdout.split()[0]
 
 
 def pins() -> dict[str, str]:

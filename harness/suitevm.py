@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness import guestsuite
+from harness import guestenv, guestsuite
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, InfraError
 from harness.core.paths import state_dir
@@ -135,10 +135,13 @@ class MachineVM:
         self.machine.start(deadline, detach=self.keep_as is not None, release_when_ready=False)
 
     def wait_ssh(self, deadline: Deadline) -> None:
-        self.machine.wait_ssh(deadline)
+        guest = self.machine.wait_ssh(deadline)
         assert self.machine.accel is not None
         log.info("boot: SSH answered after %.1fs (%s: %s)", self.boot_seconds,
                  self.machine.accel.name, self.machine.accel.reason)  # fmt: skip
+        # A user's image may lack what the suite runs on: say so before loading.
+        version = guestenv.check_python(guest, deadline.sub(30.0, "probing the guest's python3"))
+        log.info("boot: the guest's python3 is %s", version)
 
     def _guest(self) -> Guest:
         if self.machine.guest is None:

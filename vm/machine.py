@@ -64,6 +64,46 @@ def boot_failure(console: str) -> str | None:
     return m.group(0).strip() if m else None
 
 
+# A user's cloud image provisioned by cloud-init from the NoCloud seed: what its
+# console says when that cannot work. cloud-init prints "Cloud-init v. N running
+# 'init-local'" and systemd "Started cloud-init-local.service" long before a getty.
+CLOUD_INIT_RE = re.compile(r"cloud-init", re.IGNORECASE)
+LOGIN_PROMPT_RE = re.compile(r"^[\w.-]+ login:", re.MULTILINE)
+NO_DATASOURCE_RE = re.compile(r"DataSourceNone\b")
+# systemd's status lines: userspace writes to this console, so cloud-init's own
+# lines would be here too (with console=ttyS0 not last, they go elsewhere).
+USERSPACE_RE = re.compile(r"Reached target|Started ")
+SEED_IGNORED = "so the NoCloud seed (user, SSH key, host key) was ignored"
+
+
+def cloud_init_failure(console: str) -> str | None:
+    """Why a cloud image's boot cannot give SSH, told from its console, or None:
+    it reached a login prompt without cloud-init ever running, or cloud-init ran
+    and found no datasource (the seed disk was not read)."""
+    if NO_DATASOURCE_RE.search(console):
+        return (
+            "cloud-init found no datasource (DataSourceNone), so the NoCloud seed was not "
+            "read: enable NoCloud in the image's cloud-init datasource_list"
+        )
+    at_login = LOGIN_PROMPT_RE.search(console) and USERSPACE_RE.search(console)
+    if at_login and not CLOUD_INIT_RE.search(console):
+        return (
+            f"the image reached a login prompt but no cloud-init ran, {SEED_IGNORED}: "
+            "install cloud-init in the image (docs/usage.md)"
+        )
+    return None
+
+
+def no_ssh_cause(console: str, cloud_init: bool) -> str:
+    """The likely cause of a boot that never answered SSH, as a clause ("" if none)."""
+    if cloud_init and not CLOUD_INIT_RE.search(console):
+        return (
+            f"; no cloud-init line on its console: without cloud-init in the image, "
+            f"{SEED_IGNORED.removeprefix('so ')}"
+        )
+    return ""
+
+
 @dataclass(frozen=True)
 class BootSpec:
     """What to boot: a base disk and, unless the disk boots itself, a kernel."""
@@ -79,6 +119,9 @@ class BootSpec:
     # A console line the guest prints once sshd listens: probing SSH before the
     # guest's network is up stalls in QEMU's user networking, seconds a probe.
     ready_marker: str | None = None
+    # Provisioned by the image's own cloud-init from the NoCloud seed (a user's
+    # image), not by the harness's init: its console is read for cloud-init's fate.
+    cloud_init: bool = False
 
 
 @dataclass
@@ -265,11 +308,15 @@ class Machine:
         def alive() -> bool:
             if not qemu.alive():
                 return False
-            failure = boot_failure(qemu.console())
+            console = qemu.console()
+            failure = boot_failure(console)
             if failure:
                 raise InfraError(
                     f"the guest failed to boot: {failure} (console: {qemu.spec.console_log})"
                 )
+            failure = cloud_init_failure(console) if self.boot.cloud_init else None
+            if failure:
+                raise InfraError(f"{failure} (console: {qemu.spec.console_log})")
             return True
 
         try:
@@ -277,8 +324,9 @@ class Machine:
                 self._wait_console(self.boot.ready_marker, deadline, alive)
             guest.wait_ready(deadline, alive=alive)
         except DeadlineExceeded as exc:
+            cause = no_ssh_cause(qemu.console(), self.boot.cloud_init)
             raise InfraError(
-                f"the VM never answered SSH within {deadline.seconds:.0f}s; console tail:\n"
+                f"the VM never answered SSH within {deadline.seconds:.0f}s{cause}; console tail:\n"
                 f"{qemu.console_tail()}\n(console: {qemu.spec.console_log})"
             ) from exc
         except InfraError as exc:
@@ -288,6 +336,9 @@ class Machine:
                     f"{qemu.qemu_output().strip()[-300:] or '(no QEMU output)'}; console tail:\n"
                     f"{qemu.console_tail()}"
                 ) from exc
+            cause = no_ssh_cause(qemu.console(), self.boot.cloud_init)
+            if cause and "cloud-init" not in str(exc):  # e.g. the image's own host key
+                raise InfraError(f"{exc}{cause}") from exc
             raise
         self.boot_seconds = time.monotonic() - self._t0
         self.guest = guest
