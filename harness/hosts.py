@@ -194,3 +194,15 @@ def _get_tree(sftp: paramiko.SFTPClient, remote: str, local: Path, deadline: Dea
             sftp.get(source, str(local / entry.filename))
             count += 1
     return count
+
+
+def jump_for(host: Host, workdir: Path) -> dict[str, object]:
+    """The `jump` of vm/templates/ssh_config.j2 for a guest on `host`: its
+    known_hosts (the pinned key) written into `workdir`, so OpenSSH (xdist's
+    gateway) refuses any other key, as paramiko does."""
+    known = workdir / f"known_hosts.{host.name}"
+    keytype, b64 = host.host_key.split()[:2]
+    address = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+    known.write_text(f"{address} {keytype} {b64}\n")
+    return {"name": host.name, "address": host.address, "port": host.port, "user": host.user,
+            "identity": host.key, "known_hosts": known}  # fmt: skip
