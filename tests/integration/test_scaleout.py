@@ -245,7 +245,7 @@ def test_a_matrix_over_two_hosts_survives_one_dropping(
     log = (tmp_path / "matrix.log").read_text()
     report = json.loads((results / "latest" / "report.json").read_text())
     cells = {t["target"]: t for t in report["targets"]}
-    assert set(cells) == {"stock-tmpfs", "stock-ext4", "stock-tmpfs-ext4"}, log[-3000:]
+    assert set(cells) == {"stock-tmpfs", "stock-ext4", "stock-tmpfs+ext4"}, log[-3000:]
     on = {name: t["extra"]["host"]["name"] for name, t in cells.items()}
     assert set(on.values()) == {"h1", "h2"}, on
     dropped = [t for t in cells.values() if t["extra"]["host"]["name"] == "h1"]
