@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # Host tools the harness drives. Kernel build tools are here too: every aufs
 # run builds a patched kernel. chromium renders the HTML report in its test.
 DEB_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs dosfstools mtools \
-	openssh-client python3-venv python3-pip git ca-certificates \
+	openssh-client openssh-server python3-venv python3-pip git ca-certificates \
 	build-essential bc bison flex libelf-dev libssl-dev cpio kmod patch \
 	ccache xz-utils zstd dwarves rsync \
 	chromium syslinux syslinux-common fdisk

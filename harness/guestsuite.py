@@ -382,3 +382,10 @@ def run_local(
     if workers:
         argv += ["-n", str(workers), "--max-worker-restart=0"]
     return _run_pytest(argv, {}, results_dir, results_dir, deadline)
+
+
+# For harness.multivm (one controller over several VMs): the same argv, shipping
+# and controller as run_in_vm's.
+pytest_argv = _pytest
+ship = _ship
+run_controller = _run_pytest

@@ -70,7 +70,8 @@ class Guest:
         ep = self.endpoint
         client = paramiko.SSHClient()
         keytype, b64 = ep.host_key.split()[:2]
-        entry = paramiko.hostkeys.HostKeyEntry.from_line(f"[{ep.host}]:{ep.port} {keytype} {b64}")
+        where = ep.host if ep.port == 22 else f"[{ep.host}]:{ep.port}"  # as paramiko looks it up
+        entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{where} {keytype} {b64}")
         if entry is None:
             raise InfraError(f"cannot parse the pinned host key {ep.host_key[:40]}...")
         client.get_host_keys().add(entry.hostnames[0], keytype, entry.key)
@@ -141,7 +142,7 @@ class Guest:
                 sock.close()
                 time.sleep(min(0.25, deadline.remaining()))
         raise DeadlineExceeded(
-            f"SSH on 127.0.0.1:{self.endpoint.port} did not answer within "
+            f"SSH on {self.endpoint.host}:{self.endpoint.port} did not answer within "
             f"{deadline.seconds:.0f}s (last error: {last})"
         )
 

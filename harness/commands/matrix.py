@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness import argcheck
 from harness.commands.history import add_diff_parser
+from harness.hosts import load_inventory
 from harness.matrix import baseline as baselines
 from harness.matrix import spec
 from harness.matrix.reporter import Reporter
@@ -56,6 +57,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--quiet", action="store_true",
         help="plain key=value progress lines (the default when not a terminal)",
     )  # fmt: skip
+    r.add_argument(
+        "--hosts", type=Path, metavar="FILE",
+        help="spread the cells over the VM hosts of this inventory (TOML, [[host]] tables; "
+        "see docs/usage.md); default: every cell on this machine",
+    )  # fmt: skip
     g = r.add_argument_group("virtual machines (every cell's)")
     g.add_argument("--accel", default="auto", choices=ACCELS, help="auto: KVM when a probe works")
     g.add_argument(
@@ -75,12 +81,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def main(args: argparse.Namespace) -> int:
     matrix = spec.load(args.file or spec.default_matrix())
     baseline = baselines.load(args.baseline) if args.baseline else baselines.Baseline(None)
-    preflight()
+    hosts = load_inventory(args.hosts) if args.hosts else ()
+    if not hosts:
+        preflight()  # with hosts, each host's own `run` checks its QEMU
     plain = args.quiet or not sys.stderr.isatty()
     _quiet_logging(args.verbose)
     results = ResultsDir.new(args.results)
     machine = MachineOptions(accel=args.accel, memory_mb=args.memory, smp=args.smp)
-    reports = run_matrix(matrix, baseline, results, Reporter(plain=plain), machine)
+    reports = run_matrix(matrix, baseline, results, Reporter(plain=plain), machine, hosts)
     page = build_page(reports, results.root)
     if not args.no_history:
         db = args.db or history.default_db()

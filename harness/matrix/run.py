@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from pathlib import Path
 from harness.core.atomic import write_atomic
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, UserError
+from harness.hosts import Host
+from harness.matrix import placement
 from harness.matrix.baseline import Baseline
 from harness.matrix.reporter import Reporter
 from harness.matrix.spec import Cell, Matrix
@@ -27,7 +30,7 @@ from harness.matrix.verdict import apply_baseline, matrix_exit_code
 from harness.progress import listening
 from harness.results import ERROR, Stage, TargetReport, junit_xml
 from harness.resultsdir import JUNIT_XML, ResultsDir
-from harness.runner import BUILD_TIMEOUT, RunOptions, run_target
+from harness.runner import BUILD_TIMEOUT, RunOptions, run_budget, run_target
 from harness.targets import Target
 from kmod import config
 from kmod import pipeline as kmod_pipeline
@@ -120,13 +123,18 @@ def run_matrix(
     results: ResultsDir,
     reporter: Reporter,
     machine: MachineOptions | None = None,
+    hosts: tuple[Host, ...] = (),
 ) -> list[TargetReport]:
-    """Run every cell of `matrix` in order, writing report.json and junit.xml
-    after each cell (so a killed run keeps what it did). Returns one report per
-    cell; re-raises what interrupted the run after writing the report."""
+    """Run every cell of `matrix` in order (or, with `hosts`, spread over those
+    hosts: harness.matrix.placement), writing report.json and junit.xml after
+    each cell (so a killed run keeps what it did). Returns one report per cell,
+    in the matrix's order; re-raises what interrupted the run after writing the
+    report."""
     machine = machine or MachineOptions()
     reports: list[TargetReport] = []
     reporter.matrix_started(matrix)
+    if hosts:
+        return _run_on_hosts(matrix, baseline, results, reporter, machine, hosts, reports)
     prebuild(matrix.cells, build_slots())
     stopped = _not_run_marker(matrix, reports)
     with results.kept_on_interrupt(reports, before=stopped), listening(_listener(reporter)):
@@ -135,6 +143,40 @@ def run_matrix(
             report = run_cell(cell, matrix, baseline, results, machine, reports)
             reporter.cell_finished(report)
             results.write(reports)
+    reporter.matrix_finished(reports, matrix_exit_code(reports))
+    return reports
+
+
+def _run_on_hosts(
+    matrix: Matrix,
+    baseline: Baseline,
+    results: ResultsDir,
+    reporter: Reporter,
+    machine: MachineOptions,
+    hosts: tuple[Host, ...],
+    reports: list[TargetReport],
+) -> list[TargetReport]:
+    """The cells on the hosts; each finished one judged here as a local cell is."""
+    lock = threading.Lock()
+
+    def finish(cell: Cell, report: TargetReport) -> None:
+        with lock:
+            finish_cell(report, cell, matrix, baseline, results)
+            reports.append(report)
+            reporter.cell_finished(report)
+            results.write(reports)
+
+    def budget(cell: Cell) -> float:
+        return run_budget(run_options(cell, results, machine))
+
+    run = placement.HostRun(
+        matrix, results, reporter, machine.accel, machine.memory_mb, machine.smp, finish, budget
+    )
+    with results.kept_on_interrupt(reports, before=_not_run_marker(matrix, reports)):
+        placement.run_cells_on_hosts(run, hosts)
+    order = {c.name: i for i, c in enumerate(matrix.cells)}
+    reports.sort(key=lambda r: order.get(r.target, len(order)))
+    results.write(reports)
     reporter.matrix_finished(reports, matrix_exit_code(reports))
     return reports
 
@@ -158,12 +200,20 @@ def run_cell(
         report = sink[-1]
         report.verdict, report.reason = ERROR, str(exc).splitlines()[0]
         log.error("%s: %s", cell.name, exc)
+    finish_cell(report, cell, matrix, baseline, results)
+    return report
+
+
+def finish_cell(
+    report: TargetReport, cell: Cell, matrix: Matrix, baseline: Baseline, results: ResultsDir
+) -> None:
+    """A cell's report, wherever it ran: its matrix facts, the baseline's
+    judgement, its own junit.xml."""
     annotate(report, cell, matrix, baseline)
     apply_baseline(report, cell, baseline)
     cell_dir = results.target(cell.name).path
     write_atomic(cell_dir / JUNIT_XML, junit_xml([report]))
     report.extra["junit"] = str(cell_dir / JUNIT_XML)
-    return report
 
 
 def annotate(report: TargetReport, cell: Cell, matrix: Matrix, baseline: Baseline) -> None:
