@@ -312,24 +312,27 @@ def test_create_rr_alternates_files_but_not_directories(lab: Lab) -> None:
 
 
 @pytest.mark.only_drivers("aufs")
-@pytest.mark.parametrize("hider", ["whiteout", "none"])
-def test_ro_wh_branch_above_overrides_the_create_policy(lab: Lab, hider: str) -> None:
-    """aufs(5) "Exceptions for Policies": /aufs = /rw1 + /ro+wh/wh.tgt + /rw2: when the
-    target is whiteouted on an ro+wh branch above the policy's choice, the file is
-    made on the nearest writable branch above that ro+wh branch. create=tdp picks
-    RW2 (the only branch with the parent d); with MID/d/.wh.x the file goes to RW1."""
+def test_whiteout_on_ro_wh_branch_overrides_the_create_policy(lab: Lab) -> None:
+    """aufs(5) "Exceptions for Policies": /aufs = /rw1 + /ro+wh/wh.tgt + /rw2: a name
+    whiteouted on an ro+wh branch is created on the nearest writable branch above
+    it, whatever the policy picks. With create=rr over RW1, MID=ro+wh, RW2, names
+    whiteouted in MID all land on RW1, while other names alternate RW1/RW2."""
     rw2 = lab.add_branch("RW2")
-    (lab.ro / "d").mkdir()  # MID = RO, ro+wh
-    (rw2 / "d").mkdir()
-    if hider == "whiteout":
-        lab.driver.make_whiteout(lab.ro / "d", "x")
-    u = lab.mount(upper="RW", lowers=[Branch(lab.ro, "ro+wh"), Branch(rw2, "rw")], plain=True)
-    (u / "d" / "x").write_text("new")
-    where = "RW1" if hider == "whiteout" else "RW2"
-    got = lab.rw / "d" / "x" if hider == "whiteout" else rw2 / "d" / "x"
-    assert lexists(got) and got.read_text() == "new", lab.explain(
-        f"U/d/x made on {where}", (names(lab.rw), names(rw2 / "d"))
+    for i in range(4):
+        lab.driver.make_whiteout(lab.ro, f"x{i}")
+    u = lab.mount(
+        upper="RW",
+        lowers=[Branch(lab.ro, "ro+wh"), Branch(rw2, "rw")],
+        options=["create=rr"],
+        plain=True,
     )
+    for i in range(4):
+        (u / f"x{i}").write_text("new")
+        (u / f"y{i}").write_text("new")
+    xs = [n for n in names(lab.rw) if n.startswith("x")]
+    assert len(xs) == 4, lab.explain("every whiteouted x made on RW1", (names(lab.rw), names(rw2)))
+    ys = [n for n in names(rw2) if n.startswith("y")]
+    assert ys, lab.explain("create=rr still sends other names to RW2", names(rw2))
 
 
 # --- locks, procfs reopen, statfs ---------------------------------------------
