@@ -388,3 +388,86 @@ def test_statfs_without_sum_reports_the_first_branch(lab: Lab) -> None:
         first.f_files,
     ), lab.explain("blocks, bsize, files as RW's fs", (got, first))
     assert got.f_namelen == AUFS_MAX_NAMELEN, lab.explain("f_namelen 242", got.f_namelen)
+
+
+# --- design/04branch.txt: branch management --------------------------------
+
+
+@pytest.mark.only_drivers("aufs")
+def test_deleting_a_branch_under_a_merged_directory_in_use(lab: Lab) -> None:
+    """design/04branch.txt "Delete a Branch": a cached directory in use does not make
+    the branch busy as long as the same directory exists on another branch: with an
+    fd open on U/d (d in RO and RO2), del:RO2 succeeds and U/d still reads."""
+    put(lab.ro / "d" / "a", "a")
+    put(lab.ro2 / "d" / "b", "b")
+    u = lab.mount(plain=True)
+    fd = os.open(u / "d", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        err = errno_of(lab.remount, f"del:{lab.ro2}")
+        assert err is None, lab.explain("del:RO2 with U/d open (d also on RO): 0", errname(err))
+        assert sorted(names(u / "d")) == ["a"], lab.explain("U/d lists RO's a", names(u / "d"))
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.only_drivers("aufs")
+@pytest.mark.parametrize("mode", ["write", "read"])
+def test_mod_rw_to_ro_refused_while_a_file_is_open_for_write(lab: Lab, mode: str) -> None:
+    """design/04branch.txt "Modify the Permission of a Branch": rw -> ro is refused
+    (EBUSY) while a regular file on the branch is open for write and no upper branch
+    has the name; a file open for reading does not stop it."""
+    put(lab.rw / "f", "data")
+    u = lab.mount(plain=True)
+    fd = os.open(u / "f", os.O_WRONLY if mode == "write" else os.O_RDONLY)
+    try:
+        err = errno_of(lab.remount, f"mod:{lab.rw}=ro")
+    finally:
+        os.close(fd)
+    want = errno.EBUSY if mode == "write" else None
+    assert err == want, lab.explain(
+        f"mod:RW=ro with U/f open for {mode}: {errname(want)}", errname(err)
+    )
+
+
+# --- design/02struct.txt: whiteout bases, pseudo-links ------------------------
+
+
+def test_write_to_a_removed_lower_file_in_a_removed_directory(lab: Lab) -> None:
+    """design/02struct.txt "Step-Parent Dir": RO/d/f opened through U, then f and d
+    removed through U, then written: the write succeeds (aufs copies f up into
+    .wh..wh.orph and unlinks it there), nothing shows in U or stays on RW."""
+    put(lab.ro / "d" / "f", "lower")
+    u = lab.mount()
+    fd = os.open(u / "d" / "f", os.O_WRONLY)
+    try:
+        os.unlink(u / "d" / "f")
+        os.rmdir(u / "d")
+        written = os.write(fd, b"X")
+    finally:
+        os.close(fd)
+    assert written == 1, lab.explain("write to the removed file: 1 byte", written)
+    assert not lexists(u / "d"), lab.explain("U/d gone", names(u))
+    assert (lab.ro / "d" / "f").read_text() == "lower", lab.explain("RO/d/f untouched", None)
+    if isinstance(lab.driver, AufsDriver):
+        orph = lab.rw / ".wh..wh.orph"
+        assert orph.is_dir() and os.listdir(orph) == [], lab.explain(
+            "RW/.wh..wh.orph empty again", None, orph
+        )
+
+
+@pytest.mark.only_drivers("aufs")
+@pytest.mark.parametrize("plink", ["plink", "noplink"])
+def test_pseudo_link_serves_the_other_name_after_unlink(lab: Lab, plink: str) -> None:
+    """design/02struct.txt "Pseudo-link" and aufs(5) "The behaviours of plink and
+    noplink": RO/a and RO/b hardlinked; append to U/a, unlink U/a, read U/b: with
+    plink U/b returns the new data from the pseudo-link; with noplink U/b cannot
+    follow and shows RO/b's old data."""
+    put(lab.ro / "a", "old")
+    os.link(lab.ro / "a", lab.ro / "b")
+    u = lab.mount(options=[plink], plain=True)
+    with open(u / "a", "a") as fh:
+        fh.write("+new")
+    os.unlink(u / "a")
+    want = "old+new" if plink == "plink" else "old"
+    got = (u / "b").read_text()
+    assert got == want, lab.explain(f"{plink}: U/b reads {want!r}", got)
