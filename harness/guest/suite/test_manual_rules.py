@@ -471,3 +471,34 @@ def test_pseudo_link_serves_the_other_name_after_unlink(lab: Lab, plink: str) ->
     want = "old+new" if plink == "plink" else "old"
     got = (u / "b").read_text()
     assert got == want, lab.explain(f"{plink}: U/b reads {want!r}", got)
+
+
+@pytest.mark.only_drivers("aufs")
+@pytest.mark.parametrize("diropq", ["w", "a"])
+@pytest.mark.parametrize("onto", ["fresh-name", "whiteouted-name"])
+def test_renamed_directory_opacity_follows_diropq(lab: Lab, diropq: str, onto: str) -> None:
+    """aufs(5) "diropq=whiteouted | w | always | a": a directory renamed onto a name
+    that was whiteouted becomes opaque (.wh..wh..opq) under either setting, so the
+    lower directory of that name stays hidden; renamed to a fresh name it is opaque
+    only with diropq=a (i_op_ren.c au_ren_diropq())."""
+    put(lab.ro / "t" / "c", "lower child")
+    u = lab.mount(options=[f"diropq={diropq}"], plain=True)
+    (u / "s").mkdir()
+    (u / "s" / "mine").write_text("m")
+    if onto == "whiteouted-name":
+        os.unlink(u / "t" / "c")
+        os.rmdir(u / "t")
+        target = "t"
+    else:
+        target = "fresh"
+    os.rename(u / "s", u / target)
+    opaque = lab.driver.is_opaque(lab.rw / target)
+    want = diropq == "a" or onto == "whiteouted-name"
+    assert opaque == want, lab.explain(
+        f"RW/{target} {'opaque' if want else 'not opaque'} (diropq={diropq})",
+        opaque,
+        lab.rw / target,
+    )
+    assert names(u / target) == ["mine"], lab.explain(
+        f"U/{target} lists only mine", names(u / target)
+    )
