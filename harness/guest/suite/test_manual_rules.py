@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from unionfs import aufs, sysapi
+from unionfs import aufs, fsops, sysapi
 from unionfs.drivers import AUFS_MAX_NAMELEN, AUFS_WH_BASE, AufsDriver, Branch
 from unionfs.fsops import errname, errno_of, lexists, names, put
 from unionfs.gates import require_aufs_config
@@ -502,3 +502,46 @@ def test_renamed_directory_opacity_follows_diropq(lab: Lab, diropq: str, onto: s
     assert names(u / target) == ["mine"], lab.explain(
         f"U/{target} lists only mine", names(u / target)
     )
+
+
+def test_rewinddir_shows_entries_made_meanwhile(lab: Lab) -> None:
+    """aufs(5) "Virtual or Vertical Directory Block": an open directory keeps its
+    merged entry list until its position goes back to zero: after rewinddir(3) the
+    same stream lists an entry created (and drops one removed) meanwhile."""
+    put(lab.ro / "d" / "old", "o")
+    put(lab.ro / "d" / "gone", "g")
+    u = lab.mount()
+
+    def change() -> None:
+        (u / "d" / "new").write_text("n")
+        os.unlink(u / "d" / "gone")
+
+    first, second = sysapi.readdir_around(u / "d", change)
+    assert sorted(first) == ["gone", "old"], lab.explain("first pass: gone, old", first)
+    assert sorted(second) == ["new", "old"], lab.explain("after rewinddir: new, old", second)
+
+
+def test_exclusive_create_of_a_readonly_mode_file_opens_it_for_writing(lab: Lab) -> None:
+    """design/03atomic_open.txt: open(O_CREAT|O_EXCL|O_WRONLY, 0400) by a non-root
+    user must create the file and return a writable fd (POSIX), although the
+    branch file's mode would refuse a second open for writing."""
+    put(lab.ro / "d" / "x", "x")
+    os.chown(lab.ro / "d", 1000, 1000)
+    u = lab.mount()
+
+    def create() -> int:
+        fd = os.open(u / "d" / "new", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o400)
+        try:
+            return os.write(fd, b"data")
+        finally:
+            os.close(fd)
+
+    outcome = fsops.run_as(1000, 1000, create)
+    assert outcome.ok and outcome.value == "4", lab.explain(
+        "uid 1000: open(O_CREAT|O_EXCL|O_WRONLY, 0400) and write 4 bytes", outcome
+    )
+    st = (u / "d" / "new").stat()
+    assert stat.S_IMODE(st.st_mode) == 0o400 and st.st_uid == 1000, lab.explain(
+        "U/d/new mode 0400, owner 1000", None, u / "d" / "new"
+    )
+    assert (u / "d" / "new").read_text() == "data", lab.explain("U/d/new holds data", None)

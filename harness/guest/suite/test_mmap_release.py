@@ -43,10 +43,11 @@ def _wait_for(cond, seconds: float = 5.0) -> bool:  # type: ignore[no-untyped-de
 
 @pytest.mark.fs_independent
 @pytest.mark.parametrize("where", ["lower", "upper"])
-@pytest.mark.parametrize("how", ["shared", "shared-remap", "private-remap"])
+@pytest.mark.parametrize("how", ["shared", "shared-remap", "private-remap", "shared-fork"])
 def test_mapping_released_lets_the_union_go(lab: Lab, how: str, where: str) -> None:
     """Kind 6: open U/f O_RDWR, mmap 2 pages (MAP_SHARED, or MAP_PRIVATE), optionally
-    remap_file_pages(page 0 -> file page 1), munmap, close: umount of U succeeds,
+    remap_file_pages(page 0 -> file page 1) or fork a child that exits (copying the
+    vma, design/06mmap.txt), munmap, close: umount of U succeeds,
     its si_<id> sysfs directory goes, /sys/module/aufs/refcnt is back to its value
     before the mount (compared when this check has the kernel to itself)."""
     branch = lab.ro if where == "lower" else lab.rw
@@ -67,6 +68,11 @@ def test_mapping_released_lets_the_union_go(lab: Lab, how: str, where: str) -> N
                     sysapi.remap_file_pages(addr, PAGE, 1)
                 except OSError as exc:
                     remap_err = exc
+            if how.endswith("fork"):  # the child's copy of the vma holds the files too
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(0)
+                os.waitpid(pid, 0)
             if shared:
                 assert remap_err is None, lab.explain(
                     "remap_file_pages on a shared mapping: 0", remap_err

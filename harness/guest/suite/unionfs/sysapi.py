@@ -499,3 +499,33 @@ def remap_file_pages(addr: int, size: int, pgoff: int) -> None:
     mmap patch touches its file handling)."""
     if _libc.remap_file_pages(ctypes.c_void_p(addr), size, 0, pgoff, 0) != 0:
         _raise_errno("remap_file_pages", hex(addr), f", {size}, pgoff {pgoff}")
+
+
+_libc.rewinddir.argtypes = [ctypes.c_void_p]
+_libc.rewinddir.restype = None
+
+
+def readdir_around(path: str | os.PathLike[str], between) -> tuple[list[str], list[str]]:  # type: ignore[no-untyped-def]
+    """Names one open directory stream returns, then again after between() and
+    rewinddir(3) on the same stream (without '.' and '..')."""
+    handle = _libc.opendir(_enc(path))
+    if not handle:
+        _raise_errno("opendir", repr(os.fspath(path)))
+
+    def drain() -> list[str]:
+        out: list[str] = []
+        while True:
+            ent = _libc.readdir(handle)
+            if not ent:
+                return out
+            name = os.fsdecode(ent.contents.d_name)
+            if name not in (".", ".."):
+                out.append(name)
+
+    try:
+        first = drain()
+        between()
+        _libc.rewinddir(handle)
+        return first, drain()
+    finally:
+        _libc.closedir(handle)
