@@ -340,7 +340,9 @@ def run_in_vm(
     # on the guest's path: harness.guest, and the suite's own `unionfs` package
     guestenv.install(guest, step, paths=(guestenv.GUEST_ROOT, GUEST_SUITE))
     remote = f"{guestenv.GUEST_ROOT}/{GUEST_PACKAGE}"
-    guest.run(["rm", "-rf", remote], step, check=True)
+    # a fresh copy, under a parent (GUEST_ROOT/harness) that a new guest lacks
+    fresh = 'rm -rf "$1" && mkdir -p "$(dirname "$1")"'
+    guest.run(["sh", "-c", fresh, "sh", remote], step, check=True)
     count = guest.put_tree(guest_dir(), remote)
     log.info("suite: %d files shipped to the guest", count)
     results_dir.mkdir(parents=True, exist_ok=True)
