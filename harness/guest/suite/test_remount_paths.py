@@ -19,6 +19,7 @@ import os
 import pytest
 
 from unionfs import sysapi
+from unionfs.drivers import Branch
 from unionfs.fsops import errname, errno_of, put, run_in_child
 from unionfs.lab import Lab
 
@@ -39,28 +40,47 @@ def _readonly(path: os.PathLike[str]) -> bool:
     return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
 
 
+def _private_mount_namespace() -> None:
+    """A child's own mount namespace: what it mounts, nobody else's /proc/mounts
+    shows, so a deadlocked aufs superblock cannot block a neighbour's mountinfo
+    read (aufs_show_options() takes the superblock's lock) and the hung-task
+    report names this check's child only."""
+    sysapi.unshare(sysapi.CLONE_NEWNS)
+    sysapi.mount("none", "/", None, sysapi.MS_REC | sysapi.MS_PRIVATE, None)
+
+
+def _bind_and_remount(lab: Lab, how: str) -> str:
+    """In the child: mount U, bind U/a onto U/b, remount the bind mount as `how`
+    says; then read /proc/mounts and U/b/f. Returns what it saw; raises OSError
+    with the errno of the first call that failed. The namespace, and every mount
+    in it, goes away with the child."""
+    u = lab.u
+    mnt = lab.driver.mount(u, Branch(lab.rw, "rw"), [Branch(lab.ro, lab.optset.lower_perm)])
+    del mnt  # unmounted with the namespace
+    sysapi.mount(str(u / "a"), u / "b", None, sysapi.MS_BIND, None)
+    flags, data = _BIND_REMOUNTS[how]
+    sysapi.mount("none", u / "b", None, flags, data)
+    listed = sysapi.proc_mounts_line(u) is not None
+    content = (u / "b" / "f").read_text()
+    return f"listed={listed} content={content}"
+
+
 @pytest.mark.parametrize("how", sorted(_BIND_REMOUNTS))
 def test_remount_through_bind_mount_of_union_subdir_returns(lab: Lab, how: str) -> None:
     """Kind 1(a): bind-mount U/a onto U/b, then remount the bind mount (MS_REMOUNT with
     no data; MS_REMOUNT|MS_BIND|MS_RDONLY): returns 0 at once, /proc/mounts stays
-    readable, the union keeps working. aufs fsctx.c au_fsctx_reconfigure() (fixed
-    2024-06-25: fc->root may not be the real root)."""
+    readable, U/b reads RO/a. aufs fsctx.c au_fsctx_reconfigure() (fixed 2024-06-25:
+    fc->root may not be the real root). Runs in a child's own mount namespace; on
+    aufs5.10.140 the child never returns (hung-task report, then `hung`)."""
     put(lab.ro / "a" / "f", "lower")
     (lab.ro / "b").mkdir()
-    u = lab.mount()
-    flags, data = _BIND_REMOUNTS[how]
-    sysapi.mount(str(u / "a"), u / "b", None, sysapi.MS_BIND, None)
-    try:
-        err = errno_of(sysapi.mount, "none", u / "b", None, flags, data)
-        assert err is None, lab.explain(f"remount ({how}) of the bind mount U/b: 0", errname(err))
-        assert sysapi.proc_mounts_line(u) is not None, lab.explain("U still in /proc/mounts", None)
-        assert (u / "b" / "f").read_text() == "lower", lab.explain("U/b/f reads RO/a/f", None)
-    finally:
-        sysapi.umount(u / "b", sysapi.MNT_DETACH)
-    if _readonly(u):  # the superblock remount may have kept ro semantics: undo
-        sysapi.mount("none", u, None, sysapi.MS_REMOUNT, None)
-    (u / "new").write_text("x")
-    assert (lab.rw / "new").read_text() == "x", lab.explain("U still writable: RW/new", None)
+    outcome = run_in_child(_private_mount_namespace, _bind_and_remount, lab, how)
+    assert outcome.ok, lab.explain(
+        f"mount, bind and remount ({how}) in a private namespace: 0", outcome
+    )
+    assert outcome.value == repr("listed=True content=lower"), lab.explain(
+        "U still in /proc/mounts and U/b/f reads RO/a/f", outcome.value
+    )
 
 
 def test_remount_with_null_data_flips_readonly_and_back(lab: Lab) -> None:
