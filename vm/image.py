@@ -76,6 +76,7 @@ BASE_PACKAGES = (
     "e2fsprogs",
     "xfsprogs",
     "btrfs-progs",
+    "f2fs-tools",
     "dosfstools",
     "attr",
     "acl",

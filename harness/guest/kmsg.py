@@ -65,9 +65,13 @@ DAMAGE = re.compile(
 
 #: Lines after which a check in flight rarely ends: the host's watchdog gives up
 #: on it soon after. ("Busy inodes after unmount" is damage, but the kernel runs
-#: on and checks still end: not listed.)
+#: on and checks still end: not listed.) The hung-task detector's report
+#: (kernel/hung_task.c: "INFO: task <comm>:<pid> blocked for more than <n> seconds.")
+#: names a task stuck in D state for the detector's whole timeout: a deadlock,
+#: whose check never ends either. It is not damage: the kernel is intact.
 FATAL = re.compile(
-    r"kernel BUG at|BUG: unable to handle|general protection fault|Oops: |Kernel panic"
+    r"kernel BUG at|BUG: unable to handle|general protection fault|Oops: |Kernel panic|"
+    r"INFO: task \S.* blocked for more than \d+ seconds"
 )
 
 #: "VFS: Busy inodes after unmount of loopN": that loop device must not be reused.

@@ -37,6 +37,16 @@ from unionfs.lab import OPTION_SETS, Lab, OptionSet
 # Options live in their own plugin so the host's xdist controller can load them too.
 pytest_plugins = ("unionfs.options",)
 _DEVKMSG = Path("/proc/sys/kernel/printk_devkmsg")
+#: The hung-task detector (CONFIG_DETECT_HUNG_TASK): a task in D state longer than
+#: the timeout is reported as "INFO: task ... blocked for more than N seconds" with
+#: its stack, which the host's watchdog takes as the end of the check in flight.
+#: The suite shortens both settings while it runs so that a deadlock shows in
+#: about HUNG_TASK_TIMEOUT seconds (kernel/hung_task.c; sysctls since 4.19).
+_HUNG_TASK = {
+    Path("/proc/sys/kernel/hung_task_timeout_secs"): 10,
+    Path("/proc/sys/kernel/hung_task_check_interval_secs"): 2,
+}
+_HUNG_TASK_SAVED = pytest.StashKey[dict[Path, str]]()
 _WATCH = pytest.StashKey[KernelWatch]()
 _DEVKMSG_SAVED = pytest.StashKey[str]()
 _DAMAGED = pytest.StashKey[str]()
@@ -82,6 +92,22 @@ def pytest_configure(config: pytest.Config) -> None:
             if _DEVKMSG.read_text().strip() == "ratelimit":
                 _DEVKMSG.write_text("on\n")
                 config.stash[_DEVKMSG_SAVED] = "ratelimit"
+        config.stash[_HUNG_TASK_SAVED] = _shorten_hung_task_detection()
+
+
+def _shorten_hung_task_detection() -> dict[Path, str]:
+    """Lower the hung-task timeout and scan interval (only ever lower: 0 means off
+    or "use the timeout" and is left alone); the values replaced, to restore."""
+    saved: dict[Path, str] = {}
+    for path, want in _HUNG_TASK.items():
+        with contextlib.suppress(OSError, ValueError):
+            old = path.read_text().strip()
+            if int(old) == 0 and path.name == "hung_task_timeout_secs":
+                continue  # the administrator switched the detector off
+            if int(old) == 0 or int(old) > want:
+                path.write_text(f"{want}\n")
+                saved[path] = old
+    return saved
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -89,6 +115,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if saved is not None:
         with contextlib.suppress(OSError):
             _DEVKMSG.write_text(saved + "\n")
+    # xdist workers share the kernel: one finishing first must not put the
+    # detector back to slow while another still runs checks, so they leave it.
+    if hasattr(config, "workerinput"):
+        return
+    for path, old in config.stash.get(_HUNG_TASK_SAVED, {}).items():
+        with contextlib.suppress(OSError):
+            path.write_text(old + "\n")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -2,7 +2,7 @@
 
 Layout inside a fresh temporary directory T:
 
-    T/fs            the branch filesystem (tmpfs, or an ext4/xfs/btrfs loop device)
+    T/fs            the branch filesystem (tmpfs, or an ext4/xfs/btrfs/f2fs loop device)
     T/fs/rw         branch RW   (upper, writable)
     T/fs/rw-work    overlayfs's workdir (overlay only)
     T/fs/ro         branch RO   (first lower)
@@ -31,7 +31,7 @@ from pathlib import Path
 from . import evidence, kernel, sysapi
 from .drivers import Branch, Mount, UnionDriver
 
-LOOP_FS = ("ext4", "xfs", "btrfs")
+LOOP_FS = ("ext4", "xfs", "btrfs", "f2fs")
 KNOWN_FS = ("tmpfs", *LOOP_FS)
 MIXED_ALIAS = {"mixed": "ext4+tmpfs+ext4"}
 LOOP_IMAGE_BYTES = 320 * 1024 * 1024  # sparse; xfs refuses anything below 300 MiB
@@ -41,6 +41,7 @@ _MKFS_ARGS = {
     "ext4": ["-q", "-F", "-I", "256"],
     "xfs": ["-q", "-f"],
     "btrfs": ["-q", "-f"],
+    "f2fs": ["-q", "-f"],
 }
 _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 

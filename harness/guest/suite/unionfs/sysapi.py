@@ -378,3 +378,154 @@ def loop_backing_file(dev: str) -> str | None:
         return Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
     except OSError:
         return None
+
+
+# --- the new mount API (fsopen(2) ... move_mount(2), Linux 5.2+), x86_64 numbers ---
+
+_libc.syscall.restype = ctypes.c_long
+SYS_MOVE_MOUNT = 429
+SYS_FSOPEN = 430
+SYS_FSCONFIG = 431
+SYS_FSMOUNT = 432
+SYS_FSPICK = 433
+FSOPEN_CLOEXEC = 0x1
+FSPICK_CLOEXEC = 0x1
+FSMOUNT_CLOEXEC = 0x1
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+FSCONFIG_CMD_RECONFIGURE = 7
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_FDCWD = -100
+
+
+def _syscall(name: str, number: int, *args: object) -> int:
+    ctypes.set_errno(0)
+    rc = int(_libc.syscall(ctypes.c_long(number), *args))
+    if rc < 0:
+        _raise_errno(name, ", ".join(repr(a) for a in args))
+    return rc
+
+
+def fsopen(fstype: str) -> int:
+    """fsopen(2): a filesystem context fd (close it with os.close)."""
+    return _syscall("fsopen", SYS_FSOPEN, _enc(fstype), ctypes.c_uint(FSOPEN_CLOEXEC))
+
+
+def fspick(path: str | os.PathLike[str]) -> int:
+    """fspick(2) on a mount point: a context fd for reconfiguring its superblock."""
+    return _syscall(
+        "fspick", SYS_FSPICK, ctypes.c_int(AT_FDCWD), _enc(path), ctypes.c_uint(FSPICK_CLOEXEC)
+    )
+
+
+def fsconfig(fd: int, cmd: int, key: str | None = None, value: str | None = None) -> None:
+    """fsconfig(2) with a string value (or none, for flags and commands)."""
+    _syscall(
+        "fsconfig",
+        SYS_FSCONFIG,
+        ctypes.c_int(fd),
+        ctypes.c_uint(cmd),
+        _enc(key),
+        _enc(value),
+        ctypes.c_int(0),
+    )
+
+
+def fsmount(fd: int) -> int:
+    """fsmount(2): a detached mount fd of the created superblock."""
+    return _syscall(
+        "fsmount", SYS_FSMOUNT, ctypes.c_int(fd), ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(0)
+    )
+
+
+def move_mount(mount_fd: int, target: str | os.PathLike[str]) -> None:
+    """move_mount(2) of a detached mount fd onto target."""
+    _syscall(
+        "move_mount",
+        SYS_MOVE_MOUNT,
+        ctypes.c_int(mount_fd),
+        b"",
+        ctypes.c_int(AT_FDCWD),
+        _enc(target),
+        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
+    )
+
+
+# --- mmap(2) with an address, and remap_file_pages(2) ---
+
+_libc.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
+_libc.mmap.restype = ctypes.c_void_p
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.munmap.restype = ctypes.c_int
+_libc.remap_file_pages.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_size_t,
+    ctypes.c_int,
+]
+_libc.remap_file_pages.restype = ctypes.c_int
+PROT_READ = 1
+PROT_WRITE = 2
+MAP_SHARED = 1
+MAP_PRIVATE = 2
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def mmap_raw(fd: int, length: int, prot: int, flags: int) -> int:
+    """mmap(2) of fd from offset 0; the address (mmap.mmap hides it)."""
+    ctypes.set_errno(0)
+    addr = _libc.mmap(None, length, prot, flags, fd, 0)
+    if addr is None or addr == _MAP_FAILED:
+        _raise_errno("mmap", fd, f", {length}")
+    return int(addr)
+
+
+def munmap(addr: int, length: int) -> None:
+    if _libc.munmap(ctypes.c_void_p(addr), length) != 0:
+        _raise_errno("munmap", hex(addr))
+
+
+def remap_file_pages(addr: int, size: int, pgoff: int) -> None:
+    """remap_file_pages(2) (deprecated, emulated by the kernel since 4.0; the aufs
+    mmap patch touches its file handling)."""
+    if _libc.remap_file_pages(ctypes.c_void_p(addr), size, 0, pgoff, 0) != 0:
+        _raise_errno("remap_file_pages", hex(addr), f", {size}, pgoff {pgoff}")
+
+
+_libc.rewinddir.argtypes = [ctypes.c_void_p]
+_libc.rewinddir.restype = None
+
+
+def readdir_around(path: str | os.PathLike[str], between) -> tuple[list[str], list[str]]:  # type: ignore[no-untyped-def]
+    """Names one open directory stream returns, then again after between() and
+    rewinddir(3) on the same stream (without '.' and '..')."""
+    handle = _libc.opendir(_enc(path))
+    if not handle:
+        _raise_errno("opendir", repr(os.fspath(path)))
+
+    def drain() -> list[str]:
+        out: list[str] = []
+        while True:
+            ent = _libc.readdir(handle)
+            if not ent:
+                return out
+            name = os.fsdecode(ent.contents.d_name)
+            if name not in (".", ".."):
+                out.append(name)
+
+    try:
+        first = drain()
+        between()
+        _libc.rewinddir(handle)
+        return first, drain()
+    finally:
+        _libc.closedir(handle)
