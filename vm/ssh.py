@@ -245,7 +245,7 @@ class Guest:
         try:
             _makedirs(sftp, posixpath.dirname(remote.rstrip("/")))
             for path in sorted([local, *local.rglob("*")]):
-                if "__pycache__" in path.parts or path.suffix == ".pyc":
+                if CACHE_DIRS.intersection(path.relative_to(local).parts) or path.suffix == ".pyc":
                     continue
                 rel = path.relative_to(local).as_posix()
                 target = f"{remote}/{rel}" if path != local else remote
@@ -267,6 +267,10 @@ class Guest:
             sftp.get(remote, str(local))
         finally:
             sftp.close()
+
+
+#: Tool caches in a source tree, never shipped to a guest.
+CACHE_DIRS = frozenset({"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"})
 
 
 def _makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
