@@ -12,7 +12,7 @@ from harness.core.errors import UserError
 from harness.keptvm import enter_lines
 from harness.results import TargetReport
 from harness.resultsdir import ResultsDir
-from harness.runner import RunOptions, run_target
+from harness.runner import FRESH_VMS, RunOptions, run_target
 from harness.targets import Target
 from kmod import config
 from vm.machine import preflight
@@ -54,10 +54,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--fresh-vms",
         type=argcheck.FRESH_VMS,
-        default=6,
+        default=FRESH_VMS,
         metavar="N",
         help="after a check hangs or damages the guest kernel, boot up to N fresh VMs to run "
-        "the checks it cost (default: 6; 0: leave them skipped)",
+        f"the checks it cost (default: {FRESH_VMS}; 0: leave them skipped)",
     )
     p.add_argument(
         "--keep-vm",
@@ -88,8 +88,6 @@ def suite_args_for(args: argparse.Namespace) -> tuple[str, ...]:
 
 def main(args: argparse.Namespace) -> int:
     suite_args = suite_args_for(args)
-    if args.fresh_vms < 0:
-        raise UserError(f"--fresh-vms {args.fresh_vms}: give 0 or more")
     build = spec_from_args(args) if args.kernel else None
     target = Target(distro=args.distro, image=args.image, build=build)
     preflight()

@@ -32,6 +32,7 @@ from typing import Any
 
 from harness.core.errors import UserError
 from harness.matrix import schema
+from harness.runner import FRESH_VMS
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "suite_args": [],
     "kernel_cmdline": [],
     "workers": 2,
-    "fresh_vms": 6,
+    "fresh_vms": FRESH_VMS,
 }
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -83,7 +84,7 @@ class Cell:
     kernel_cmdline: tuple[str, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
     workers: int = 2
-    fresh_vms: int = 6
+    fresh_vms: int = FRESH_VMS
 
     @property
     def stock(self) -> bool:
