@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from harness import argcheck
 from harness.buildargs import add_build_options, spec_from_args
@@ -37,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--results",
         type=argcheck.results_dir,
-        default=Path("results"),
+        default="results",  # a string: argparse checks it like a given --results
         metavar="DIR",
         help="where reports go (default: ./results/<timestamp>)",
     )
