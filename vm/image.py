@@ -463,7 +463,7 @@ def _build_in(
         path.touch()
         path.chmod(0o666)
     for src, name in ((vmlinuz, VMLINUZ), (initrd, INITRD)):
-        run(userns.helper(mmdebstrap, ["cp", src, files[name]]),
+        run(userns.helper(mmdebstrap, ["cp", src, files[name]]), cwd=userns.HELPER_CWD,
             deadline=deadline, logfile=logfile)  # fmt: skip
     mkfs: list[str | os.PathLike[str]] = [
         mke2fs,
@@ -481,6 +481,7 @@ def _build_in(
         f"mke2fs of a {recipe.size_mb} MiB ext4 root",
         lambda: run(
             userns.helper(mmdebstrap, [*mkfs, f"{recipe.size_mb}M"]),
+            cwd=userns.HELPER_CWD,
             deadline=deadline,
             logfile=logfile,
         ),
@@ -565,8 +566,9 @@ def _remove_work_dir(work: Path, mmdebstrap: str, logfile: Path | None) -> None:
             "find", tree, "-mindepth", "1", "-maxdepth", "1",
             "-exec", "rm", "-rf", "--one-file-system", "{}", "+",
         ]  # fmt: skip
-        res = run(userns.helper(mmdebstrap, argv), deadline=Deadline(600, "removing the tree"),
-                  logfile=logfile, check=False)  # fmt: skip
+        res = run(userns.helper(mmdebstrap, argv), cwd=userns.HELPER_CWD,
+                  deadline=Deadline(600, "removing the tree"), logfile=logfile,
+                  check=False)  # fmt: skip
         if res.returncode != 0:
             log.warning("image: could not remove all of %s (exit %d)", tree, res.returncode)
     shutil.rmtree(work, ignore_errors=True)

@@ -34,6 +34,9 @@ PROC_SYS = Path("/proc/sys")
 # The first subordinate id `useradd` hands out (SUB_UID_MIN in /etc/login.defs).
 FIRST_SUBID = 100000
 PROBE_SECONDS = 10.0
+# The helper's commands run from /: the namespace's root cannot enter a 0700
+# home, and find(1) fails when it cannot return to its starting directory.
+HELPER_CWD = Path("/")
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ def check(mmdebstrap: str, deadline: Deadline) -> None:
     if reason is None:
         probe = run(
             helper(mmdebstrap, ["true"]),
+            cwd=HELPER_CWD,
             deadline=deadline.sub(PROBE_SECONDS, "entering a user namespace"),
             check=False,
         )

@@ -359,6 +359,8 @@ def build_commands(monkeypatch: pytest.MonkeyPatch, euid: int) -> list[list[str]
     def fake_run(argv: list[object], **kw: object) -> subprocess.CompletedProcess[str]:
         args = [str(a) for a in argv]
         commands.append(args)
+        if "--unshare-helper" in args:  # never from a cwd the namespace cannot reach
+            assert kw["cwd"] == Path("/"), args
         if args[0].endswith("mmdebstrap") and "--mode=unshare" in args:
             boot = Path(args[-4]) / "boot"  # the tree: before the three sources
             boot.mkdir(parents=True)
