@@ -16,6 +16,7 @@ import pytest
 
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
+from harness.core.procs import owner_token
 from harness.core.store import key_of
 from tests.unit.golden import check_golden
 from vm import image as image_mod
@@ -437,6 +438,28 @@ def test_an_image_without_dev_nodes_gets_those_of_a_root_build(tmp_path: Path) -
         ["e2fsck", "-fn", str(rootfs)], capture_output=True, text=True, check=False
     )
     assert fsck.returncode == 0, fsck.stdout
+
+
+def test_work_dirs_of_dead_builds_are_removed_through_the_helper(
+    monkeypatch: pytest.MonkeyPatch, private_tmp: Path
+) -> None:
+    pid, _, start = owner_token().partition(":")
+    live = private_tmp / f"aufs-harness-image-{pid}_{start}-abc"
+    dead = private_tmp / f"aufs-harness-image-{pid}_{int(start) + 1}-def"  # pid reused
+    for work in (live, dead):
+        (work / "tree" / "etc").mkdir(parents=True)
+    helped: list[list[str]] = []
+
+    def fake_run(argv: list[object], **kw: object) -> subprocess.CompletedProcess[str]:
+        args = [str(a) for a in argv]
+        helped.append(args)
+        assert args[1] == "--unshare-helper" and kw["cwd"] == Path("/")
+        shutil.rmtree(Path(args[3]) / "etc")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(image_mod, "run", fake_run)
+    image_mod._remove_dead_work_dirs("/usr/bin/mmdebstrap", Deadline(10, "test"))
+    assert not dead.exists() and live.is_dir() and len(helped) == 1
 
 
 def test_a_tmpdir_others_cannot_reach_is_refused(
