@@ -150,10 +150,10 @@ INITRD = "initrd.img"
 BUILD_LOG = "build.log"
 WORK_WHAT = "image"  # $TMPDIR/aufs-harness-image-PID_START-XXXX
 
-# mmdebstrap's /dev (its @devfiles). A root build's tree has these; a user's
-# cannot (no mknod in a user namespace), so debugfs adds what the image lacks,
-# the same step for everyone: the guest mounts devtmpfs over it, but a kernel
-# booted without an initramfs opens /dev/console on the root filesystem.
+# mmdebstrap's /dev (its @devfiles). Its root mode made these nodes in the
+# tree; its unshare mode (root's too) leaves /dev empty, so debugfs adds them to
+# the image (a file: no privilege needed), the same step for everyone. The
+# guest mounts devtmpfs over /dev; the nodes are there for what runs before.
 DEV_NODES = (
     ("console", "c 5 1"),
     ("full", "c 1 7"),
