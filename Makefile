@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 
 # Host tools the harness drives. Kernel build tools are here too: every aufs
 # run builds a patched kernel. chromium renders the HTML report in its test.
-DEB_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs dosfstools mtools \
+# uidmap: newuidmap/newgidmap, with which a normal user builds the guest image
+# in a user namespace (mmdebstrap --mode=unshare).
+DEB_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap uidmap e2fsprogs dosfstools mtools \
 	openssh-client openssh-server python3-venv python3-pip git ca-certificates \
 	build-essential bc bison flex libelf-dev libssl-dev cpio kmod patch \
 	ccache xz-utils zstd dwarves rsync \
@@ -28,8 +30,13 @@ deps:
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  sudo=""; \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    command -v sudo >/dev/null || { echo "missing Debian packages:$$missing: install them as root (apt-get install$$missing), then run make again" >&2; exit 2; }; \
+	    sudo="sudo"; \
+	    echo "missing Debian packages:$$missing"; \
+	    echo "running sudo apt-get to install them (the only step that needs root)"; \
+	  else echo "installing Debian packages:$$missing"; fi; \
 	  $$sudo apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	fi

@@ -17,7 +17,8 @@ from harness.core.procs import run
 from harness.progress import StageHandle
 from harness.targets import Target
 from kmod.pipeline import BuildResult
-from vm.image import Image, ImageRecipe, build_image
+from vm import accel as accel_mod
+from vm.image import Image, ImageRecipe, build_image, check_buildable
 from vm.machine import BootSpec
 from vm.qemu import qemu_img
 
@@ -34,6 +35,15 @@ def image_format(path: Path, deadline: Deadline) -> str:
     if fmt not in ("raw", "qcow2"):
         raise UserError(f"image {path} is {fmt or 'unrecognised'}: give a raw or qcow2 image")
     return fmt
+
+
+def preflight(target: Target, accel: str, deadline: Deadline) -> None:
+    """Refuse at once, in one line, what this user could not do later: build an
+    image that is not cached (no subordinate ids...) or use --accel kvm without
+    /dev/kvm. Runs before a kernel build, so nobody waits minutes to hear it."""
+    accel_mod.require(accel)
+    if target.image is None:
+        check_buildable(ImageRecipe(suite=target.distro), deadline.sub(15, "checking the image"))
 
 
 def resolve_boot(

@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 
 from harness import guestsuite, keptvm, resume
-from harness.bootspec import IMAGE_TIMEOUT, resolve_boot
+from harness.bootspec import IMAGE_TIMEOUT, preflight, resolve_boot
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, TargetFailure, UserError
 from harness.progress import StageHandle, stage
@@ -154,6 +154,7 @@ def _stages(
 ) -> None:
     """Build (when the target names a kernel), image, then the VMs."""
     build: BuildResult | None = None
+    preflight(target, opts.accel, deadline)
     if target.build is not None:
         with stage(report, "build", f"building {target.build.kernel} with aufs") as h:
             budget = deadline.sub(BUILD_TIMEOUT, "building the kernel")

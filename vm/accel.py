@@ -9,11 +9,13 @@ verdict is cached per (QEMU, host kernel, CPU, guest kernel).
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import logging
 import os
 import platform
+import pwd
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +55,40 @@ def static_kvm_check(dev: Path = Path("/dev/kvm"), cpuinfo: str | None = None) -
     if not dev.exists():
         return f"{dev} does not exist"
     if not os.access(dev, os.R_OK | os.W_OK):
-        return f"{dev} is not readable and writable by this user (join the kvm group)"
+        return f"{dev} is not readable and writable by this user: {_kvm_grant(dev)}"
     text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
     if not _cpu_flags(text) & {"vmx", "svm"}:
         return "the CPU advertises neither vmx nor svm (nested or paravirtual hypervisor)"
     return None
+
+
+def _kvm_grant(dev: Path) -> str:
+    """How to give this user the device: through its group when the group may
+    use it, else by first giving it to the kvm group (Debian's udev rule)."""
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = str(os.getuid())
+    try:
+        st = dev.stat()
+        group = grp.getgrgid(st.st_gid).gr_name
+    except (OSError, KeyError):
+        return f"add {user} to the group that owns it and log in again"
+    if st.st_gid != 0 and st.st_mode & 0o060 == 0o060:
+        return f"run `sudo usermod -aG {group} {user}` and log in again"
+    return (
+        f"it is {group}-group, mode {st.st_mode & 0o777:o}: let the kvm group use it "
+        "(Debian's udev rule does: `sudo udevadm trigger --name-match=kvm`), then "
+        f"`sudo usermod -aG kvm {user}` and log in again"
+    )
+
+
+def require(requested: str) -> None:
+    """Refuse `--accel kvm` at once, in one line, when KVM cannot work here."""
+    if requested == KVM:
+        reason = static_kvm_check()
+        if reason:
+            raise UserError(f"--accel kvm asked for, but {reason} (or use --accel tcg or auto)")
 
 
 def _probe_key(qemu: str, kernel: Path) -> str:
@@ -110,11 +141,10 @@ def choose(requested: str, qemu: str, kernel: Path | None, deadline: Deadline) -
         raise UserError(f"unknown accelerator {requested!r}: use one of {', '.join(ACCELS)}")
     if requested == TCG:
         return Accel(TCG, "max", "requested with --accel tcg")
-    reason = static_kvm_check()
+    require(requested)
     if requested == KVM:
-        if reason:
-            raise UserError(f"--accel kvm asked for, but {reason}: use --accel tcg or auto")
         return Accel(KVM, "host", "requested with --accel kvm")
+    reason = static_kvm_check()
     if reason:
         return Accel(TCG, "max", f"KVM unusable: {reason}")
     if kernel is None:  # booting a user's disk image: no kernel to probe with

@@ -6,6 +6,15 @@ The kernel and initrd are copied out of the tree, so a VM boots the image's own
 kernel directly (-kernel/-initrd). Everything lives in the content-addressed
 store under cache_dir()/images: same recipe, same entry, built once.
 
+Root and normal users build it with the same commands (vm/userns.py):
+`mmdebstrap --mode=unshare` into a directory under $TMPDIR, then `mke2fs -d`
+and the copies of the kernel and initrd through `mmdebstrap --unshare-helper`.
+As a user the tree's files belong to the user's subordinate ids; the helper's
+namespace maps them back, so mke2fs records exactly the owners, modes and
+extended attributes a root build records, and the image's store key does not
+depend on who built it. No file of the tree is read as its owner outside a
+namespace, and nothing needs root.
+
 The image boots with the harness's own init (vm/templates/guest-init.sh.j2)
 instead of systemd, and its initramfs loads only the virtio, ext4 and vfat
 drivers with one modprobe, without udev. The image also carries `vmlinux`: the
@@ -25,12 +34,14 @@ Measured under TCG (QEMU 7.2, -smp 1, 2-core host; QEMU CPU seconds until
 from __future__ import annotations
 
 import bz2
+import errno
 import logging
 import lzma
 import os
 import re
 import shutil
 import struct
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Mapping
@@ -40,10 +51,11 @@ from typing import Any, TypeVar
 
 from harness.core.deadline import Deadline
 from harness.core.errors import DeadlineExceeded, InfraError, UserError
+from harness.core.leftovers import TEMP_RE, owned_tempdir
 from harness.core.paths import cache_dir
-from harness.core.procs import run, which
+from harness.core.procs import run, token_alive, which
 from harness.core.store import Entry, Store, key_of
-from vm import templates
+from vm import templates, userns
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +149,29 @@ VMLINUZ = "vmlinuz"
 VMLINUX = "vmlinux"
 INITRD = "initrd.img"
 BUILD_LOG = "build.log"
+WORK_WHAT = "image"  # $TMPDIR/aufs-harness-image-PID_START-XXXX
+
+# mmdebstrap's /dev (its @devfiles). Its root mode made these nodes in the
+# tree; its unshare mode (root's too) leaves /dev empty, so debugfs adds them to
+# the image (a file: no privilege needed), the same step for everyone. The
+# guest mounts devtmpfs over /dev; the nodes are there for what runs before.
+DEV_NODES = (
+    ("console", "c 5 1"),
+    ("full", "c 1 7"),
+    ("null", "c 1 3"),
+    ("ptmx", "c 5 2"),
+    ("random", "c 1 8"),
+    ("tty", "c 5 0"),
+    ("urandom", "c 1 9"),
+    ("zero", "c 1 5"),
+)
+DEV_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stderr", "/proc/self/fd/2"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+)
+DEV_DIRS = ("pts", "shm")
 
 
 def default_mirror() -> str:
@@ -273,7 +308,8 @@ def images_store() -> Store:
 
 
 def build_image(recipe: ImageRecipe, deadline: Deadline) -> Image:
-    """The image for `recipe`, from the cache or built now (needs root)."""
+    """The image for `recipe`, from the cache or built now (as root or as a user
+    with subordinate ids: vm/userns.py)."""
     store = images_store()
     inputs = recipe.inputs()
     key = key_of(inputs)
@@ -288,6 +324,15 @@ def build_image(recipe: ImageRecipe, deadline: Deadline) -> Image:
         log.info("image: debian %s (kernel %s) from the cache: %s",
                  recipe.suite, image.kernel_release, entry.path)  # fmt: skip
     return image
+
+
+def check_buildable(recipe: ImageRecipe, deadline: Deadline) -> None:
+    """Raise UserError at once, naming what is missing and how to grant it, when
+    `recipe` is not cached and this user could not build it (vm/userns.py)."""
+    found = images_store().lookup(key_of(recipe.inputs()))
+    if found is not None and _complete(found):
+        return
+    userns.check(which("mmdebstrap", "mmdebstrap"), deadline)
 
 
 def _complete(entry: Entry) -> bool:
@@ -348,34 +393,50 @@ class _Step:
 
 
 def _build(recipe: ImageRecipe, tmp: Path, logfile: Path, deadline: Deadline) -> dict[str, Any]:
-    if os.geteuid() != 0:
-        raise UserError(
-            "building the guest image needs root (mmdebstrap and mke2fs -d must read every "
-            "file of the tree as its owner): run once as root, as CI does; later runs reuse "
-            f"the cached image under {cache_dir() / 'images'}"
-        )
     mmdebstrap = which("mmdebstrap", "mmdebstrap")
     mke2fs = which("mke2fs", "e2fsprogs")
-    if re.search(r"\s", str(tmp)):
-        raise UserError(f"the cache directory {tmp.parent} contains whitespace: "
-                        "set AUFS_HARNESS_CACHE to a path without spaces")  # fmt: skip
+    userns.check(mmdebstrap, deadline)
     started = time.monotonic()
     logfile.parent.mkdir(parents=True, exist_ok=True)
     logfile.write_text("")
     step = _Step(recipe.suite, logfile)
-    log.info("image: building debian %s once for this machine (a few minutes); log: %s",
-             recipe.suite, logfile)  # fmt: skip
+    _remove_dead_work_dirs(mmdebstrap, deadline)
+    work = _work_dir()
+    try:
+        log.info("image: building debian %s once for this machine (a few minutes); log: %s",
+                 recipe.suite, logfile)  # fmt: skip
+        meta = _build_in(recipe, work, tmp, step, mmdebstrap, mke2fs, deadline)
+    finally:
+        _remove_work_dir(work, mmdebstrap, logfile)
+    shutil.copyfile(logfile, tmp / BUILD_LOG)
+    seconds = time.monotonic() - started
+    log.info("image: debian %s with kernel %s built in %.0fs",
+             recipe.suite, meta["kernel_release"], seconds)  # fmt: skip
+    return {**meta, "build_seconds": round(seconds, 1)}
 
-    hooks = tmp / "hooks"  # mmdebstrap runs essential*/customize* in here
+
+def _build_in(
+    recipe: ImageRecipe,
+    work: Path,
+    out: Path,
+    step: _Step,
+    mmdebstrap: str,
+    mke2fs: str,
+    deadline: Deadline,
+) -> dict[str, Any]:
+    """mmdebstrap's tree, the ext4 image and the kernel files, made in `work`
+    (the same commands as root and as a user: module doc), written to `out`."""
+    logfile = step.logfile
+    hooks = work / "hooks"  # mmdebstrap runs essential*/customize* in here
     for name, text in recipe.templates().items():
-        path = tmp / name
+        path = work / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         path.chmod(0o755)
-    tree = tmp / "tree"
+    tree = work / "tree"
     argv: list[str | os.PathLike[str]] = [
         mmdebstrap,
-        "--mode=auto",
+        "--mode=unshare",
         f"--variant={VARIANT}",
         "--format=directory",
         "--architectures=amd64",
@@ -391,49 +452,154 @@ def _build(recipe: ImageRecipe, tmp: Path, logfile: Path, deadline: Deadline) ->
         tree,
         *recipe.sources(),
     ]
-    try:
-        step.run(
-            f"mmdebstrap of {len(recipe.packages)} packages",
-            lambda: run(argv, deadline=deadline, logfile=logfile),
-        )
-    finally:
-        _unmount_below(tree)
+    step.run(
+        f"mmdebstrap of {len(recipe.packages)} packages",
+        lambda: run(argv, deadline=deadline, logfile=logfile),
+    )
     release, vmlinuz, initrd = step.run("finding the kernel", lambda: _find_kernel(tree))
-    shutil.copyfile(vmlinuz, tmp / VMLINUZ)
-    shutil.copyfile(initrd, tmp / INITRD)
-    if not _is_lz4(tmp / INITRD):
-        log.warning("image: the initrd is not lz4-compressed (slower boot under TCG)")
-    rootfs = tmp / ROOTFS
+    # The namespace's root may write only files others may write: created here
+    # (owned by whoever runs the harness), 0666 while the helper fills them.
+    files = {ROOTFS: work / ROOTFS, VMLINUZ: work / VMLINUZ, INITRD: work / INITRD}
+    for path in files.values():
+        path.touch()
+        path.chmod(0o666)
+    for src, name in ((vmlinuz, VMLINUZ), (initrd, INITRD)):
+        run(userns.helper(mmdebstrap, ["cp", src, files[name]]), cwd=userns.HELPER_CWD,
+            deadline=deadline, logfile=logfile)  # fmt: skip
+    mkfs: list[str | os.PathLike[str]] = [
+        mke2fs,
+        "-q",
+        "-F",
+        "-t",
+        "ext4",
+        "-L",
+        "root",
+        "-d",
+        tree,
+        files[ROOTFS],
+    ]
     step.run(
         f"mke2fs of a {recipe.size_mb} MiB ext4 root",
         lambda: run(
-            [mke2fs, "-q", "-t", "ext4", "-L", "root", "-d", tree, rootfs, f"{recipe.size_mb}M"],
+            userns.helper(mmdebstrap, [*mkfs, f"{recipe.size_mb}M"]),
+            cwd=userns.HELPER_CWD,
             deadline=deadline,
             logfile=logfile,
         ),
     )
+    step.run("completing /dev", lambda: _complete_dev(files[ROOTFS], work, deadline, logfile))
+    for name, path in files.items():
+        path.chmod(0o644)
+        _move(path, out / name, deadline, logfile)
+    if not _is_lz4(out / INITRD):
+        log.warning("image: the initrd is not lz4-compressed (slower boot under TCG)")
     pvh = step.run(
         "extracting a PVH vmlinux",
-        lambda: extract_vmlinux(tmp / VMLINUZ, tmp / VMLINUX, deadline),
+        lambda: extract_vmlinux(out / VMLINUZ, out / VMLINUX, deadline),
     )
     if not pvh:
         log.info("image: no PVH-bootable vmlinux in %s: VMs boot vmlinuz", vmlinuz.name)
-    # rm is twice as fast as shutil.rmtree on ~18k files, and stays on this filesystem
-    step.run(
-        "removing the build tree",
-        lambda: run(["rm", "-rf", "--one-file-system", tree], deadline=deadline, logfile=logfile),
-    )
-    shutil.rmtree(hooks)
-    shutil.rmtree(tmp / "hook-files")
-    shutil.copyfile(logfile, tmp / BUILD_LOG)
-    seconds = time.monotonic() - started
-    log.info("image: debian %s with kernel %s built in %.0fs", recipe.suite, release, seconds)
-    return {
-        "kernel_release": release,
-        "cmdline": list(CMDLINE),
-        "vmlinux": pvh,
-        "build_seconds": round(seconds, 1),
-    }
+    return {"kernel_release": release, "cmdline": list(CMDLINE), "vmlinux": pvh}
+
+
+def dev_commands(present: set[str]) -> list[str]:
+    """debugfs commands that add mmdebstrap's /dev entries missing from `present`."""
+    cmds = ["cd /dev"]
+    for name, spec in DEV_NODES:
+        if name not in present:
+            cmds += [f"mknod {name} {spec}", f"sif {name} mode 020666"]
+    for name, target in DEV_LINKS:
+        if name not in present:
+            cmds.append(f"symlink {name} {target}")
+    for name in DEV_DIRS:
+        if name not in present:
+            cmds += [f"mkdir {name}", f"sif {name} mode 040755"]
+    return cmds
+
+
+def _dev_entries(debugfs: str, rootfs: Path, deadline: Deadline) -> set[str]:
+    listing = run([debugfs, "-R", "ls -p /dev", rootfs], deadline=deadline).stdout
+    # ls -p: /inode/mode/uid/gid/name/size/
+    return {f[5] for ln in listing.splitlines() if len(f := ln.split("/")) > 6} - {".", ".."}
+
+
+def _complete_dev(rootfs: Path, work: Path, deadline: Deadline, logfile: Path) -> None:
+    """Add the /dev entries a root build has to an image made without them
+    (the image is a file: debugfs writes it without any privilege)."""
+    debugfs = which("debugfs", "e2fsprogs")
+    cmds = dev_commands(_dev_entries(debugfs, rootfs, deadline))
+    if len(cmds) == 1:
+        return
+    script = work / "dev.debugfs"
+    script.write_text("\n".join(cmds) + "\n")
+    run([debugfs, "-w", "-f", script, rootfs], deadline=deadline, logfile=logfile)
+    missing = dev_commands(_dev_entries(debugfs, rootfs, deadline))[1:]
+    if missing:
+        raise InfraError(f"debugfs did not add {missing[0]!r} to the image's /dev")
+
+
+def _work_dir() -> Path:
+    """$TMPDIR/aufs-harness-image-PID_START-XXXX, where the build's namespace
+    can reach it: a user's home (mode 0700 on Debian) is not reachable by the
+    user's subordinate ids, so the tree is never built in the cache."""
+    work = owned_tempdir(WORK_WHAT)
+    work.chmod(0o755)
+    if os.geteuid() != 0 and not userns.traversable_by_others(work):
+        shutil.rmtree(work, ignore_errors=True)
+        raise UserError(
+            f"building the guest image: {work.parent} is not reachable by other users, so not "
+            "by your subordinate ids either: set TMPDIR to a directory such as /var/tmp"
+        )
+    if re.search(r"\s", str(work)):
+        shutil.rmtree(work, ignore_errors=True)
+        raise UserError(f"the temporary directory {work.parent} contains whitespace: "
+                        "set TMPDIR to a path without spaces")  # fmt: skip
+    return work
+
+
+def _remove_work_dir(work: Path, mmdebstrap: str, logfile: Path | None) -> None:
+    """Remove a work dir whose tree belongs to the namespace's ids: its entries
+    from inside (rm stays on this filesystem), the rest from here. A fresh
+    deadline: this must run even when the build's has passed."""
+    tree = work / "tree"
+    if tree.is_dir() and any(tree.iterdir()):
+        argv: list[str | os.PathLike[str]] = [
+            "find", tree, "-mindepth", "1", "-maxdepth", "1",
+            "-exec", "rm", "-rf", "--one-file-system", "{}", "+",
+        ]  # fmt: skip
+        res = run(userns.helper(mmdebstrap, argv), cwd=userns.HELPER_CWD,
+                  deadline=Deadline(600, "removing the tree"), logfile=logfile,
+                  check=False)  # fmt: skip
+        if res.returncode != 0:
+            log.warning("image: could not remove all of %s (exit %d)", tree, res.returncode)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _remove_dead_work_dirs(mmdebstrap: str, deadline: Deadline) -> None:
+    """Image work dirs of harness processes that died (the general sweep cannot
+    remove a tree owned by subordinate ids)."""
+    for path in Path(tempfile.gettempdir()).glob(f"aufs-harness-{WORK_WHAT}-*"):
+        m = TEMP_RE.match(path.name)
+        if m is None or token_alive(f"{m[1]}:{m[2]}") or not path.is_dir():
+            continue
+        try:
+            if path.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        log.info("image: removing %s, left by a build that died", path)
+        _remove_work_dir(path, mmdebstrap, None)
+
+
+def _move(src: Path, dst: Path, deadline: Deadline, logfile: Path) -> None:
+    """Rename, or copy keeping holes when $TMPDIR is another filesystem."""
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        run(["cp", "--sparse=always", src, dst], deadline=deadline, logfile=logfile)
+        src.unlink()
 
 
 def _find_kernel(tree: Path) -> tuple[str, Path, Path]:
@@ -463,25 +629,6 @@ def _is_lz4(path: Path) -> bool:
         while pos < len(data) and data[pos] == 0:
             pos += 1
     return data.startswith(b"\x02\x21\x4c\x18", pos)
-
-
-def _unmount_below(root: Path) -> None:
-    """Unmount whatever an interrupted mmdebstrap left mounted inside the tree.
-
-    Deleting a tree with the host's /dev or /sys bound inside would reach the
-    host's files; this runs before anything removes the tree.
-    """
-    prefix = str(root.resolve()) + "/"
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return
-    points = [ln.split()[4] for ln in lines if len(ln.split()) > 4]
-    inside = sorted({p for p in points if p.startswith(prefix)}, key=len, reverse=True)
-    for point in inside:
-        log.warning("image: unmounting %s left behind by mmdebstrap", point)
-        # a fresh deadline: this cleanup must run even when the build's has passed
-        run(["umount", "-l", point], deadline=Deadline(30, "unmounting"), check=False)
 
 
 def _last_error(logfile: Path) -> str:

@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--results",
         type=argcheck.results_dir,
-        default=Path("results"),
+        default="results",  # a string: argparse checks it like a given --results
         metavar="DIR",
         help="where reports go (default: ./results/<timestamp>)",
     )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import grp
+import os
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,24 @@ def test_forced_kvm_without_kvm_is_a_usage_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(accel, "static_kvm_check", lambda: "no vmx")
     with pytest.raises(UserError, match="--accel kvm asked for"):
         accel.choose("kvm", "qemu", None, Deadline(1, "t"))
+
+
+def test_an_inaccessible_kvm_device_says_how_to_grant_it(tmp_path: Path) -> None:
+    dev = tmp_path / "kvm"
+    dev.write_text("")
+    os.chown(dev, -1, 0)
+    dev.chmod(0o600)
+    grant = accel._kvm_grant(dev)
+    assert "`sudo usermod -aG kvm " in grant and "log in again" in grant
+    group = grp.getgrnam("nogroup")
+    os.chown(dev, -1, group.gr_gid)
+    dev.chmod(0o660)
+    assert accel._kvm_grant(dev).startswith("run `sudo usermod -aG nogroup ")
+
+
+def test_forced_kvm_is_refused_before_anything_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(accel, "static_kvm_check", lambda: "/dev/kvm is not usable")
+    accel.require("auto")
+    accel.require("tcg")
+    with pytest.raises(UserError, match=r"^--accel kvm asked for, but /dev/kvm is not usable"):
+        accel.require("kvm")

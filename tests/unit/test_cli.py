@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -90,3 +91,18 @@ def test_branch_fs_reaches_the_suite_first() -> None:
 
     args = argparse.Namespace(branch_fs="tmpfs,xfs", suite_args=["-k", "whiteout"])
     assert suite_args_for(args) == ("--branch-fs=tmpfs,xfs", "-k", "whiteout")
+
+
+def test_default_results_dir_in_a_directory_the_user_cannot_write(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A user running from a checkout root owns gets one line, not a traceback."""
+    real_access = os.access
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        "os.access", lambda p, mode: False if Path(p) == Path(".") else real_access(p, mode)
+    )
+    assert main(["run"]) == 2
+    line = one_line_error(capsys)
+    assert "argument --results: results: . is not writable" in line
+    assert not (tmp_path / "results").exists()

@@ -4,6 +4,7 @@ the cache paths of build_image and the PVH vmlinux extraction."""
 from __future__ import annotations
 
 import lzma
+import re
 import shutil
 import struct
 import subprocess
@@ -15,9 +16,11 @@ import pytest
 
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
+from harness.core.procs import owner_token
 from harness.core.store import key_of
 from tests.unit.golden import check_golden
 from vm import image as image_mod
+from vm import userns
 from vm.image import (
     CMDLINE,
     INIT_PATH,
@@ -206,13 +209,9 @@ def test_incomplete_cache_entry_is_rebuilt(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(calls) == 2 and not again.cached and again.rootfs.is_file()
 
 
-def test_building_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.geteuid", lambda: 1000)
-    with pytest.raises(UserError, match="root"):
-        build_image(ImageRecipe(), Deadline(10, "test"))
-
-
-def test_a_failed_step_names_itself_and_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_step_names_itself_and_the_log(
+    monkeypatch: pytest.MonkeyPatch, private_tmp: Path
+) -> None:
     monkeypatch.setattr("os.geteuid", lambda: 0)
     monkeypatch.setattr(image_mod, "which", lambda program, package: f"/usr/bin/{program}")
 
@@ -230,6 +229,252 @@ def test_a_failed_step_names_itself_and_the_log(monkeypatch: pytest.MonkeyPatch)
     assert "Unable to locate package nosuchpackage" in message and "log: " in message
     log_path = Path(message.rsplit("log: ", 1)[1].rstrip(")"))
     assert log_path.is_file()  # kept for the user, outside the discarded build dir
+
+
+# -- building as a normal user (vm/userns.py) ----------------------------------
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$TMPDIR for the build's work directory, reachable by others like /tmp."""
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir(mode=0o1777)
+    tmp.chmod(0o1777)
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    return tmp
+
+
+@pytest.fixture
+def ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Empty /etc/subuid and /etc/subgid, and a kernel that allows user namespaces."""
+    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
+    subuid.write_text("")
+    subgid.write_text("")
+    proc = tmp_path / "proc-sys"
+    (proc / "user").mkdir(parents=True)
+    (proc / "user" / "max_user_namespaces").write_text("96364\n")
+    monkeypatch.setattr(userns, "SUBUID", subuid)
+    monkeypatch.setattr(userns, "SUBGID", subgid)
+    monkeypatch.setattr(userns, "PROC_SYS", proc)
+    monkeypatch.setattr(userns, "user_name", lambda: "alice")
+    monkeypatch.setattr(userns, "find_tool", lambda tool: f"/usr/bin/{tool}")
+    return subuid, subgid
+
+
+def test_a_user_without_subordinate_ids_is_told_how_to_grant_them(
+    monkeypatch: pytest.MonkeyPatch, ids: tuple[Path, Path]
+) -> None:
+    subuid, subgid = ids
+    subuid.write_text("bob:100000:65536\n")
+    subgid.write_text("bob:100000:65536\n")
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    ran: list[object] = []
+    monkeypatch.setattr(image_mod, "run", lambda argv, **kw: ran.append(argv))
+    monkeypatch.setattr(userns, "run", lambda argv, **kw: ran.append(argv))
+    monkeypatch.setattr(image_mod, "which", lambda program, package: f"/usr/bin/{program}")
+    start = time.monotonic()
+    with pytest.raises(UserError) as err:
+        build_image(ImageRecipe(), Deadline(10, "test"))
+    assert time.monotonic() - start < 1.0 and not ran  # nothing started
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"no subordinate uids for alice in {subuid}" in message
+    # a block nobody has yet: after bob's
+    assert "`sudo usermod --add-subuids 165536-231071 --add-subgids 165536-231071 alice`" in message
+
+
+def test_check_buildable_is_quiet_for_a_cached_image(
+    monkeypatch: pytest.MonkeyPatch, ids: tuple[Path, Path]
+) -> None:
+    monkeypatch.setattr(image_mod, "_build", fake_build([]))
+    build_image(ImageRecipe(), Deadline(10, "test"))
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    monkeypatch.setattr(image_mod, "which", lambda program, package: f"/usr/bin/{program}")
+    image_mod.check_buildable(ImageRecipe(), Deadline(10, "test"))  # cached: no ids needed
+    with pytest.raises(UserError, match="no subordinate uids for alice"):
+        image_mod.check_buildable(ImageRecipe(suite="trixie"), Deadline(10, "test"))
+
+
+@pytest.mark.parametrize(
+    ("sysctl", "value", "fix"),
+    [
+        ("kernel/unprivileged_userns_clone", "0", "kernel.unprivileged_userns_clone=1"),
+        ("user/max_user_namespaces", "0", "user.max_user_namespaces=15000"),
+        (
+            "kernel/apparmor_restrict_unprivileged_userns",
+            "1",
+            "kernel.apparmor_restrict_unprivileged_userns=0",
+        ),
+    ],
+)
+def test_disabled_user_namespaces_name_the_sysctl(
+    ids: tuple[Path, Path], tmp_path: Path, sysctl: str, value: str, fix: str
+) -> None:
+    path = tmp_path / "proc-sys" / sysctl
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(value + "\n")
+    reason = userns.static_reason("alice")
+    assert reason is not None and f"`sudo sysctl -w {fix}`" in reason
+
+
+def test_missing_uidmap_and_short_ranges_are_named(
+    monkeypatch: pytest.MonkeyPatch, ids: tuple[Path, Path]
+) -> None:
+    subuid, subgid = ids
+    subuid.write_text("alice:100000:65536\nalice:300000:65536\n")
+    subgid.write_text("alice:100000:1000\n")
+    reason = userns.static_reason("alice")
+    assert reason is not None and f"alice has only 1000 subordinate gids in {subgid}" in reason
+    assert "--add-subgids 365536-431071 alice" in reason
+    subgid.write_text("alice:100000:65536\n")
+    assert userns.static_reason("alice") is None
+    monkeypatch.setattr(userns, "find_tool", lambda tool: None)
+    reason = userns.static_reason("alice")
+    assert reason is not None and "install the Debian package uidmap" in reason
+
+
+def test_a_failed_namespace_probe_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, ids: tuple[Path, Path]
+) -> None:
+    for path in ids:
+        path.write_text("alice:100000:65536\n")
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    probe = subprocess.CompletedProcess(
+        [], 1, "", "newuidmap: write to uid_map failed: Operation not permitted\nE: more\n"
+    )
+    monkeypatch.setattr(userns, "run", lambda argv, **kw: probe)
+    with pytest.raises(UserError) as err:
+        userns.check("/usr/bin/mmdebstrap", Deadline(10, "test"))
+    message = str(err.value)
+    assert "\n" not in message and "write to uid_map failed" in message
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    userns.check("/usr/bin/mmdebstrap", Deadline(10, "test"))  # root needs nothing
+
+
+def build_commands(monkeypatch: pytest.MonkeyPatch, euid: int) -> list[list[str]]:
+    """The commands a build runs, with mmdebstrap faked: its tree has a kernel."""
+    monkeypatch.setattr("os.geteuid", lambda: euid)
+    monkeypatch.setattr(userns, "run", lambda argv, **kw: subprocess.CompletedProcess(argv, 0))
+    monkeypatch.setattr(image_mod, "which", lambda program, package: f"/usr/bin/{program}")
+    commands: list[list[str]] = []
+
+    def fake_run(argv: list[object], **kw: object) -> subprocess.CompletedProcess[str]:
+        args = [str(a) for a in argv]
+        commands.append(args)
+        if "--unshare-helper" in args:  # never from a cwd the namespace cannot reach
+            assert kw["cwd"] == Path("/"), args
+        if args[0].endswith("mmdebstrap") and "--mode=unshare" in args:
+            boot = Path(args[-4]) / "boot"  # the tree: before the three sources
+            boot.mkdir(parents=True)
+            (boot / "vmlinuz-6.1.0-99-amd64").write_bytes(b"not a bzImage")
+            (boot / "initrd.img-6.1.0-99-amd64").write_bytes(b"070701")
+        elif "--unshare-helper" in args and args[2] == "cp":
+            shutil.copyfile(args[3], args[4])
+        elif "--unshare-helper" in args and args[2].endswith("mke2fs"):
+            Path(args[-2]).write_bytes(b"ext4")
+        elif "--unshare-helper" in args and args[2] == "find":
+            shutil.rmtree(args[3])
+            Path(args[3]).mkdir()
+        elif args[0].endswith("debugfs") and args[1] == "-R":  # a root tree's /dev: complete
+            names = [n for n, _ in image_mod.DEV_NODES + image_mod.DEV_LINKS] + ["pts", "shm"]
+            return subprocess.CompletedProcess(
+                args, 0, "".join(f"/9/020666/0/0/{n}/0/\n" for n in names), ""
+            )
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(image_mod, "run", fake_run)
+    build_image(ImageRecipe(), Deadline(10, "test"))
+    return commands
+
+
+def test_root_and_users_build_the_image_with_the_same_commands(
+    monkeypatch: pytest.MonkeyPatch, ids: tuple[Path, Path], private_tmp: Path, tmp_path: Path
+) -> None:
+    for path in ids:
+        path.write_text("alice:100000:65536\n")
+    monkeypatch.setattr(userns, "traversable_by_others", lambda path: True)  # pytest's 0700
+    as_root = build_commands(monkeypatch, 0)
+    shutil.rmtree(tmp_path / "cache")
+    as_user = build_commands(monkeypatch, 1000)
+    work = re.compile(r"aufs-harness-image-[0-9_]+-[a-z0-9_]+")
+    assert [[work.sub("WORK", a) for a in c] for c in as_root] == [
+        [work.sub("WORK", a) for a in c] for c in as_user
+    ]
+    mmdebstrap, *rest = as_user
+    assert "--mode=unshare" in mmdebstrap and mmdebstrap[-4].endswith("/tree")
+    assert mmdebstrap[-4].startswith(str(private_tmp))  # not in the cache: see _work_dir
+    helped = [c[2] for c in rest if c[1] == "--unshare-helper"]
+    assert helped == ["cp", "cp", "/usr/bin/mke2fs", "find"]
+    mke2fs = next(c for c in rest if c[2] == "/usr/bin/mke2fs")
+    assert mke2fs[mke2fs.index("-d") + 1] == mmdebstrap[-4]
+    assert not list(private_tmp.iterdir())  # the work directory is gone
+    entry = next((tmp_path / "cache" / "images").glob("*/rootfs.img"))
+    assert entry.read_bytes() == b"ext4" and entry.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.skipif(
+    not (shutil.which("mke2fs") and shutil.which("debugfs")), reason="needs e2fsprogs"
+)
+def test_an_image_without_dev_nodes_gets_those_of_a_root_build(tmp_path: Path) -> None:
+    """A user's tree has an empty /dev (no mknod in a user namespace)."""
+    tree = tmp_path / "tree"
+    (tree / "dev").mkdir(parents=True)
+    (tree / "dev" / "fd").symlink_to("/proc/self/fd")  # one present already: kept
+    rootfs = tmp_path / "rootfs.img"
+    deadline = Deadline(60, "test")
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(tree), str(rootfs), "8M"],
+                   check=True)  # fmt: skip
+    log = tmp_path / "log"
+    image_mod._complete_dev(rootfs, tmp_path, deadline, log)
+    debugfs = shutil.which("debugfs") or "debugfs"
+    listing = subprocess.run([debugfs, "-R", "ls -p /dev", str(rootfs)],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    entries = {f[5]: [f[3], f[4], f[2]] for f in (ln.split("/") for ln in listing.splitlines())
+               if len(f) > 6}  # fmt: skip
+    assert entries["null"] == ["0", "0", "020666"] and entries["console"][2] == "020666"
+    assert entries["pts"] == ["0", "0", "040755"] and entries["stdout"][2] == "120777"
+    assert image_mod.dev_commands(set(entries)) == ["cd /dev"]
+    assert image_mod.dev_commands(set())[1:3] == ["mknod console c 5 1", "sif console mode 020666"]
+    fsck = subprocess.run(
+        ["e2fsck", "-fn", str(rootfs)], capture_output=True, text=True, check=False
+    )
+    assert fsck.returncode == 0, fsck.stdout
+
+
+def test_work_dirs_of_dead_builds_are_removed_through_the_helper(
+    monkeypatch: pytest.MonkeyPatch, private_tmp: Path
+) -> None:
+    pid, _, start = owner_token().partition(":")
+    live = private_tmp / f"aufs-harness-image-{pid}_{start}-abc"
+    dead = private_tmp / f"aufs-harness-image-{pid}_{int(start) + 1}-def"  # pid reused
+    for work in (live, dead):
+        (work / "tree" / "etc").mkdir(parents=True)
+    helped: list[list[str]] = []
+
+    def fake_run(argv: list[object], **kw: object) -> subprocess.CompletedProcess[str]:
+        args = [str(a) for a in argv]
+        helped.append(args)
+        assert args[1] == "--unshare-helper" and kw["cwd"] == Path("/")
+        shutil.rmtree(Path(args[3]) / "etc")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(image_mod, "run", fake_run)
+    image_mod._remove_dead_work_dirs("/usr/bin/mmdebstrap", Deadline(10, "test"))
+    assert not dead.exists() and live.is_dir() and len(helped) == 1
+
+
+def test_a_tmpdir_others_cannot_reach_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    monkeypatch.setenv("TMPDIR", str(private))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(UserError, match="set TMPDIR to a directory such as /var/tmp"):
+        image_mod._work_dir()
+    assert not list(private.iterdir())
+    assert userns.traversable_by_others(Path("/tmp"))
+    assert not userns.traversable_by_others(private)
 
 
 # -- the PVH vmlinux -----------------------------------------------------------
