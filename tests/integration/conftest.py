@@ -8,7 +8,9 @@ output shows what really booted and ran.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,8 +31,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     old = os.environ.get("AUFS_HARNESS_STATE")
-    os.environ["AUFS_HARNESS_STATE"] = str(tmp_path_factory.mktemp("state"))
+    state = tmp_path_factory.mktemp("state")
+    os.environ["AUFS_HARNESS_STATE"] = str(state)
     yield
+    # A test that failed half-way must not leave its VMs to the rest of the run
+    # (its own assertions say whether QEMU should have been gone).
+    for pid in qemu_pids(str(state)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     if old is None:
         os.environ.pop("AUFS_HARNESS_STATE", None)
     else:
@@ -73,3 +81,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("what the integration tests really did")
         for line in FACTS:
             terminalreporter.write_line(line)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The Ctrl-C tests send SIGINT to a harness they start: a run started in
+    the background (`&`, nohup, some CI runners) inherits SIGINT ignored, and so
+    would those harnesses. Handle it as a terminal session does."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

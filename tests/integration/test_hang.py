@@ -16,13 +16,23 @@ from harness.targets import Target
 from tests.integration.conftest import qemu_pids
 from vm.image import Image
 
+# The real suite's option names (harness/guest/suite/unionfs/options.py), which
+# runs and matrix cells pass, without the real suite's helpers behind them.
+FAKE_OPTIONS = """
+def pytest_addoption(parser):
+    for name in ("--driver", "--branch-fs", "--option-set", "--suite-tmp", "--keep-lab"):
+        parser.addoption(name, default=None)
+    for flag in ("--continue-after-kernel-damage", "--no-kernel-health"):
+        parser.addoption(flag, action="store_true")
+"""
+
 
 def fake_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checks: str) -> None:
     """Ship a guest package whose suite is a tiny one of `checks` instead of the union suite."""
     suite = tmp_path / "guest" / "suite"
     (suite / "unionfs").mkdir(parents=True)
     (suite / "unionfs" / "__init__.py").write_text("")
-    (suite / "unionfs" / "options.py").write_text("def pytest_addoption(parser):\n    pass\n")
+    (suite / "unionfs" / "options.py").write_text(FAKE_OPTIONS)
     (suite / "conftest.py").write_text('pytest_plugins = ("unionfs.options",)\n')
     (suite / "test_hang.py").write_text(textwrap.dedent(checks))
     monkeypatch.setattr(guestsuite, "guest_dir", lambda: suite.parent)

@@ -199,3 +199,15 @@ def test_branch_listing_names_types_modes_and_xattrs(tmp_path: Path) -> None:
     assert "size=3" in text and "data=b'abc'" in text
     assert evidence.describe(tmp_path / "missing").startswith("absent")
     assert ("d/f", "reg", 0o640, 3) in evidence.shape(tmp_path)
+
+
+def test_the_integration_tests_fake_suite_knows_every_suite_option() -> None:
+    """tests/integration/test_hang.py's fake suite must accept what runs pass."""
+    import re
+
+    from tests.integration.test_hang import FAKE_OPTIONS
+
+    real = (SUITE / "unionfs" / "options.py").read_text()
+    assert set(re.findall(r'"(--[a-z-]+)"', real)) == set(
+        re.findall(r'"(--[a-z-]+)"', FAKE_OPTIONS)
+    )
