@@ -19,7 +19,7 @@ import logging
 import shlex
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -369,7 +369,3 @@ def _prepared(
         shutil.rmtree(work / "src", ignore_errors=True)
     state.write_text(json.dumps({"patches": reports}, indent=2))
     return reports
-
-
-def run_many(specs: Sequence[BuildSpec], deadline: Deadline) -> list[BuildResult]:
-    return [run(s, deadline) for s in specs]
