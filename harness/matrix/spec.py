@@ -48,6 +48,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "kernel_cmdline": [],
     "workers": 2,
     "fresh_vms": 6,
+    "scenario": "suite",
 }
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -84,6 +85,7 @@ class Cell:
     timeouts: Timeouts = field(default_factory=Timeouts)
     workers: int = 2
     fresh_vms: int = 6
+    scenario: str = "suite"  # or "docker": harness.scenario
 
     @property
     def stock(self) -> bool:
@@ -104,6 +106,7 @@ class Cell:
             "suite_args": list(self.suite_args),
             "kernel_cmdline": list(self.kernel_cmdline),
             "timeouts": vars(self.timeouts).copy(),
+            **({"scenario": self.scenario} if self.scenario != "suite" else {}),
         }
 
 
@@ -261,6 +264,7 @@ def _cell(raw: dict[str, Any], where: str) -> Cell:
         timeouts=Timeouts(**raw.get("timeouts", {})),
         workers=raw["workers"],
         fresh_vms=raw["fresh_vms"],
+        scenario=raw["scenario"],
     )
 
 

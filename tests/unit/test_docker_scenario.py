@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import docker as bench_docker
 from harness import runner
 from harness import scenario as scenarios
 from harness.bootspec import image_recipe
@@ -16,8 +17,10 @@ from harness.cli import BadArguments, build_parser
 from harness.core.deadline import Deadline
 from harness.core.errors import TargetFailure, UserError
 from harness.guest import dockerd
+from harness.matrix import run as matrix_run
+from harness.matrix import spec
 from harness.results import FAILED, PASSED, TargetReport
-from harness.resultsdir import TargetDir
+from harness.resultsdir import ResultsDir, TargetDir
 from harness.runner import RunOptions, Stop, TargetRun
 from harness.targets import Target
 from kmod.config import parse_config
@@ -169,3 +172,31 @@ def test_copy_up_table_has_a_row_per_size() -> None:
     assert "first write" in lines[0] and "volume write" in lines[0]
     assert lines[1].split()[:2] == ["1", "MiB"]
     assert "10.0 ms" in lines[1] and "1.0 MiB then 0.0 MiB" in lines[1]
+
+
+def test_a_matrix_cell_of_the_docker_scenario(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(
+        'version = 1\n[[include]]\nname = "bullseye-docker"\nscenario = "docker"\n'
+        'distro = "bullseye"\nkernel = "debian:bullseye=5.10.223-1"\naufs_src = "/src/aufs"\n'
+    )
+    cell = spec.load(path, env={}).cells[0]
+    assert cell.scenario == "docker" and cell.axes()["scenario"] == "docker"
+    target = matrix_run.target_of(cell)
+    assert target.docker and target.build is not None
+    assert target.build.config_fragment == scenarios.docker_fragment()
+    machine = matrix_run.MachineOptions()
+    assert matrix_run.run_options(cell, ResultsDir(tmp_path), machine).memory_mb == 2048
+    path.write_text('version = 1\n[[include]]\nscenario = "podman"\n')
+    with pytest.raises(UserError, match="scenario"):
+        spec.load(path, env={})
+
+
+def test_bench_prints_the_table_of_each_cell_that_measured() -> None:
+    report = {"targets": [
+        {"target": "bullseye-docker", "extra": {"docker_copy_up": BENCH}},
+        {"target": "bookworm-stock-overlay", "extra": {}},
+    ]}  # fmt: skip
+    found = bench_docker.tables(report)
+    assert [cell for cell, _ in found] == ["bullseye-docker"]
+    assert found[0][1] == scenarios.copy_up_table(BENCH)
