@@ -131,7 +131,7 @@ def copy_up_table(bench: dict[str, Any]) -> str:
     for r in bench.get("rows", []):
         lines.append(
             f"{r['size_mib']:>5} MiB  {r['first_write_s'] * 1000:>9.1f} ms  "
-            f"{r['second_write_s'] * 1000:>9.2f} ms  {r['volume_write_s'] * 1000:>9.2f} ms  "
+            f"{r['second_write_s'] * 1000:>9.3f} ms  {r['volume_write_s'] * 1000:>9.3f} ms  "
             f"{r['copied_bytes'] / 2**20:.1f} MiB then {r['copied_again_bytes'] / 2**20:.1f} MiB"
         )
     return "\n".join(lines)

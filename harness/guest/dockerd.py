@@ -287,8 +287,8 @@ def bench() -> dict[str, Any]:
             copied_again = du_bytes(diff) - before - copied
             volume = timed_write(vol / f"f{mib}")
             rows.append({
-                "size_mib": mib, "first_write_s": round(first, 4),
-                "second_write_s": round(second, 4), "volume_write_s": round(volume, 4),
+                "size_mib": mib, "first_write_s": round(first, 6),
+                "second_write_s": round(second, 6), "volume_write_s": round(volume, 6),
                 "copied_bytes": copied, "copied_again_bytes": copied_again,
             })  # fmt: skip
     finally:
