@@ -11,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 
+from harness import scenario as scenarios
 from harness.core.deadline import Deadline
 from harness.core.errors import UserError
 from harness.core.procs import run
@@ -43,7 +44,7 @@ def preflight(target: Target, accel: str, deadline: Deadline) -> None:
     /dev/kvm. Runs before a kernel build, so nobody waits minutes to hear it."""
     accel_mod.require(accel)
     if target.image is None:
-        check_buildable(ImageRecipe(suite=target.distro), deadline.sub(15, "checking the image"))
+        check_buildable(image_recipe(target), deadline.sub(15, "checking the image"))
 
 
 def resolve_boot(
@@ -57,13 +58,25 @@ def resolve_boot(
         fmt = image_format(target.image, deadline)
         handle.note(f"user image {target.image} ({fmt}), booted by its own bootloader")
         return BootSpec(disk=target.image, disk_format=fmt, label=target.label, cloud_init=True)
-    image = build_image(ImageRecipe(suite=target.distro), deadline)
+    image = build_image(image_recipe(target), deadline)
     if image.cached:
         handle.cached(f"image {image.rootfs.parent.name} reused from the cache")
         log.info("image: reusing cached debian %s image %s", target.distro, image.rootfs)
     else:
         handle.note(f"built {image.rootfs}")
     return _debian_boot(target, image, build)
+
+
+def image_recipe(target: Target) -> ImageRecipe:
+    """The harness's image for `target`: its suite, plus what its scenario installs."""
+    if target.docker:
+        return ImageRecipe(suite=target.distro, extra_packages=target.image_packages,
+                           size_mb=scenarios.DOCKER_IMAGE_MB)  # fmt: skip
+    return ImageRecipe(suite=target.distro)
+
+
+def _cmdline_extra(target: Target) -> tuple[str, ...]:
+    return (*(scenarios.DOCKER_CMDLINE if target.docker else ()), *target.cmdline_extra)
 
 
 def _debian_boot(target: Target, image: Image, build: BuildResult | None) -> BootSpec:
@@ -74,7 +87,7 @@ def _debian_boot(target: Target, image: Image, build: BuildResult | None) -> Boo
             disk_format="raw",
             label=f"{build.kernel_release} with aufs on debian {target.distro}",
             kernel=build.artifacts["bzImage"],  # drivers built in: no initrd
-            cmdline=(*image.cmdline, *target.cmdline_extra),
+            cmdline=(*image.cmdline, *_cmdline_extra(target)),
             kernel_release=build.kernel_release or "",
             ready_marker=image.ready_marker,
         )
@@ -84,7 +97,7 @@ def _debian_boot(target: Target, image: Image, build: BuildResult | None) -> Boo
         label=f"debian {target.distro}, stock kernel {image.kernel_release}",
         kernel=image.kernel,  # the PVH vmlinux when there is one: seconds faster under TCG
         initrd=image.initrd,
-        cmdline=(*image.cmdline, *target.cmdline_extra),
+        cmdline=(*image.cmdline, *_cmdline_extra(target)),
         kernel_release=image.kernel_release,
         ready_marker=image.ready_marker,
     )

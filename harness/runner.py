@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 
 from harness import guestsuite, keptvm, resume
+from harness import scenario as scenarios
 from harness.bootspec import IMAGE_TIMEOUT, preflight, resolve_boot
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, TargetFailure, UserError
@@ -264,12 +265,42 @@ def _in_vm(run: TargetRun, plan: VMPlan, vm: SuiteVM, out: VMDir) -> guestsuite.
         loaded = vm.load(run.target.modules(run.build))
         report.extra.setdefault("load", loaded)
         h.note("; ".join(str(r["reason"]) for r in loaded.values()) or "all built in")
+    if run.target.docker:
+        _start_dockerd(run, plan, vm)
     with stage(report, f"suite{plan.tag}", "running the union suite in the guest over xdist") as h:
         args = [*run.opts.suite_args, *resume.deselect_args(plan.standing)]
-        outcome = vm.run_suite(out, args, plan.suite, plan.workers, run.opts.check_timeout)
+        workers = plan.workers
+        if run.target.docker:
+            args, workers = [*scenarios.DOCKER_SUITE_ARGS, *args], scenarios.DOCKER_WORKERS
+        outcome = vm.run_suite(out, args, plan.suite, workers, run.opts.check_timeout)
         _judge_suite(run, vm, outcome, out)
         h.note(f"{len(outcome.checks)} checks; log {outcome.log}")
+    if run.target.docker and plan.number == 1 and vm.alive():
+        _copy_up_bench(run, vm)
     return outcome
+
+
+def _start_dockerd(run: TargetRun, plan: VMPlan, vm: SuiteVM) -> None:
+    """The docker scenario: dockerd with --storage-driver=aufs in the guest. Its
+    refusal or fallback is the target's failure, named (scenario.start_dockerd)."""
+    with stage(
+        run.report, f"docker{plan.tag}", "starting dockerd with the aufs storage driver"
+    ) as h:
+        budget = run.deadline.sub(scenarios.START_TIMEOUT, "starting dockerd")
+        info = scenarios.start_dockerd(vm.run_in_guest, vm.put_in_guest, budget)
+        run.report.extra.setdefault("docker", info)
+        h.note(f"dockerd {info.get('server_version')}: storage driver {info.get('driver')}")
+
+
+def _copy_up_bench(run: TargetRun, vm: SuiteVM) -> None:
+    """The docker scenario's copy-up measurement, into the report's extra."""
+    with stage(run.report, "copy-up", "measuring aufs copy-up cost in the guest") as h:
+        budget = run.deadline.sub(scenarios.BENCH_TIMEOUT, "measuring copy-up")
+        bench = scenarios.copy_up_bench(vm.run_in_guest, vm.put_in_guest, budget)
+        run.report.extra["docker_copy_up"] = bench
+        table = scenarios.copy_up_table(bench)
+        log.info("docker: copy-up cost in the guest:\n%s", table)
+        h.note(f"{len(bench.get('rows', []))} sizes measured")
 
 
 def _boot(run: TargetRun, plan: VMPlan, vm: SuiteVM) -> None:

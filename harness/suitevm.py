@@ -72,6 +72,12 @@ class SuiteVM(Protocol):
         """The suite in the guest with `workers` xdist workers, its logs in `out`;
         a check running `check_timeout` s is declared hung."""
 
+    def run_in_guest(self, argv: Sequence[str], deadline: Deadline) -> tuple[int, str, str]:
+        """A command in the guest: (exit status, stdout, stderr). Raises HarnessError."""
+
+    def put_in_guest(self, local: Path, remote: str) -> None:
+        """Upload one file to a guest path. Raises HarnessError."""
+
     def alive(self) -> bool:
         """True while the QEMU process runs."""
 
@@ -171,6 +177,13 @@ class MachineVM:
             self.machine, out.path, suite_args, deadline, workers=workers,
             check_timeout=check_timeout,
         )  # fmt: skip
+
+    def run_in_guest(self, argv: Sequence[str], deadline: Deadline) -> tuple[int, str, str]:
+        r = self._guest().run(list(argv), deadline)
+        return r.status, r.stdout, r.stderr
+
+    def put_in_guest(self, local: Path, remote: str) -> None:
+        self._guest().put(local, remote)
 
     def alive(self) -> bool:
         return self.machine.qemu is not None and self.machine.qemu.alive()

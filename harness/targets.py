@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import scenario as scenarios
 from harness.core.errors import UserError
 from kmod.pipeline import BuildResult, BuildSpec
 from vm.image import SUITES
@@ -35,8 +36,22 @@ class Target:
     # Kernel command-line words appended after the image's own (the later wins,
     # e.g. a bad root= to test a boot that cannot succeed); harness image only.
     cmdline_extra: tuple[str, ...] = ()
+    # What runs besides boot and load: "suite" (the union suite) or "docker"
+    # (dockerd with the aufs storage driver, its checks and the copy-up bench).
+    scenario: str = scenarios.SUITE
 
     def __post_init__(self) -> None:
+        if self.scenario not in scenarios.SCENARIOS:
+            raise UserError(
+                f"unknown scenario {self.scenario!r}: use one of {', '.join(scenarios.SCENARIOS)}"
+            )
+        if self.scenario == scenarios.DOCKER and (
+            self.image is not None or self.distro != scenarios.DOCKER_DISTRO
+        ):
+            raise UserError(
+                "the docker scenario needs the harness's bullseye image (--distro bullseye, no "
+                "--image): bullseye's docker.io 20.10.5 is the Docker with the aufs driver"
+            )
         if self.image is None and self.distro not in SUITES:
             raise UserError(f"unknown distribution {self.distro!r}: use one of {', '.join(SUITES)}")
         if self.image is not None and not self.image.exists():
@@ -66,11 +81,21 @@ class Target:
         ]
 
     @property
+    def docker(self) -> bool:
+        return self.scenario == scenarios.DOCKER
+
+    @property
+    def image_packages(self) -> tuple[str, ...]:
+        """Debian packages the scenario adds to the harness's image."""
+        return scenarios.DOCKER_PACKAGES if self.docker else ()
+
+    @property
     def label(self) -> str:
         if self.name:
             return self.name
+        tail = " docker" if self.docker else ""
         if self.build is not None:
-            return f"{self.build.kernel} aufs"
+            return f"{self.build.kernel} aufs{tail}"
         if self.image is not None:
             return f"image:{self.image.name}"
-        return f"debian:{self.distro} stock"
+        return f"debian:{self.distro} stock{tail}"

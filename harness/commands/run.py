@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from harness import argcheck
+from harness import scenario as scenarios
 from harness.buildargs import add_build_options, spec_from_args
 from harness.commands.common import add_vm_options, finish
 from harness.core.errors import UserError
@@ -16,6 +17,8 @@ from harness.runner import FRESH_VMS, RunOptions, run_target
 from harness.targets import Target
 from kmod import config
 from vm.machine import preflight
+
+DEFAULT_DISTRO = "bookworm"  # add_vm_options' default: the docker scenario means bullseye then
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,6 +44,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default="results",  # a string: argparse checks it like a given --results
         metavar="DIR",
         help="where reports go (default: ./results/<timestamp>)",
+    )
+    p.add_argument(
+        "--scenario",
+        choices=scenarios.SCENARIOS,
+        default=scenarios.SUITE,
+        help="suite: the union suite (default); docker: Docker's aufs storage driver on a "
+        "bullseye userland (docker.io 20.10.5): dockerd with --storage-driver=aufs, its checks "
+        "and the copy-up measurement (implies --distro bullseye)",
     )
     p.add_argument("--workers", type=argcheck.WORKERS, default=2, help="xdist workers in the guest")
     p.add_argument("--suite-timeout", type=argcheck.SUITE_TIMEOUT, default=1800.0, metavar="S")
@@ -89,13 +100,18 @@ def suite_args_for(args: argparse.Namespace) -> tuple[str, ...]:
 def main(args: argparse.Namespace) -> int:
     suite_args = suite_args_for(args)
     build = spec_from_args(args) if args.kernel else None
-    target = Target(distro=args.distro, image=args.image, build=build)
+    distro, memory = args.distro, args.memory
+    if args.scenario == scenarios.DOCKER:
+        build = scenarios.with_fragment(build) if build is not None else None
+        distro = scenarios.DOCKER_DISTRO if args.distro == DEFAULT_DISTRO else args.distro
+        memory = max(memory, scenarios.DOCKER_MEMORY_MB)
+    target = Target(distro=distro, image=args.image, build=build, scenario=args.scenario)
     preflight()
     results = ResultsDir.new(args.results)
     opts = RunOptions(
         results_dir=results.root,
         accel=args.accel,
-        memory_mb=args.memory,
+        memory_mb=memory,
         smp=args.smp,
         workers=args.workers,
         boot_timeout=args.boot_timeout,

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import scenario as scenarios
 from harness.core.atomic import write_atomic
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, UserError
@@ -68,6 +69,8 @@ def build_spec(cell: Cell, jobs: int | None = None) -> BuildSpec | None:
         aufs_options=cell.aufs_options,
         branch_fs=config.branch_filesystems(",".join(cell.branch_fs)),
     )
+    if cell.scenario == scenarios.DOCKER:  # its kernel options, for docker cells only
+        spec = scenarios.with_fragment(spec)
     return dataclasses.replace(spec, jobs=jobs) if jobs else spec
 
 
@@ -75,7 +78,7 @@ def target_of(cell: Cell) -> Target:
     """The runner's target for a cell, named after it."""
     return Target(
         distro=cell.distro, build=build_spec(cell), name=cell.name,
-        cmdline_extra=cell.kernel_cmdline,
+        cmdline_extra=cell.kernel_cmdline, scenario=cell.scenario,
     )  # fmt: skip
 
 
@@ -87,11 +90,18 @@ def suite_args(cell: Cell) -> tuple[str, ...]:
     return (*args, *cell.suite_args)
 
 
+def memory_mb(cell: Cell, machine: MachineOptions) -> int:
+    """The guest memory of a cell: a docker cell gets at least DOCKER_MEMORY_MB."""
+    if cell.scenario == scenarios.DOCKER:
+        return max(machine.memory_mb, scenarios.DOCKER_MEMORY_MB)
+    return machine.memory_mb
+
+
 def run_options(cell: Cell, results: ResultsDir, machine: MachineOptions) -> RunOptions:
     """The runner's options for a cell."""
     t = cell.timeouts
     return RunOptions(
-        results_dir=results.root, accel=machine.accel, memory_mb=machine.memory_mb,
+        results_dir=results.root, accel=machine.accel, memory_mb=memory_mb(cell, machine),
         smp=machine.smp, workers=cell.workers, boot_timeout=t.boot, suite_timeout=t.suite,
         check_timeout=t.check, suite_args=suite_args(cell), fresh_vms=cell.fresh_vms,
         run_timeout=t.cell,

@@ -49,6 +49,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "kernel_cmdline": [],
     "workers": 2,
     "fresh_vms": FRESH_VMS,
+    "scenario": "suite",
 }
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -85,6 +86,7 @@ class Cell:
     timeouts: Timeouts = field(default_factory=Timeouts)
     workers: int = 2
     fresh_vms: int = FRESH_VMS
+    scenario: str = "suite"  # or "docker": harness.scenario
 
     @property
     def stock(self) -> bool:
@@ -105,6 +107,7 @@ class Cell:
             "suite_args": list(self.suite_args),
             "kernel_cmdline": list(self.kernel_cmdline),
             "timeouts": vars(self.timeouts).copy(),
+            **({"scenario": self.scenario} if self.scenario != "suite" else {}),
         }
 
 
@@ -262,6 +265,7 @@ def _cell(raw: dict[str, Any], where: str) -> Cell:
         timeouts=Timeouts(**raw.get("timeouts", {})),
         workers=raw["workers"],
         fresh_vms=raw["fresh_vms"],
+        scenario=raw["scenario"],
     )
 
 

@@ -81,6 +81,9 @@ class Fleet:
     stopped: int = 0
     discarded: int = 0
     kept: int = 0
+    # The guest's answers to `python3 .../dockerd.py ACTION` (the docker scenario), by action.
+    guest_answers: dict[str, str] = field(default_factory=dict)
+    guest_calls: list[list[str]] = field(default_factory=list)
 
     def __call__(self) -> SuiteVM:
         if not self.scripts:
@@ -131,6 +134,13 @@ class FakeVM:
         self.fleet.suite_deadlines.append(deadline.remaining())
         assert self.script.outcome is not None
         return self.script.outcome
+
+    def run_in_guest(self, argv: Sequence[str], deadline: Deadline) -> tuple[int, str, str]:
+        self.fleet.guest_calls.append(list(argv))
+        return 0, self.fleet.guest_answers.get(argv[-1], ""), ""
+
+    def put_in_guest(self, local: Path, remote: str) -> None:
+        pass
 
     def alive(self) -> bool:
         return self.script.alive
