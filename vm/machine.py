@@ -49,7 +49,8 @@ BOOT_FAILURES: tuple[tuple[str, str], ...] = (
     (r"Kernel panic - not syncing.*", "the kernel panicked"),
     (r"VFS: Unable to mount root fs.*", "the kernel cannot mount its root filesystem"),
     (r"Target filesystem doesn't have requested .*", "the initramfs cannot find init"),
-    (r"Gave up waiting for root file system device.*", "the initramfs gave up on the root"),
+    # Debian's initramfs says "Gave up waiting for root file system device", then
+    # a list of common problems, then the line that names the device: that one.
     (r"ALERT! .* does not exist.*", "the initramfs gave up on the root"),
     (r"BusyBox v\S+ .*built-in shell \(ash\)", "the initramfs dropped to its rescue shell"),
     (r"You are in emergency mode.*", "systemd dropped to its emergency shell"),
