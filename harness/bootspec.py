@@ -64,7 +64,7 @@ def resolve_boot(
         log.info("image: reusing cached debian %s image %s", target.distro, image.rootfs)
     else:
         handle.note(f"built {image.rootfs}")
-    return _debian_boot(target, image, build)
+    return debian_boot(target, image, build)
 
 
 def image_recipe(target: Target) -> ImageRecipe:
@@ -79,7 +79,7 @@ def _cmdline_extra(target: Target) -> tuple[str, ...]:
     return (*(scenarios.DOCKER_CMDLINE if target.docker else ()), *target.cmdline_extra)
 
 
-def _debian_boot(target: Target, image: Image, build: BuildResult | None) -> BootSpec:
+def debian_boot(target: Target, image: Image, build: BuildResult | None) -> BootSpec:
     """The harness's image booted with `build`'s kernel, or with its own stock kernel."""
     if build is not None:
         return BootSpec(

@@ -22,25 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.bootspec import debian_boot
 from harness.core.deadline import Deadline
 from harness.core.errors import TargetFailure, UserError
 from harness.core.store import key_of
 from harness.results import ERROR, FAILED, HUNG, CheckResult, TargetReport, read_json
 from harness.resultsdir import REPORT_JSON, slug
+from harness.targets import Target
 from kmod import config
 from kmod import pipeline as kmod_pipeline
 from kmod.pipeline import ARTIFACTS, BuildResult, BuildSpec, artifact_store
-from vm.image import (
-    CMDLINE,
-    INITRD,
-    ROOTFS,
-    VMLINUX,
-    VMLINUZ,
-    Image,
-    ImageRecipe,
-    build_image,
-    images_store,
-)
+from vm.image import Image, ImageRecipe, build_image, images_store
+from vm.image import stored_image as stored_image_of
 from vm.machine import BootSpec
 
 log = logging.getLogger(__name__)
@@ -309,18 +302,8 @@ def stored_image(cell: Cell, deadline: Deadline) -> tuple[Image, str]:
     recipe of its Debian suite. Returns the image and one line saying which.
     Raises what vm.image raises when it cannot build one."""
     key = cell.image_key
-    entry = images_store().lookup(key) if key else None
-    if entry is not None and all((entry.path / n).is_file() for n in (ROOTFS, VMLINUZ, INITRD)):
-        meta = entry.meta()
-        image = Image(
-            rootfs=entry.path / ROOTFS,
-            vmlinuz=entry.path / VMLINUZ,
-            initrd=entry.path / INITRD,
-            kernel_release=str(meta["kernel_release"]),
-            cmdline=CMDLINE,
-            cached=True,
-            vmlinux=entry.path / VMLINUX if meta.get("vmlinux") else None,
-        )
+    image = stored_image_of(key) if key else None
+    if image is not None:
         return image, f"image {key} from the store"
     recipe = ImageRecipe(suite=cell.distro)
     if key:
@@ -334,25 +317,6 @@ def stored_image(cell: Cell, deadline: Deadline) -> tuple[Image, str]:
 
 
 def boot_spec(cell: Cell, image: Image, build: BuildResult | None) -> BootSpec:
-    """What to boot: the image with the build's kernel (no initrd), as the runner
-    boots an aufs cell (harness.bootspec), or with its own stock kernel."""
-    if build is not None:
-        return BootSpec(
-            disk=image.rootfs,
-            disk_format="raw",
-            label=f"{build.kernel_release} with aufs on debian {cell.distro}",
-            kernel=build.artifacts["bzImage"],
-            cmdline=image.cmdline,
-            kernel_release=build.kernel_release or "",
-            ready_marker=image.ready_marker,
-        )
-    return BootSpec(
-        disk=image.rootfs,
-        disk_format="raw",
-        label=f"debian {cell.distro}, stock kernel {image.kernel_release}",
-        kernel=image.kernel,
-        initrd=image.initrd,
-        cmdline=image.cmdline,
-        kernel_release=image.kernel_release,
-        ready_marker=image.ready_marker,
-    )
+    """What to boot: the image with the build's kernel (no initrd), or with its own
+    stock kernel, exactly as the runner boots the cell (harness.bootspec)."""
+    return debian_boot(Target(distro=cell.distro), image, build)

@@ -335,6 +335,13 @@ def check_buildable(recipe: ImageRecipe, deadline: Deadline) -> None:
     userns.check(which("mmdebstrap", "mmdebstrap"), deadline)
 
 
+def stored_image(key: str) -> Image | None:
+    """The image stored under `key` (a recorded image key), or None when the
+    store no longer holds a complete entry for it."""
+    entry = images_store().lookup(key)
+    return _image_of(entry) if entry is not None and _complete(entry) else None
+
+
 def _complete(entry: Entry) -> bool:
     try:
         meta = entry.meta()
