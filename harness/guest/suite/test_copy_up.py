@@ -214,15 +214,23 @@ def _deep_lower_tree(lab: Lab) -> None:
     mkdir(lab.ro / "a", mode=0o750, uid=1000, gid=1000, mtime_ns=T1_NS)
 
 
-def test_copy_up_creates_parents_with_lower_metadata(lab: Lab) -> None:
-    """CPU-8: writing U/a/b/f creates RW/a and RW/a/b with RO's mode and owner."""
+def _append_deep(lab: Lab) -> tuple[str, ...]:
+    """Append to U/a/b/f, which only RO has: the copy-up creates RW/a and RW/a/b.
+    Returns those parents (relative paths), failing the check if one is missing."""
     _deep_lower_tree(lab)
     u = lab.mount()
     with open(u / "a" / "b" / "f", "ab") as fh:
         fh.write(b" appended")
-    for rel in ("a", "a/b"):
+    parents = ("a", "a/b")
+    for rel in parents:
         if not (lab.rw / rel).is_dir():
             pytest.fail(lab.explain(f"RW/{rel} created as a directory", None, lab.rw / rel))
+    return parents
+
+
+def test_copy_up_creates_parents_with_lower_metadata(lab: Lab) -> None:
+    """CPU-8: writing U/a/b/f creates RW/a and RW/a/b with RO's mode and owner."""
+    for rel in _append_deep(lab):
         diff = _meta_diff(
             lab, (lab.rw / rel).stat(), (lab.ro / rel).stat(), ("st_mode", "st_uid", "st_gid")
         )
@@ -235,13 +243,7 @@ def test_copy_up_keeps_parent_directory_mtimes(lab: Lab) -> None:
     """CPU-8: after writing U/a/b/f, the copied-up RW/a and RW/a/b still carry RO/a's
     and RO/a/b's mtimes (aufs restores parent times around a copy-up; overlayfs sets
     them after). Seen failing on aufs5.10.140: the parents keep the copy-up time."""
-    _deep_lower_tree(lab)
-    u = lab.mount()
-    with open(u / "a" / "b" / "f", "ab") as fh:
-        fh.write(b" appended")
-    for rel in ("a", "a/b"):
-        if not (lab.rw / rel).is_dir():
-            pytest.fail(lab.explain(f"RW/{rel} created as a directory", None, lab.rw / rel))
+    for rel in _append_deep(lab):
         diff = _meta_diff(lab, (lab.rw / rel).stat(), (lab.ro / rel).stat(), ("st_mtime_ns",))
         assert not diff, lab.explain(f"RW/{rel} keeps RO/{rel}'s mtime", "; ".join(diff))
 
