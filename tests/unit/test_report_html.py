@@ -162,3 +162,21 @@ def test_every_run_writes_its_html_report_beside_report_json(
     assert finish([stock_cell()], tmp_path) == 0
     assert (tmp_path / "index.html").is_file() and (tmp_path / "report.json").is_file()
     assert str(tmp_path / "index.html") in capsys.readouterr().out
+
+
+def test_a_docker_cell_shows_dockerd_and_the_copy_up_table(tmp_path: Path) -> None:
+    cell = aufs_cell()
+    cell.extra["docker"] = {
+        "ok": True, "reason": "", "driver": "aufs", "server_version": "20.10.5+dfsg1",
+        "cgroup_driver": "cgroupfs", "driver_status": [["Dirperm1 Supported", "true"]],
+    }  # fmt: skip
+    cell.extra["docker_copy_up"] = {"rows": [
+        {"size_mib": 64, "first_write_s": 0.896, "second_write_s": 0.00006,
+         "volume_write_s": 0.00002, "copied_bytes": 64 * 2**20, "copied_again_bytes": 0},
+    ]}  # fmt: skip
+    text = render_reports([cell], tmp_path)
+    assert "storage driver aufs, cgroup driver cgroupfs" in text
+    assert "<dt>Dirperm1 Supported</dt><dd>true</dd>" in text
+    row = "<tr><td>64 MiB</td><td>896.0 ms</td><td>0.060 ms</td><td>0.020 ms</td>"
+    assert row + "<td>64.0 MiB, then 0.0 MiB</td></tr>" in text
+    assert "Copy-up" not in render_reports([aufs_cell()], tmp_path)  # only a docker cell's
