@@ -3,7 +3,8 @@
     aufs-repro-<slug>/
         manifest.json          kernel source (package, version, pocket, identity),
                                aufs repository, branch and commit, build key,
-                               .config sha256, image recipe key and suite, checks
+                               .config sha256, image recipe key and suite, the
+                               scenario (suite or docker), checks
         reproduce.sh           `aufs-harness repro` of the checks, from these files
         recorded/report.json   the cell's report, trimmed: what repro compares with
         fixups/*.patch         the user's fix-ups, as the build applied them
@@ -32,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
+from harness.bootspec import image_recipe
 from harness.core.errors import InfraError, UserError
 from harness.core.paths import cache_dir, state_dir
 from harness.repro import Cell
 from harness.results import CheckResult, Stage, TargetReport, to_json
 from harness.resultsdir import REPORT_JSON, slug
 from kmod.pipeline import artifact_store
-from vm.image import ImageRecipe, images_store
+from vm.image import images_store
 from vm.seed import SeedInput, render_files
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,7 @@ def make_bundle(cell: Cell, out: Path) -> tuple[Path, list[str]]:
         "config_sha256": config_sha,
         "fixups": fixups,
         "image": image,
+        "scenario": cell.scenario,
         "suite_args": cell.suite_args(),
         "failed_checks": [c.nodeid for c in red],
     }
@@ -186,7 +189,7 @@ def _image(cell: Cell, files: Files) -> dict[str, Any]:
     if meta is not None and meta.is_file():
         inputs = json.loads(meta.read_text()).get("inputs", {})
     else:
-        inputs = ImageRecipe(suite=cell.distro).inputs()
+        inputs = image_recipe(cell.target()).inputs()
     files.add("image-recipe.json", json.dumps(inputs, indent=2, sort_keys=True) + "\n")
     return {"key": key, "suite": inputs.get("suite", cell.distro)}
 
@@ -220,7 +223,7 @@ def _recorded(
         started=cell.report.started,
         stages=[Stage("image", "ok", 0.0, f"image {image['key']} reused from the cache")],
         checks=list(red),
-        extra={"build": kept, "image": image, "cell": cell.axes},
+        extra={"build": kept, "image": image, "cell": cell.axes, "scenario": cell.scenario},
     )
     return to_json([report])
 

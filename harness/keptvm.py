@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from harness.core.errors import UserError
 from harness.loadstage import ensure_module
 from harness.targets import Needed
 from vm.machine import NAME_RE, BootSpec, Machine, is_running, list_states, vms_root
+from vm.ssh import Guest
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,15 @@ def enter_lines(name: str, workdir: Path) -> list[str]:
 
 
 def boot_kept(
-    name: str, boot: BootSpec, opts: BootOptions, needs: Sequence[Needed] = ()
+    name: str,
+    boot: BootSpec,
+    opts: BootOptions,
+    needs: Sequence[Needed] = (),
+    ready: Callable[[Guest], None] | None = None,
 ) -> tuple[Machine, dict[str, dict[str, Any]]]:
     """Boot `boot` as the kept VM `name` (claimed first), wait for SSH, load
-    `needs` in order (each proven by harness.loadstage), then release it.
+    `needs` in order (each proven by harness.loadstage), run `ready` in it (a
+    docker cell's dockerd: harness.scenario), then release it.
     Returns the machine (its guest connection closed) and the load results by
     module name. Raises what booting or loading raises (UserError, InfraError,
     TargetFailure, DeadlineExceeded); then, as on Ctrl-C, the VM is killed and
@@ -100,6 +106,8 @@ def boot_kept(
             result = ensure_module(guest, need.name, need.module, need.fs)
             if result is not None:
                 loaded[need.name] = result
+        if ready is not None:
+            ready(guest)
         machine.keep()
     except BaseException:
         machine.stop()  # a VM that did not come up is not left behind

@@ -6,7 +6,9 @@ label ("debian:bullseye aufs") or its directory slug ("debian-bullseye-aufs").
 Its report's extra["build"] is the kmod BuildResult (store key, aufs commit,
 the reproducer command line); extra["cell"], when a matrix wrote it, holds the
 cell's axes (kernel, aufs_ref, fixup_dir, distro, drivers, branch_fs,
-aufs_options). The image is named by the image stage's note (its store key).
+aufs_options, scenario). The image is named by the image stage's note (its store
+key). A docker cell (harness.scenario) is booted with its scenario's image,
+command line and memory, and dockerd started, as the runner does.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.bootspec import debian_boot
+from harness import scenario as scenarios
+from harness.bootspec import debian_boot, image_recipe
 from harness.core.deadline import Deadline
 from harness.core.errors import TargetFailure, UserError
 from harness.core.store import key_of
@@ -32,7 +35,7 @@ from harness.targets import Target
 from kmod import config
 from kmod import pipeline as kmod_pipeline
 from kmod.pipeline import ARTIFACTS, BuildResult, BuildSpec, artifact_store
-from vm.image import Image, ImageRecipe, build_image, images_store
+from vm.image import Image, build_image, images_store
 from vm.image import stored_image as stored_image_of
 from vm.machine import BootSpec
 
@@ -98,8 +101,25 @@ class Cell:
                 suite = json.loads(meta.read_text()).get("inputs", {}).get("suite")
                 if suite:
                     return str(suite)
+        if self.scenario == scenarios.DOCKER:
+            return scenarios.DOCKER_DISTRO
         log.warning("%s: its image's Debian suite is not recorded: assuming bookworm", self.label)
         return "bookworm"
+
+    @property
+    def scenario(self) -> str:
+        """What the cell ran (harness.scenario): its axis, else its report's
+        extra["scenario"], else "docker" when it had a docker stage, else "suite"."""
+        recorded = self.axes.get("scenario") or self.report.extra.get("scenario")
+        if recorded:
+            return str(recorded)
+        if any(st.name.startswith("docker") for st in self.report.stages):
+            return scenarios.DOCKER
+        return scenarios.SUITE
+
+    def target(self) -> Target:
+        """The runner's Target for what the cell booted: its userland and scenario."""
+        return Target(distro=self.distro, scenario=self.scenario)
 
     @property
     def branch_fs(self) -> str:
@@ -299,13 +319,14 @@ def same_config(recorded: dict[str, Any], result: BuildResult) -> str:
 
 def stored_image(cell: Cell, deadline: Deadline) -> tuple[Image, str]:
     """The cell's image: its store entry when still there, else built from the
-    recipe of its Debian suite. Returns the image and one line saying which.
+    harness's recipe for its Debian suite and scenario (bootspec.image_recipe).
+    Returns the image and one line saying which.
     Raises what vm.image raises when it cannot build one."""
     key = cell.image_key
     image = stored_image_of(key) if key else None
     if image is not None:
         return image, f"image {key} from the store"
-    recipe = ImageRecipe(suite=cell.distro)
+    recipe = image_recipe(cell.target())
     if key:
         log.warning("image %s is no longer in the store: building debian %s", key, recipe.suite)
     image = build_image(recipe, deadline)
@@ -318,5 +339,6 @@ def stored_image(cell: Cell, deadline: Deadline) -> tuple[Image, str]:
 
 def boot_spec(cell: Cell, image: Image, build: BuildResult | None) -> BootSpec:
     """What to boot: the image with the build's kernel (no initrd), or with its own
-    stock kernel, exactly as the runner boots the cell (harness.bootspec)."""
-    return debian_boot(Target(distro=cell.distro), image, build)
+    stock kernel, exactly as the runner boots the cell (harness.bootspec), with
+    its scenario's kernel command line."""
+    return debian_boot(cell.target(), image, build)

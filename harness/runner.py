@@ -64,6 +64,7 @@ class RunOptions:
     keep_vm: bool = False
     fresh_vms: int = FRESH_VMS  # VMs to boot for the checks a kernel-killing check cost
     run_timeout: float | None = None  # the whole target; None: run_budget()
+    copy_up: bool = True  # the docker scenario's copy-up measurement (repro leaves it out)
 
 
 def run_budget(opts: RunOptions) -> float:
@@ -275,7 +276,7 @@ def _in_vm(run: TargetRun, plan: VMPlan, vm: SuiteVM, out: VMDir) -> guestsuite.
         outcome = vm.run_suite(out, args, plan.suite, workers, run.opts.check_timeout)
         _judge_suite(run, vm, outcome, out)
         h.note(f"{len(outcome.checks)} checks; log {outcome.log}")
-    if run.target.docker and plan.number == 1 and vm.alive():
+    if run.target.docker and run.opts.copy_up and plan.number == 1 and vm.alive():
         _copy_up_bench(run, vm)
     return outcome
 

@@ -26,6 +26,7 @@ from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, TargetFailure
 from harness.core.paths import cache_dir
 from kmod.pipeline import BuildSpec
+from vm.ssh import Guest
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,12 @@ def with_fragment(spec: BuildSpec) -> BuildSpec:
     return dataclasses.replace(spec, config_fragment=path)
 
 
+def guest_memory(scenario: str, memory_mb: int) -> int:
+    """The guest memory (MB) to give a VM of `scenario`: at least DOCKER_MEMORY_MB
+    for docker (its image builds and the 512 MiB copy-up), else `memory_mb`."""
+    return max(memory_mb, DOCKER_MEMORY_MB) if scenario == DOCKER else memory_mb
+
+
 def _program() -> Path:
     return Path(str(resources.files("harness") / "guest" / "dockerd.py"))
 
@@ -110,6 +117,16 @@ def start_dockerd(run: GuestRun, put: GuestPut, deadline: Deadline) -> dict[str,
     if not answer.get("ok"):
         raise TargetFailure(str(answer.get("reason") or "dockerd did not start"))
     return answer
+
+
+def start_dockerd_over_ssh(guest: Guest, deadline: Deadline) -> dict[str, Any]:
+    """start_dockerd in a VM entered through `guest` (a kept VM: `vm up --from`)."""
+
+    def run(argv: Sequence[str], dl: Deadline) -> tuple[int, str, str]:
+        r = guest.run(list(argv), dl)
+        return r.status, r.stdout, r.stderr
+
+    return start_dockerd(run, guest.put, deadline)
 
 
 def copy_up_bench(run: GuestRun, put: GuestPut, deadline: Deadline) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import argcheck
+from harness import scenario as scenarios
 from harness.commands.common import add_vm_options
 from harness.core.deadline import Deadline
 from harness.core.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK, HarnessError, TargetFailure
@@ -33,7 +34,6 @@ from harness.resultsdir import ResultsDir
 from harness.runner import BUILD_TIMEOUT, RunOptions, TargetRun, run_budget, run_vms
 from harness.suitevm import MachineVM, SuiteVM
 from harness.table import print_report
-from harness.targets import Target
 from vm.machine import preflight
 from vm.ssh import Guest
 
@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
     opts = RunOptions(
         results_dir=ResultsDir.new(args.results).root,
         accel=args.accel,
-        memory_mb=args.memory,
+        memory_mb=scenarios.guest_memory(cell.scenario, args.memory),
         smp=args.smp,
         workers=1 if len(checks) == 1 else 2,
         boot_timeout=args.boot_timeout,
@@ -117,6 +117,7 @@ def main(args: argparse.Namespace) -> int:
         ),
         keep_vm=args.shell,
         fresh_vms=0,
+        copy_up=False,  # a docker cell: dockerd starts, its checks rerun, no bench
     )
     report, vm = rerun(cell, checks, opts, name, args)
     print_report([report])
@@ -169,7 +170,7 @@ def rerun(
                 return vm
 
             out = results.target(cell.label)
-            target = Target(distro=cell.distro)
+            target = cell.target()  # a docker cell: dockerd starts first, as in the run
             run_vms(TargetRun(target, build, opts, report, out, new_vm, deadline))
         except TargetFailure as exc:
             report.verdict, report.reason = FAILED, str(exc).splitlines()[0]

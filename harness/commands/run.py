@@ -100,11 +100,10 @@ def suite_args_for(args: argparse.Namespace) -> tuple[str, ...]:
 def main(args: argparse.Namespace) -> int:
     suite_args = suite_args_for(args)
     build = spec_from_args(args) if args.kernel else None
-    distro, memory = args.distro, args.memory
+    distro, memory = args.distro, scenarios.guest_memory(args.scenario, args.memory)
     if args.scenario == scenarios.DOCKER:
         build = scenarios.with_fragment(build) if build is not None else None
         distro = scenarios.DOCKER_DISTRO if args.distro == DEFAULT_DISTRO else args.distro
-        memory = max(memory, scenarios.DOCKER_MEMORY_MB)
     target = Target(distro=distro, image=args.image, build=build, scenario=args.scenario)
     preflight()
     results = ResultsDir.new(args.results)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from harness import argcheck
+from harness import scenario as scenarios
 from harness.bootspec import IMAGE_TIMEOUT, resolve_boot
 from harness.buildargs import spec_from_args
 from harness.core.deadline import Deadline
@@ -32,6 +33,7 @@ from vm.machine import (
     load_state,
     preflight,
 )
+from vm.ssh import Guest
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +97,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     name = check_name(args.name)
     claim(name)
     preflight(args.ssh_port)
-    boot, needs = _what_to_boot(args)
+    boot, needs, scenario = _what_to_boot(args)
     opts = BootOptions(
-        accel=args.accel, memory_mb=args.memory, smp=args.smp, ssh_port=args.ssh_port,
-        boot_timeout=args.boot_timeout,
+        accel=args.accel, memory_mb=scenarios.guest_memory(scenario, args.memory),
+        smp=args.smp, ssh_port=args.ssh_port, boot_timeout=args.boot_timeout,
     )  # fmt: skip
-    machine, loaded = boot_kept(name, boot, opts, needs)
+    ready = _start_dockerd if scenario == scenarios.DOCKER else None
+    machine, loaded = boot_kept(name, boot, opts, needs, ready)
     assert machine.qemu is not None
     log.info(
         "vm %s: up in %.1fs, %s, ssh port %d",
@@ -116,9 +119,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _what_to_boot(args: argparse.Namespace) -> tuple[BootSpec, list[Needed]]:
-    """The BootSpec `vm up` boots and the modules to load in it: a cell's (--from),
-    a built aufs kernel's (--kernel), or the image's stock kernel (nothing loaded)."""
+def _what_to_boot(args: argparse.Namespace) -> tuple[BootSpec, list[Needed], str]:
+    """The BootSpec `vm up` boots, the modules to load in it and its scenario
+    (harness.scenario): a cell's (--from), a built aufs kernel's (--kernel), or
+    the image's stock kernel (nothing loaded)."""
     handle = StageHandle(Stage("image", "ok"))
     if args.from_cell:
         if args.kernel or args.image:
@@ -132,7 +136,7 @@ def _what_to_boot(args: argparse.Namespace) -> tuple[BootSpec, list[Needed]]:
             print(line)
         image, line = stored_image(cell, deadline)
         print(line)
-        return boot_spec(cell, image, build), Target(distro=cell.distro).modules(build)
+        return boot_spec(cell, image, build), cell.target().modules(build), cell.scenario
     spec = spec_from_args(args) if args.kernel else None
     target = Target(distro=args.distro, image=args.image, build=spec)
     build = None
@@ -145,7 +149,20 @@ def _what_to_boot(args: argparse.Namespace) -> tuple[BootSpec, list[Needed]]:
         what = "reused from the cache" if build.cached else "built"
         print(f"kernel {build.kernel_release} with aufs {what} (key {build.key})")
     boot = resolve_boot(target, Deadline(IMAGE_TIMEOUT, "preparing the image"), handle, build)
-    return boot, target.modules(build) if build is not None else []
+    return boot, target.modules(build) if build is not None else [], target.scenario
+
+
+def _start_dockerd(guest: Guest) -> None:
+    """A docker cell's VM: dockerd with the aufs storage driver, as its run
+    started it. A refusal is said in one line and the VM kept, to look at."""
+    deadline = Deadline(scenarios.START_TIMEOUT, "starting dockerd")
+    try:
+        info = scenarios.start_dockerd_over_ssh(guest, deadline)
+    except TargetFailure as exc:
+        log.warning("%s", exc)
+        print(f"dockerd is not running: {exc}")
+        return
+    print(f"dockerd {info.get('server_version')} running, storage driver {info.get('driver')}")
 
 
 def _given_aufs_src(args: argparse.Namespace) -> str | None:

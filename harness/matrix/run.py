@@ -92,9 +92,7 @@ def suite_args(cell: Cell) -> tuple[str, ...]:
 
 def memory_mb(cell: Cell, machine: MachineOptions) -> int:
     """The guest memory of a cell: a docker cell gets at least DOCKER_MEMORY_MB."""
-    if cell.scenario == scenarios.DOCKER:
-        return max(machine.memory_mb, scenarios.DOCKER_MEMORY_MB)
-    return machine.memory_mb
+    return scenarios.guest_memory(cell.scenario, machine.memory_mb)
 
 
 def run_options(cell: Cell, results: ResultsDir, machine: MachineOptions) -> RunOptions:
