@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -95,35 +97,55 @@ class _Grid(HTMLParser):
             self._text += data
 
 
-def test_docker_matrix_cell_passes_every_docker_check(tmp_path: Path, fact: list[str]) -> None:
-    """The shipped docker matrix (harness/matrices/docker.toml) through `matrix
-    run`: the docker cell passes every Docker check, its report is schema-valid,
-    index.html's grid has the cell, and the copy-up table is in both."""
+@dataclass(frozen=True)
+class MatrixRun:
+    root: Path  # the results directory
+    returncode: int
+    log: str  # matrix run's progress lines
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def docker_matrix(tmp_path_factory: pytest.TempPathFactory) -> MatrixRun:
+    """The shipped docker matrix (harness/matrices/docker.toml) run once through
+    `aufs-harness matrix run`, in a state directory of its own."""
     if not (AUFS_SRC and FIXUP_DIR):
         pytest.skip(
             "the docker cell needs AUFS_HARNESS_AUFS_SRC (aufs-standalone) and "
             "AUFS_HARNESS_FIXUP_DIR (the fix-ups for bullseye's 5.10.223)"
         )
+    tmp = tmp_path_factory.mktemp("docker-matrix")
+    state = tmp / "state"
     argv = [sys.executable, "-m", "harness.cli", "matrix", "run", str(DOCKER_MATRIX),
-            "--results", str(tmp_path), "--quiet", "--no-history"]  # fmt: skip
+            "--results", str(tmp / "results"), "--quiet", "--no-history"]  # fmt: skip
     t0 = time.monotonic()
-    with (tmp_path / "progress.log").open("w+") as progress:
+    with (tmp / "progress.log").open("w+") as progress:
         # kernel (20+ min cold) + image + Docker checks + the copy-up bench
         r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=progress, text=True,
-                           timeout=5400, check=False)  # fmt: skip
+                           timeout=5400, check=False,
+                           env={**os.environ, "AUFS_HARNESS_STATE": str(state)})  # fmt: skip
         progress.seek(0)
         log_text = progress.read()
-    seconds = time.monotonic() - t0
+    assert not qemu_pids(str(state)), "QEMU left running after the matrix run"
+    (root,) = {p.parent.resolve() for p in (tmp / "results").glob("*/report.json")}
+    return MatrixRun(root, r.returncode, log_text, time.monotonic() - t0)
+
+
+def test_docker_matrix_cell_passes_every_docker_check(
+    docker_matrix: MatrixRun, fact: list[str]
+) -> None:
+    """The docker cell passes every Docker check, its report is schema-valid,
+    index.html's grid has the cell, and the copy-up table is in both."""
+    root, log_text = docker_matrix.root, docker_matrix.log
     assert "Traceback" not in log_text
-    (root,) = {p.parent.resolve() for p in tmp_path.glob("*/report.json")}  # and latest/
     report = json.loads((root / "report.json").read_text())
     jsonschema.validate(report, schema.load_schema(schema.REPORT))
     (cell,) = report["targets"]
     assert cell["target"] == CELL and cell["extra"]["cell"]["scenario"] == "docker"
     failing = [(c["nodeid"], c["outcome"], c["message"][:200]) for c in cell["checks"]
                if c["outcome"] != "passed"]  # fmt: skip
-    assert r.returncode == 0 and cell["verdict"] == "passed", (cell["reason"], failing,
-                                                                log_text[-3000:])  # fmt: skip
+    assert docker_matrix.returncode == 0 and cell["verdict"] == "passed", (
+        cell["reason"], failing, log_text[-3000:])  # fmt: skip
     names = {c["nodeid"].split("::")[1].split("[")[0] for c in cell["checks"]}
     assert len(names) >= 10 and all("test_docker_engine" in c["nodeid"] for c in cell["checks"])
     docker = cell["extra"]["docker"]
@@ -139,10 +161,46 @@ def test_docker_matrix_cell_passes_every_docker_check(tmp_path: Path, fact: list
     assert grid.head == ["module", CELL], grid.head
     assert grid.rows["test_docker_engine"] == ["g k-passed"], grid.rows
     assert "<h3>Copy-up in the guest</h3>" in page and "<td>512 MiB</td>" in page
-    assert not qemu_pids(os.environ["AUFS_HARNESS_STATE"]), "QEMU left running after the run"
     stages = {s["name"]: round(s["seconds"]) for s in cell["stages"]}
     fact.append(
         f"docker matrix cell {CELL} on {cell['kernel_release']}: {len(cell['checks'])} checks "
-        f"passed in {seconds:.0f}s (stages, s: {stages}); "
+        f"passed, matrix run {docker_matrix.seconds:.0f}s (stages, s: {stages}); "
         + scenarios.copy_up_table(cell["extra"]["docker_copy_up"]).replace("\n", " | ")
+    )
+
+
+def cli(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, check=False)  # fmt: skip
+
+
+def test_repro_and_vm_up_from_the_docker_cell_start_dockerd(
+    docker_matrix: MatrixRun, tmp_path: Path, fact: list[str]
+) -> None:
+    """repro of one Docker check and vm up --from of the docker cell boot its
+    kernel and image from the store and start dockerd with the aufs driver."""
+    t0 = time.monotonic()
+    r = cli("repro", str(docker_matrix.root), CELL, "opaque", "--results", str(tmp_path))
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    assert "aufs.ko from the store" in r.stdout  # kernel and image as the cell had them
+    assert re.search(r"^image [0-9a-f]{24} from the store$", r.stdout, re.MULTILINE), r.stdout
+    assert "test_recreated_directory_is_opaque" in r.stdout and "-> reproduced" in r.stdout
+    (again,) = json.loads(next(tmp_path.glob("*/report.json")).read_text())["targets"]
+    assert [s["name"] for s in again["stages"]] == ["boot", "load", "docker", "suite"]
+    repro_seconds = time.monotonic() - t0
+    t0 = time.monotonic()
+    up = cli("vm", "up", "--name", "docker-from", "--from", str(docker_matrix.root), CELL)
+    try:
+        assert up.returncode == 0, up.stderr[-2000:]
+        assert "running, storage driver aufs" in up.stdout, up.stdout
+        info = cli("vm", "ssh", "--name", "docker-from", "--", "docker", "info", "--format",
+                   "{{.Driver}} {{.KernelVersion}}", timeout=120)  # fmt: skip
+        assert info.returncode == 0 and info.stdout.split()[0] == "aufs", info
+    finally:
+        assert cli("vm", "down", "--name", "docker-from", timeout=120).returncode == 0
+    assert not qemu_pids(os.environ["AUFS_HARNESS_STATE"]), "QEMU left running"
+    fact.append(
+        f"docker cell: repro of test_recreated_directory_is_opaque reproduced in "
+        f"{repro_seconds:.0f}s; vm up --from with dockerd ({info.stdout.strip()}) in "
+        f"{time.monotonic() - t0:.0f}s"
     )
