@@ -6,8 +6,9 @@ The aufs test runs the shipped docker matrix (harness/matrices/docker.toml)
 through `aufs-harness matrix run`; it needs AUFS_HARNESS_AUFS_SRC (an
 aufs-standalone URL or clone) and AUFS_HARNESS_FIXUP_DIR (the fix-ups for
 bullseye's 5.10.223), and is skipped with the reason without them. The first run
-builds the docker image (~3 min) and the kernel with the docker fragment (~20 min
-cold on 2 cores); later runs reuse both, and the cell then takes ~10 min.
+builds the docker image (~3 min) and the kernel with the docker fragment (19 min
+cold on 2 cores, 43 min at load 15-30); later runs reuse both, and the cell then
+took 25 min at load 20-25 (most of it the Docker checks and the copy-up bench).
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def docker_matrix(tmp_path_factory: pytest.TempPathFactory) -> MatrixRun:
     with (tmp / "progress.log").open("w+") as progress:
         # kernel (20+ min cold) + image + Docker checks + the copy-up bench
         r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=progress, text=True,
-                           timeout=5400, check=False,
+                           timeout=7200, check=False,
                            env={**os.environ, "AUFS_HARNESS_STATE": str(state)})  # fmt: skip
         progress.seek(0)
         log_text = progress.read()
