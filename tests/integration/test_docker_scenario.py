@@ -7,8 +7,8 @@ through `aufs-harness matrix run`; it needs AUFS_HARNESS_AUFS_SRC (an
 aufs-standalone URL or clone) and AUFS_HARNESS_FIXUP_DIR (the fix-ups for
 bullseye's 5.10.223), and is skipped with the reason without them. The first run
 builds the docker image (~3 min) and the kernel with the docker fragment (19 min
-cold on 2 cores, 43 min at load 15-30); later runs reuse both, and the cell then
-took 25 min at load 20-25 (most of it the Docker checks and the copy-up bench).
+cold on 2 cores, 43 min at load 15-30); later runs reuse both: the cell then took
+9 min at load 3-13 (25 min at load 20-25), repro and vm up --from 1 min more.
 """
 
 from __future__ import annotations
