@@ -389,3 +389,4 @@ def run_local(
 pytest_argv = _pytest
 ship = _ship
 run_controller = _run_pytest
+progress_line = _progress

@@ -21,6 +21,7 @@ from harness import scenario as scenarios
 from harness.bootspec import IMAGE_TIMEOUT, preflight, resolve_boot
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, TargetFailure, UserError
+from harness.multivm import Shape, VMGroup
 from harness.progress import StageHandle, stage
 from harness.results import ERROR, FAILED, HUNG, CheckResult, TargetReport
 from harness.resultsdir import ResultsDir, TargetDir, VMDir
@@ -64,6 +65,7 @@ class RunOptions:
     keep_vm: bool = False
     fresh_vms: int = FRESH_VMS  # VMs to boot for the checks a kernel-killing check cost
     run_timeout: float | None = None  # the whole target; None: run_budget()
+    group: VMGroup | None = None  # several VMs at once (--vms, --dist): harness.vmgroup
 
 
 def run_budget(opts: RunOptions) -> float:
@@ -72,7 +74,8 @@ def run_budget(opts: RunOptions) -> float:
     run's deadline never cuts a step shorter than its own budget."""
     per_vm = START_TIMEOUT + opts.boot_timeout + UNAME_TIMEOUT + LOAD_BUDGET
     per_vm += ANSWER_TIMEOUT + EVIDENCE_TIMEOUT
-    return BUILD_TIMEOUT + IMAGE_TIMEOUT + opts.suite_timeout + (opts.fresh_vms + 1) * per_vm
+    vms = opts.fresh_vms + (len(opts.group.shapes) if opts.group else 1)
+    return BUILD_TIMEOUT + IMAGE_TIMEOUT + opts.suite_timeout + vms * per_vm
 
 
 @dataclass
@@ -166,7 +169,16 @@ def _stages(
     keep_as = keptvm.name_for(target.label) if opts.keep_vm else None
     vms = machine_vms(boot, accel=opts.accel, memory_mb=opts.memory_mb, smp=opts.smp,
                       keep_as=keep_as)  # fmt: skip
-    run_vms(TargetRun(target, build, opts, report, out, vms, deadline))
+    run = TargetRun(target, build, opts, report, out, vms, deadline)
+    if opts.group is None:
+        run_vms(run)
+        return
+    from harness import vmgroup  # it builds on this module's steps
+
+    def shaped(shape: Shape) -> SuiteVM:
+        return machine_vms(boot, accel=opts.accel, memory_mb=shape.memory_mb, smp=shape.cpus)()
+
+    vmgroup.run_group(vmgroup.GroupRun(run, opts.group, shaped))
 
 
 def run_vms(run: TargetRun) -> Stop:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness import guestenv, guestsuite
+from harness import guestenv, guestsuite, multivm
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, InfraError
 from harness.core.paths import state_dir
@@ -71,6 +71,10 @@ class SuiteVM(Protocol):
     ) -> guestsuite.SuiteOutcome:
         """The suite in the guest with `workers` xdist workers, its logs in `out`;
         a check running `check_timeout` s is declared hung."""
+
+    def member(self, tag: str, deadline: Deadline) -> multivm.Member:
+        """Ship the suite into the guest and name the VM for a controller over
+        several VMs (harness.multivm), its gateways tagged `tag`. Raises HarnessError."""
 
     def run_in_guest(self, argv: Sequence[str], deadline: Deadline) -> tuple[int, str, str]:
         """A command in the guest: (exit status, stdout, stderr). Raises HarnessError."""
@@ -177,6 +181,11 @@ class MachineVM:
             self.machine, out.path, suite_args, deadline, workers=workers,
             check_timeout=check_timeout,
         )  # fmt: skip
+
+    def member(self, tag: str, deadline: Deadline) -> multivm.Member:
+        guestsuite.ship(self._guest(), deadline)
+        m = self.machine
+        return multivm.Member(tag, m.workdir / "ssh_config", m.name, m.console_log())
 
     def run_in_guest(self, argv: Sequence[str], deadline: Deadline) -> tuple[int, str, str]:
         r = self._guest().run(list(argv), deadline)

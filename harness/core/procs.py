@@ -26,6 +26,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -106,6 +108,32 @@ def spawn(
         preexec_fn=None if detached else functools.partial(_die_with, os.getpid()),  # noqa: PLW1509
         **popen,
     )
+
+
+# After stdin closed: the orderly stop (SIGINT: VMs stopped, results written)
+# gets this long before the process kills itself (its children die with it).
+TIED_GRACE = 60.0
+
+
+def tie_to_stdin(stream: IO[bytes] | None = None) -> threading.Thread:
+    """End this process when `stream` (default: stdin) reaches end of file: a
+    caller over SSH holds it open, and its going away (the connection dropped,
+    sshd killed) closes it, where no signal reaches a command run without a
+    terminal. SIGINT first (an orderly Ctrl-C), then SIGKILL after TIED_GRACE s;
+    children spawned here die with it (spawn's parent-death signal)."""
+    source = stream if stream is not None else sys.stdin.buffer
+
+    def wait() -> None:
+        while source.read(65536):
+            pass
+        log.error("standard input closed: the caller is gone; stopping the run and its VMs")
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(TIED_GRACE)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    thread = threading.Thread(target=wait, name="tied-to-stdin", daemon=True)
+    thread.start()
+    return thread
 
 
 def which(program: str, package: str) -> str:

@@ -12,6 +12,7 @@ from harness.core.deadline import Deadline
 from harness.core.errors import InfraError
 from harness.guest.kmsg import CheckFacts
 from harness.guestsuite import SuiteOutcome
+from harness.multivm import GroupOutcome, Member, Shape
 from harness.results import FAILED, SKIPPED, CheckResult
 from harness.resultsdir import VMDir
 from harness.suitevm import SuiteVM
@@ -84,6 +85,30 @@ class Fleet:
     # The guest's answers to `python3 .../dockerd.py ACTION` (the docker scenario), by action.
     guest_answers: dict[str, str] = field(default_factory=dict)
     guest_calls: list[list[str]] = field(default_factory=list)
+    # Several VMs at once (harness.vmgroup): each controller run's per-VM
+    # outcomes, in member order, and what each run was asked.
+    rounds: list[list[SuiteOutcome]] = field(default_factory=list)
+    group_calls: list[dict[str, Any]] = field(default_factory=list)
+    shapes: list[str] = field(default_factory=list)  # of the VMs booted through shaped()
+
+    def shaped(self, shape: Shape) -> SuiteVM:
+        self.shapes.append(str(shape))
+        return self()
+
+    def run_group(
+        self, members: Sequence[Member], files: VMDir, suite_args: Sequence[str],
+        deadline: Deadline, dist: str = "load", workers: int = 1, check_timeout: float = 300.0,
+    ) -> GroupOutcome:  # fmt: skip
+        names = [a.rsplit("::", 1)[-1] for a in suite_args if a.startswith("--deselect=")]
+        self.group_calls.append(
+            {"vms": [m.tag for m in members], "deselected": names, "workers": workers,
+             "dist": dist, "files": files.path}
+        )  # fmt: skip
+        if not self.rounds:
+            raise AssertionError(f"round {len(self.group_calls)} ran, but none was scripted")
+        per_vm = self.rounds.pop(0)
+        assert len(per_vm) == len(members), (len(per_vm), [m.tag for m in members])
+        return GroupOutcome(per_vm, files.pytest_log)
 
     def __call__(self) -> SuiteVM:
         if not self.scripts:
@@ -134,6 +159,9 @@ class FakeVM:
         self.fleet.suite_deadlines.append(deadline.remaining())
         assert self.script.outcome is not None
         return self.script.outcome
+
+    def member(self, tag: str, deadline: Deadline) -> Member:
+        return Member(tag, self.console.parent / f"ssh_config.{tag}", tag, self.console)
 
     def run_in_guest(self, argv: Sequence[str], deadline: Deadline) -> tuple[int, str, str]:
         self.fleet.guest_calls.append(list(argv))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -49,3 +51,33 @@ def test_run_logfile(tmp_path: Path) -> None:
 def test_which_names_the_package() -> None:
     with pytest.raises(UserError, match="install the Debian package no-such-pkg"):
         which("no-such-program-xyz", "no-such-pkg")
+
+
+TIED = """
+import sys, time
+from harness.core.procs import spawn, tie_to_stdin
+child = spawn(["sleep", "600"])
+print(child.pid, flush=True)
+tie_to_stdin()
+try:
+    time.sleep(600)
+except KeyboardInterrupt:
+    child.kill()
+    print("interrupted", flush=True)
+"""
+
+
+def test_a_run_tied_to_stdin_ends_with_its_children_when_stdin_closes() -> None:
+    """As a host's `aufs-harness run --tied-to-stdin` when the SSH connection drops."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TIED], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    child = int(proc.stdout.readline())
+    time.sleep(0.5)
+    assert proc.poll() is None  # stdin open: it runs on
+    proc.stdin.close()
+    assert proc.wait(10) == 0
+    assert proc.stdout.read().strip() == "interrupted"
+    time.sleep(0.2)
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text()
