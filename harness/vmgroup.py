@@ -109,7 +109,7 @@ def _rounds(g: GroupRun, slots: list[Slot], suite: Deadline) -> Stop:
         round_no += 1
         again: list[CheckResult] = []
         bad: list[tuple[Slot, resume.Split]] = []
-        ended = 0
+        ended = left = 0  # checks that ended; bad VMs with checks left to run
         for part in [batch] if round_no == 1 or not each else [[s] for s in batch]:
             standing = shared if not each else part[0].standing
             outcomes = _round(g, part, standing, suite, workers, round_no)
@@ -122,9 +122,11 @@ def _rounds(g: GroupRun, slots: list[Slot], suite: Deadline) -> Stop:
                 if parts.needs_fresh_vm:
                     bad.append((slot, parts))
                     notes.append(f"VM {slot.number}: {parts.why}")
+                    done = len(slot.standing if each else shared)
+                    left += outcome.collected is None or done < outcome.collected
         run.report.checks = [*_standing(slots, shared, each), *again]
         run.report.extra["vms"] = notes if notes else run.report.extra.get("vms", [])
-        stop = _why_stop(g, bad, ended, fresh, round_no, suite)
+        stop = _why_stop(g, bad, ended, left, fresh, round_no, suite)
         if stop is not None:
             break
         retried.update(c.nodeid for _, p in bad for c in p.again if resume.ambiguous(c))
@@ -150,6 +152,7 @@ def _why_stop(
     g: GroupRun,
     bad: Sequence[tuple[Slot, resume.Split]],
     ended: int,
+    left: int,
     fresh: int,
     round_no: int,
     suite: Deadline,
@@ -159,6 +162,8 @@ def _why_stop(
         return Stop.DONE
     if round_no > 1 and not ended:
         return Stop.NO_CHECK_ENDED
+    if not left:
+        return Stop.NOTHING_LEFT
     if fresh + len(bad) > g.run.opts.fresh_vms:
         return Stop.OUT_OF_FRESH_VMS
     if suite.remaining() < FRESH_VM_MIN_LEFT:

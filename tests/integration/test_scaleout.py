@@ -236,8 +236,19 @@ def test_a_matrix_over_two_hosts_survives_one_dropping(
                 assert time.monotonic() - t0 < 600, "h1 never started a VM"
                 time.sleep(1)
             time.sleep(5)
-            kill_all_in(lab.hosts["h1"])
+            # h1's sshd dies (listener and sessions): the connection drops, and the
+            # run there, QEMU and all, must end by itself (run --tied-to-stdin)
+            for pid in netns_pids(lab.hosts["h1"]):
+                if b"sshd" in _cmdline(pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             dropped_at = time.monotonic() - t0
+            left = netns_pids(lab.hosts["h1"])
+            while left and time.monotonic() - t0 - dropped_at < 120:
+                time.sleep(1)
+                left = netns_pids(lab.hosts["h1"])
+            assert not left, f"left running on h1 after its sshd died: {_cmdlines(left)}"
+            emptied = time.monotonic() - t0 - dropped_at
             code = ctl.wait(1200)
         finally:
             if ctl.poll() is None:
@@ -261,9 +272,14 @@ def test_a_matrix_over_two_hosts_survives_one_dropping(
         assert (cell_dir / "vm-1" / "pytest.log").exists() or list(cell_dir.rglob("pytest.log"))
     assert code == 2, log[-2000:]  # an infrastructure error among the cells
     fact.append(
-        f"scale-out: {on}; h1 dropped at {dropped_at:.0f}s: {dropped[0]['reason'][:120]}; "
+        f"scale-out: {on}; h1's sshd killed at {dropped_at:.0f}s, nothing left on h1 "
+        f"{emptied:.1f}s later: {dropped[0]['reason'][:120]}; "
         f"matrix took {time.monotonic() - t0:.0f}s"
     )
+
+
+def _cmdlines(pids: list[int]) -> list[str]:
+    return [_cmdline(p).replace(b"\0", b" ").decode(errors="replace")[:120] for p in pids]
 
 
 def _cmdline(pid: int) -> bytes:

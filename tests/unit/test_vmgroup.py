@@ -91,6 +91,18 @@ def test_damage_on_one_vm_moves_its_skips_to_a_fresh_vm(tmp_path: Path) -> None:
     assert {x.name: x.outcome for x in report.checks} == dict.fromkeys("abcd", PASSED)
 
 
+def test_no_round_when_the_hung_check_was_the_last(tmp_path: Path) -> None:
+    hung = outcome(c("a", PASSED), c("notify", HUNG), hung="suite/t.py::notify")
+    hung.collected = 3
+    ok = outcome(c("b", PASSED))
+    ok.collected = 3
+    fake = fleet(tmp_path, 2, [ok, hung])
+    report, stop = group_run(fake, tmp_path, TWO, workers=1)
+    assert stop == Stop.NOTHING_LEFT
+    assert fake.booted == 2 and len(fake.group_calls) == 1
+    assert {x.name: x.outcome for x in report.checks} == {"a": PASSED, "b": PASSED, "notify": HUNG}
+
+
 def test_no_fresh_vm_left_keeps_the_skips(tmp_path: Path) -> None:
     fake = fleet(tmp_path, 2, [outcome(damaged("b")), outcome(c("c", PASSED))])
     report, stop = group_run(fake, tmp_path, TWO, workers=1, fresh_vms=0)
