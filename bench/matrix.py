@@ -6,6 +6,7 @@ cell warm with every check, the kernel-killing ones and their fresh VMs included
     .venv/bin/python bench/matrix.py --cold         # also a cold run (tens of minutes)
     .venv/bin/python bench/matrix.py --skip-aufs    # the default matrix only
     .venv/bin/python bench/matrix.py --dist-load 1,2,3 --reps 3   # one stock cell over 1, 2, 3 VMs
+    .venv/bin/python bench/matrix.py --host-overhead    # one cell here vs through a host (root)
 
 The aufs cell needs AUFS_HARNESS_AUFS_SRC and AUFS_HARNESS_FIXUP_DIR (the default
 matrix leaves it out without them). Targets on a 2-core TCG machine: warm default
@@ -20,6 +21,8 @@ import argparse
 import logging
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -100,6 +103,25 @@ def dist_load(counts: list[int], reps: int, selection: str, out: Path) -> None:
                  statistics.median(walls[n]) / statistics.median(walls[counts[0]]))  # fmt: skip
 
 
+def host_overhead() -> int:
+    """One cell run here and through a namespace host of the scale-out test
+    (tests/integration/test_scaleout.py, gated by AUFS_HARNESS_BENCH_HOSTS=1):
+    root and openssh-server needed, as for that test."""
+    repo = Path(__file__).parents[1]
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-s", "-n", "0",
+            str(repo / "tests/integration/test_scaleout.py"), "-k", "overhead"]  # fmt: skip
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, cwd=repo,
+                          env={**os.environ, "AUFS_HARNESS_BENCH_HOSTS": "1"})  # fmt: skip
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("host overhead:")]
+    for line in lines:
+        log.info("%s", line)
+    if done.returncode or not lines:
+        log.error("the host-overhead run failed (exit %d):\n%s", done.returncode,
+                  done.stdout[-3000:])  # fmt: skip
+        return 1
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cold", action="store_true", help="also run once on an empty cache")
@@ -108,8 +130,12 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=1, help="--dist-load: repetitions (medians)")
     p.add_argument("-k", dest="selection", default="whiteout and overlay",
                    help="--dist-load: the suite's -k selection")  # fmt: skip
+    p.add_argument("--host-overhead", action="store_true",
+                   help="only: one cell direct vs through a namespace host (root)")  # fmt: skip
     args = p.parse_args()
     setup_logging(False)
+    if args.host_overhead:
+        return host_overhead()
     out = Path(tempfile.mkdtemp(prefix="bench-matrix-"))
     if args.dist_load:
         dist_load([int(n) for n in args.dist_load.split(",")], args.reps, args.selection, out)

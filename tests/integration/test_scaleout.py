@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -287,3 +288,53 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+MANY = 30  # checks in the overhead measurement's cell
+
+
+@pytest.mark.skipif(
+    os.environ.get("AUFS_HARNESS_BENCH_HOSTS") != "1",
+    reason="a measurement, not a check: bench/matrix.py --host-overhead runs it "
+    "(AUFS_HARNESS_BENCH_HOSTS=1)",
+)
+def test_overhead_of_going_through_a_host(
+    bookworm: Image, lab: Lab, tmp_path: Path, fact: list[str]
+) -> None:
+    """One cell of MANY trivial checks run here and through h1, alternated twice:
+    wall times, and the difference per check."""
+    (tmp_path / "guest" / "suite" / "test_many.py").write_text(
+        f"import pytest\n\n@pytest.mark.parametrize('i', range({MANY}))\n"
+        "def test_many(i):\n    pass\n"
+    )
+    matrix = tmp_path / "one.toml"
+    matrix.write_text(
+        'version = 1\nname = "overhead"\n[[include]]\nname = "many"\nkernel = "stock"\n'
+        'branch_fs = ["tmpfs"]\nsuite_args = ["-k", "many"]\nworkers = 1\nfresh_vms = 0\n'
+    )
+    only_h1 = tmp_path / "h1.toml"  # one host: the cell cannot go elsewhere
+    only_h1.write_text("[[host]]" + lab.inventory.read_text().split("[[host]]")[1])
+    common = ["--quiet", "--no-history", "--accel", "tcg", "--memory", "768", "--smp", "1"]
+    program = [sys.executable, str(tmp_path / "fake_harness.py"), "matrix", "run", str(matrix)]
+    walls: dict[str, list[float]] = {"direct": [], "host": []}
+    for rep in range(2):
+        for how in ("direct", "host"):
+            results = tmp_path / f"{how}-{rep}"
+            argv = [*program, "--results", str(results), *common]
+            if how == "host":
+                argv = ["ip", "netns", "exec", lab.ctl, *argv, "--hosts", str(only_h1)]
+            t0 = time.monotonic()
+            done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=1800)
+            walls[how].append(time.monotonic() - t0)
+            report = json.loads((results / "latest" / "report.json").read_text())
+            (cell,) = report["targets"]
+            assert cell["verdict"] == "passed", (how, cell["reason"], done.stderr[-2000:])
+            assert len(cell["checks"]) == MANY
+    direct, host = (statistics.median(walls[k]) for k in ("direct", "host"))
+    line = (
+        f"host overhead: one cell of {MANY} checks: direct {walls['direct']} s, through h1 "
+        f"{walls['host']} s; medians {direct:.1f} vs {host:.1f} s: {host - direct:+.1f} s "
+        f"per cell, {(host - direct) / MANY:+.2f} s per check (load {os.getloadavg()[0]:.1f})"
+    )
+    print(line)
+    fact.append(line)
