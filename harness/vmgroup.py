@@ -109,7 +109,8 @@ def _rounds(g: GroupRun, slots: list[Slot], suite: Deadline) -> Stop:
         round_no += 1
         again: list[CheckResult] = []
         bad: list[tuple[Slot, resume.Split]] = []
-        ended = left = 0  # checks that ended; bad VMs with checks left to run
+        ended = 0  # checks that ended in this round
+        collected: dict[int, int | None] = {}  # per bad VM: the checks its run had
         for part in [batch] if round_no == 1 or not each else [[s] for s in batch]:
             standing = shared if not each else part[0].standing
             outcomes = _round(g, part, standing, suite, workers, round_no)
@@ -122,10 +123,14 @@ def _rounds(g: GroupRun, slots: list[Slot], suite: Deadline) -> Stop:
                 if parts.needs_fresh_vm:
                     bad.append((slot, parts))
                     notes.append(f"VM {slot.number}: {parts.why}")
-                    done = len(slot.standing if each else shared)
-                    left += outcome.collected is None or done < outcome.collected
+                    collected[slot.index] = outcome.collected
         run.report.checks = [*_standing(slots, shared, each), *again]
-        run.report.extra["vms"] = notes if notes else run.report.extra.get("vms", [])
+        if notes:
+            run.report.extra["vms"] = notes
+        left = any(
+            n is None or len(slots[i].standing if each else shared) < n
+            for i, n in collected.items()
+        )  # once every VM's results are in: does any check remain for a next round
         stop = _why_stop(g, bad, ended, left, fresh, round_no, suite)
         if stop is not None:
             break
@@ -152,7 +157,7 @@ def _why_stop(
     g: GroupRun,
     bad: Sequence[tuple[Slot, resume.Split]],
     ended: int,
-    left: int,
+    left: bool,
     fresh: int,
     round_no: int,
     suite: Deadline,
