@@ -60,3 +60,28 @@ def test_a_hang_on_one_vm_replaces_that_vm_only(
     evidence = list(out.rglob("hang-evidence.txt"))
     assert len(evidence) == 1 and "sysrq" in evidence[0].read_text(), evidence
     fact.append(f"hang on one of 2 VMs: {group}; {report.extra.get('vms')}; {report.reason}")
+
+
+def test_dist_each_runs_every_check_on_every_vm(
+    bookworm: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fact: list[str]
+) -> None:
+    """Two shapes of one kernel: a check that holds on 2 CPUs only fails on the 1-CPU VM."""
+    checks = """
+    import os
+
+    def test_two_cpus():
+        assert os.cpu_count() == 2
+
+    def test_anywhere():
+        pass
+    """
+    report, _ = run_fake_suite(
+        tmp_path, monkeypatch, checks, workers=2, fresh_vms=0,
+        group=VMGroup((Shape(1, 512), Shape(2, 768)), "each"),
+    )  # fmt: skip
+    keyed = {c.nodeid.rsplit("::", 1)[1]: c.outcome for c in report.checks}
+    expected = {"test_two_cpus@vm1": "failed", "test_two_cpus@vm2": "passed",
+                "test_anywhere@vm1": "passed", "test_anywhere@vm2": "passed"}  # fmt: skip
+    assert keyed == expected, keyed
+    assert report.extra["vm_group"]["vms"] == {"vm1": "1x512", "vm2": "2x768"}
+    fact.append(f"--dist each over 1x512 and 2x768: {keyed}")
