@@ -112,7 +112,9 @@ def host_overhead() -> int:
             str(repo / "tests/integration/test_scaleout.py"), "-k", "overhead"]  # fmt: skip
     done = subprocess.run(argv, check=False, capture_output=True, text=True, cwd=repo,
                           env={**os.environ, "AUFS_HARNESS_BENCH_HOSTS": "1"})  # fmt: skip
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("host overhead:")]
+    lines = list(
+        dict.fromkeys(ln for ln in done.stdout.splitlines() if ln.startswith("host overhead:"))
+    )
     for line in lines:
         log.info("%s", line)
     if done.returncode or not lines:
