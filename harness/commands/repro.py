@@ -33,7 +33,6 @@ from harness.resultsdir import ResultsDir
 from harness.runner import BUILD_TIMEOUT, RunOptions, TargetRun, run_budget, run_vms
 from harness.suitevm import MachineVM, SuiteVM
 from harness.table import print_report
-from harness.targets import Target
 from vm.machine import preflight
 from vm.ssh import Guest
 
@@ -169,7 +168,7 @@ def rerun(
                 return vm
 
             out = results.target(cell.label)
-            target = Target(distro=cell.distro)
+            target = cell.target()
             run_vms(TargetRun(target, build, opts, report, out, new_vm, deadline))
         except TargetFailure as exc:
             report.verdict, report.reason = FAILED, str(exc).splitlines()[0]
