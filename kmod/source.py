@@ -36,6 +36,7 @@ from filelock import FileLock
 from harness.core import paths, procs
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
+from harness.core.store import file_sha256
 from kmod.version import KernelVersion, compare_debian, debian_kernel_version
 
 log = logging.getLogger(__name__)
@@ -534,15 +535,6 @@ def parse_print_uris(text: str) -> tuple[str, str]:
     if m is None:
         raise InfraError(f"apt-get --print-uris named no file with a SHA256: {text[:200]!r}")
     return m["url"], m["sha"]
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file, read in 1 MiB blocks."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 # --------------------------------------------------------------------------- tarball
