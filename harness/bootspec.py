@@ -76,15 +76,16 @@ def image_recipe(target: Target) -> ImageRecipe:
     return ImageRecipe(suite=target.distro)
 
 
-def image_facts(target: Target) -> dict[str, str | None]:
+def image_facts(target: Target, key: str | None = None) -> dict[str, str | None]:
     """What repro needs to boot exactly the target's image again (the report's
     extra["image"]): {"key": the image store key (None for a user's image),
     "suite": Debian suite, "scenario": what ran besides boot and load,
-    "user_image": the user's image file name or None}."""
+    "user_image": the user's image file name or None}. `key`: the key of the
+    image that booted, when not that of the target's current recipe."""
     if target.image is not None:
         return {"key": None, "suite": None, "scenario": target.scenario,
                 "user_image": target.image.name}  # fmt: skip
-    key = key_of(image_recipe(target).inputs())
+    key = key or key_of(image_recipe(target).inputs())
     return {"key": key, "suite": target.distro, "scenario": target.scenario, "user_image": None}
 
 

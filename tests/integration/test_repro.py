@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,10 +38,11 @@ CHECK = "test_setxattr_copies_up_and_reads_topmost_copy[aufs-ext4-defaults]"
 SELECTION = (
     "test_setxattr_copies_up_and_reads_topmost_copy or test_unlink_lower_file_creates_whiteout"
 )
-CELL = "debian:bullseye aufs"
 AUFS_SRC = os.environ.get("AUFS_HARNESS_AUFS_SRC", "")
 FIXUP_DIR = os.environ.get("AUFS_HARNESS_FIXUP_DIR", "")
 KERNEL = os.environ.get("AUFS_HARNESS_REPRO_KERNEL", "debian:bullseye=5.10.223-1")
+CELL = f"{KERNEL} aufs"  # the run's target label
+KEPT_NAME = re.sub(r"[^a-z0-9-]+", "-", CELL.lower()).strip("-")  # its --keep-vm VM's name
 
 needs_aufs = pytest.mark.skipif(
     not (AUFS_SRC and FIXUP_DIR),
@@ -180,6 +182,7 @@ def test_run_keep_vm_keeps_one_named_vm(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "keeps running (--keep-vm)" in run.stdout
     name = next(line.split()[3] for line in run.stdout.splitlines() if "keeps running" in line)
+    assert name == KEPT_NAME
     assert_one_vm_then_gone(name)
 
 
@@ -187,7 +190,7 @@ def test_ctrl_c_during_run_keep_vm_leaves_nothing(tmp_path: Path) -> None:
     state = Path(os.environ["AUFS_HARNESS_STATE"])
     argv = ["run", *build_args(), "--keep-vm", "--results", str(tmp_path), "--",
             "-k", "test_unlink_lower_file_creates_whiteout and aufs-tmpfs"]  # fmt: skip
-    proc = interrupt_when_qemu_runs(argv, state / "vms" / "debian-bullseye-aufs")
+    proc = interrupt_when_qemu_runs(argv, state / "vms" / KEPT_NAME)
     assert proc.returncode != 0
     assert_nothing_left()
     # the interrupted run's report is still written, and says so

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from harness import keptvm
 from harness.bootspec import image_facts, image_recipe
 from harness.core.errors import UserError
 from harness.core.store import key_of
+from harness.matrix import schema
 from harness.repro import Cell, find_cell, keyword_args, select_checks, spec_from_reproducer
 from harness.results import FAILED, PASSED, CheckResult, Stage, TargetReport
 from harness.resultsdir import ResultsDir
@@ -117,6 +119,10 @@ def test_the_recorded_image_and_scenario_are_what_repro_boots(tmp_path: Path) ->
     image = tmp_path / "disk.qcow2"
     image.write_bytes(b"")
     assert image_facts(Target(image=image))["user_image"] == "disk.qcow2"
+    document = schema.load_schema(schema.REPORT)
+    image_schema = document["$defs"]["cell_report"]["properties"]["extra"]["properties"]["image"]
+    for facts in (image_facts(docker), image_facts(Target(image=image))):
+        jsonschema.validate(facts, image_schema)
 
 
 def test_checks_to_rerun() -> None:
