@@ -15,6 +15,7 @@ from harness import scenario as scenarios
 from harness.core.deadline import Deadline
 from harness.core.errors import UserError
 from harness.core.procs import run
+from harness.core.store import key_of
 from harness.progress import StageHandle
 from harness.targets import Target
 from kmod.pipeline import BuildResult
@@ -73,6 +74,19 @@ def image_recipe(target: Target) -> ImageRecipe:
         return ImageRecipe(suite=target.distro, extra_packages=target.image_packages,
                            size_mb=scenarios.DOCKER_IMAGE_MB)  # fmt: skip
     return ImageRecipe(suite=target.distro)
+
+
+def image_facts(target: Target, key: str | None = None) -> dict[str, str | None]:
+    """What repro needs to boot exactly the target's image again (the report's
+    extra["image"]): {"key": the image store key (None for a user's image),
+    "suite": Debian suite, "scenario": what ran besides boot and load,
+    "user_image": the user's image file name or None}. `key`: the key of the
+    image that booted, when not that of the target's current recipe."""
+    if target.image is not None:
+        return {"key": None, "suite": None, "scenario": target.scenario,
+                "user_image": target.image.name}  # fmt: skip
+    key = key or key_of(image_recipe(target).inputs())
+    return {"key": key, "suite": target.distro, "scenario": target.scenario, "user_image": None}
 
 
 def _cmdline_extra(target: Target) -> tuple[str, ...]:

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.bootspec import debian_boot
+from harness import scenario as scenarios
+from harness.bootspec import debian_boot, image_recipe
 from harness.core.deadline import Deadline
 from harness.core.errors import TargetFailure, UserError
 from harness.core.store import key_of
@@ -32,7 +33,7 @@ from harness.targets import Target
 from kmod import config
 from kmod import pipeline as kmod_pipeline
 from kmod.pipeline import ARTIFACTS, BuildResult, BuildSpec, artifact_store
-from vm.image import Image, ImageRecipe, build_image, images_store
+from vm.image import Image, build_image, images_store
 from vm.image import stored_image as stored_image_of
 from vm.machine import BootSpec
 
@@ -74,8 +75,18 @@ class Cell:
         return [c for c in self.report.checks if c.outcome in RED]
 
     @property
+    def image(self) -> dict[str, Any]:
+        """The image facts the runner recorded (bootspec.image_facts), {} when
+        an older harness recorded the cell."""
+        image: dict[str, Any] = self.report.extra.get("image") or {}
+        return image
+
+    @property
     def image_key(self) -> str | None:
-        """The image's store key, from the image stage's note, or None."""
+        """The image's store key: as the runner recorded it, else from the
+        image stage's note (older reports), else None."""
+        if self.image.get("key"):
+            return str(self.image["key"])
         for st in self.report.stages:
             if st.name == "image":
                 m = IMAGE_KEY_RE.search(st.detail)
@@ -84,13 +95,20 @@ class Cell:
         return None
 
     @property
+    def scenario(self) -> str:
+        """What ran besides boot and load ("suite" or "docker"): as recorded,
+        else the matrix axis, else the suite."""
+        return str(self.image.get("scenario") or self.axes.get("scenario") or scenarios.SUITE)
+
+    @property
     def distro(self) -> str:
-        """The Debian suite of the cell's image: its axis, else the image's
-        recorded recipe, else bookworm (run's default), with a warning."""
+        """The Debian suite of the cell's image: its axis, else the recorded
+        image facts, else the image's stored recipe, else bookworm (run's
+        default), with a warning."""
         if self.axes.get("distro"):
             return str(self.axes["distro"])
-        if (self.report.extra.get("image") or {}).get("suite"):  # a bundle's report
-            return str(self.report.extra["image"]["suite"])
+        if self.image.get("suite"):
+            return str(self.image["suite"])
         key = self.image_key
         if key is not None:
             meta = images_store().path(key) / "meta.json"
@@ -100,6 +118,11 @@ class Cell:
                     return str(suite)
         log.warning("%s: its image's Debian suite is not recorded: assuming bookworm", self.label)
         return "bookworm"
+
+    def target(self) -> Target:
+        """The cell as a Target of the harness's image: its suite and scenario
+        (its kernel comes from the store: stored_build)."""
+        return Target(distro=self.distro, scenario=self.scenario)
 
     @property
     def branch_fs(self) -> str:
@@ -305,7 +328,7 @@ def stored_image(cell: Cell, deadline: Deadline) -> tuple[Image, str]:
     image = stored_image_of(key) if key else None
     if image is not None:
         return image, f"image {key} from the store"
-    recipe = ImageRecipe(suite=cell.distro)
+    recipe = image_recipe(cell.target())
     if key:
         log.warning("image %s is no longer in the store: building debian %s", key, recipe.suite)
     image = build_image(recipe, deadline)
@@ -319,4 +342,4 @@ def stored_image(cell: Cell, deadline: Deadline) -> tuple[Image, str]:
 def boot_spec(cell: Cell, image: Image, build: BuildResult | None) -> BootSpec:
     """What to boot: the image with the build's kernel (no initrd), or with its own
     stock kernel, exactly as the runner boots the cell (harness.bootspec)."""
-    return debian_boot(Target(distro=cell.distro), image, build)
+    return debian_boot(cell.target(), image, build)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness import guestsuite, keptvm, resume
 from harness import scenario as scenarios
-from harness.bootspec import IMAGE_TIMEOUT, preflight, resolve_boot
+from harness.bootspec import IMAGE_TIMEOUT, image_facts, preflight, resolve_boot
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, TargetFailure, UserError
 from harness.multivm import Shape, VMGroup
@@ -165,6 +165,7 @@ def _stages(
             build = build_kernel(target.build, report, h, budget)
     with stage(report, "image", "preparing the image") as h:
         boot = resolve_boot(target, deadline.sub(IMAGE_TIMEOUT, "building the image"), h, build)
+    report.extra["image"] = image_facts(target)  # what repro boots again
     report.kernel_release = boot.kernel_release
     keep_as = keptvm.name_for(target.label) if opts.keep_vm else None
     vms = machine_vms(boot, accel=opts.accel, memory_mb=opts.memory_mb, smp=opts.smp,

@@ -146,6 +146,9 @@ def _kernel_info(ks: source.KernelSource) -> dict[str, str | None]:
         "identity": ks.identity,
         "origin": ks.origin,
         "pocket": ks.pocket,
+        "url": ks.url,
+        "sha256": ks.sha256,
+        "commit": ks.commit,
     }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import argcheck
+from harness.bootspec import image_facts
 from harness.commands.common import add_vm_options
 from harness.core.deadline import Deadline
 from harness.core.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK, HarnessError, TargetFailure
@@ -33,7 +34,6 @@ from harness.resultsdir import ResultsDir
 from harness.runner import BUILD_TIMEOUT, RunOptions, TargetRun, run_budget, run_vms
 from harness.suitevm import MachineVM, SuiteVM
 from harness.table import print_report
-from harness.targets import Target
 from vm.machine import preflight
 from vm.ssh import Guest
 
@@ -160,6 +160,8 @@ def rerun(
                 report.extra["build"] = build.to_json()
             image, line = stored_image(cell, deadline)
             print(line)
+            # the store keeps an image under its key: rootfs is <store>/<key>/rootfs.img
+            report.extra["image"] = image_facts(cell.target(), image.rootfs.parent.name)
             boot = boot_spec(cell, image, build)
 
             def new_vm() -> SuiteVM:
@@ -169,7 +171,7 @@ def rerun(
                 return vm
 
             out = results.target(cell.label)
-            target = Target(distro=cell.distro)
+            target = cell.target()
             run_vms(TargetRun(target, build, opts, report, out, new_vm, deadline))
         except TargetFailure as exc:
             report.verdict, report.reason = FAILED, str(exc).splitlines()[0]

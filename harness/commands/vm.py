@@ -132,7 +132,7 @@ def _what_to_boot(args: argparse.Namespace) -> tuple[BootSpec, list[Needed]]:
             print(line)
         image, line = stored_image(cell, deadline)
         print(line)
-        return boot_spec(cell, image, build), Target(distro=cell.distro).modules(build)
+        return boot_spec(cell, image, build), cell.target().modules(build)
     spec = spec_from_args(args) if args.kernel else None
     target = Target(distro=args.distro, image=args.image, build=spec)
     build = None

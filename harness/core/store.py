@@ -34,7 +34,8 @@ META = "meta.json"
 HASH_ALWAYS = 64 << 20  # bytes
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file's content, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -48,7 +49,7 @@ def fingerprint(root: Path) -> dict[str, list[Any]]:
     for path in sorted(root.rglob("*")):
         if path.is_file() and not path.is_symlink() and path.name != META:
             st = path.stat()
-            files[str(path.relative_to(root))] = [st.st_size, _sha256(path), st.st_mtime_ns]
+            files[str(path.relative_to(root))] = [st.st_size, file_sha256(path), st.st_mtime_ns]
     return files
 
 
@@ -64,7 +65,7 @@ def verify(root: Path, files: Mapping[str, Sequence[Any]]) -> str | None:
         if st.st_size != size:
             return f"{rel} is {st.st_size} bytes, {size} when stored (truncated or overwritten)"
         mtime = rest[0] if rest else None
-        if (size <= HASH_ALWAYS or st.st_mtime_ns != mtime) and _sha256(path) != digest:
+        if (size <= HASH_ALWAYS or st.st_mtime_ns != mtime) and file_sha256(path) != digest:
             return f"{rel} does not match its checksum"
     return None
 
