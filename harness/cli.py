@@ -6,14 +6,23 @@ import argparse
 import errno
 import logging
 import shutil
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 from harness import __version__
 from harness.core import leftovers, paths
-from harness.core.errors import EXIT_ERROR, HarnessError
+from harness.core.errors import (
+    EXIT_ERROR,
+    HarnessError,
+    Terminated,
+    interrupt_exit_code,
+    interruption,
+)
 from harness.progress import setup_logging
 
 log = logging.getLogger("aufs-harness")
@@ -114,6 +123,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     setup_logging(args.verbose)
     try:
+        with _sigterm_interrupts():
+            return _dispatch(args)
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM as Terminated
+        print(f"aufs-harness: {interruption(exc)}; VMs stopped", file=sys.stderr)
+        return interrupt_exit_code(exc)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (CI cancelling a job, `kill`) unwinds like Ctrl-C: VMs stopped,
+    reports written, exit 143. An inherited SIG_IGN is respected, and the old
+    handler comes back afterwards (main() also runs inside tests)."""
+
+    def raise_terminated(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    try:
+        old = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    if old is not signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the subcommand; HarnessErrors and a full disk become one line."""
+    try:
         if _boots_or_builds(args):
             leftovers.sweep()  # what a killed run left: one log line if anything
         code: int = args.func(args)
@@ -129,9 +170,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"aufs-harness: error: {disk_full(exc, args)}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("aufs-harness: interrupted; VMs stopped", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":
