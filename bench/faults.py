@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.core import leftovers, procs  # noqa: E402
+from harness.core.paths import cache_dir  # noqa: E402
+from tests.integration.test_hang import FAKE_OPTIONS  # noqa: E402
 
 AUFS_BUNDLE = "/work/shared/aufs/aufs-standalone.bundle"
 FIXUPS = "/work/shared/aufs/fixups/debian-bullseye-5.10"
@@ -64,14 +66,25 @@ def test_panics_the_guest():
     time.sleep(120)
 """
 
-# Runs the CLI with a tiny suite in place of the union suite (argv[1]: its dir).
+# Runs the CLI with a tiny suite in place of the union suite (argv[1]: the
+# guest package directory holding it as suite/, or "-" for the real suite).
 LAUNCH = """
 import sys
 from pathlib import Path
 from harness import guestsuite
 from harness.cli import main
-guestsuite.suite_dir = lambda: Path(sys.argv[1])
+if sys.argv[1] != "-":
+    guestsuite.guest_dir = lambda: Path(sys.argv[1])
 sys.exit(main(sys.argv[2:]))
+"""
+
+
+# The next start's sweep, printing the line it logs.
+SWEEP = """
+import logging, sys
+logging.basicConfig(stream=sys.stdout, format="%(message)s", level=logging.INFO)
+from harness.core.leftovers import sweep
+sweep()
 """
 
 
@@ -85,6 +98,7 @@ class Row:
     report_expected: bool
     report_written: bool
     seconds: float
+    named: bool  # the verdict names the fault (its expected pattern matched)
 
 
 class Campaign:
@@ -94,51 +108,58 @@ class Campaign:
         self.state = work / "state"
         self.env = {**os.environ, "AUFS_HARNESS_STATE": str(self.state)}
         self.n = 0
+        self.tokens: set[str] = set()  # owner tokens of the runs started here
 
     # -- helpers -----------------------------------------------------------
     def suite(self, checks: str) -> Path:
+        """A guest package whose suite is `checks` (as tests/integration/test_hang.py)."""
         self.n += 1
-        d = self.work / f"suite-{self.n}"
+        d = self.work / f"guest-{self.n}" / "suite"
         (d / "unionfs").mkdir(parents=True, exist_ok=True)
         (d / "unionfs" / "__init__.py").write_text("")
-        (d / "unionfs" / "options.py").write_text("def pytest_addoption(parser):\n    pass\n")
+        (d / "unionfs" / "options.py").write_text(FAKE_OPTIONS)
         (d / "conftest.py").write_text('pytest_plugins = ("unionfs.options",)\n')
         (d / "test_fault.py").write_text(textwrap.dedent(checks))
-        return d
+        return d.parent
 
     def start(
         self, argv: list[str], suite: Path | None = None, env: dict[str, str] | None = None
     ) -> tuple[subprocess.Popen[bytes], Path]:
         self.n += 1
         errlog = self.work / f"run-{self.n}.log"
-        cmd = [sys.executable, "-c", LAUNCH, str(suite or "/nonexistent"), *argv]
+        cmd = [sys.executable, "-c", LAUNCH, str(suite or "-"), *argv]
         with open(errlog, "wb") as f:
             proc = subprocess.Popen(
                 cmd, stdout=f, stderr=subprocess.STDOUT, env=env or self.env, cwd=ROOT
             )
+        self.tokens.add(procs.owner_token(proc.pid))
         return proc, errlog
 
     def results(self) -> Path:
         return self.work / f"results-{self.n + 1}"
 
     def ours(self) -> list[int]:
-        """QEMU of our state dir, and make processes owned by a harness (any)."""
+        """Live QEMU, make (and any other child) of the runs this campaign started:
+        their owner token is one of ours, or QEMU names our state dir. Other
+        users' harness processes on this shared machine are not counted."""
         pids = []
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
+            if not entry.name.isdigit() or procs.start_time(int(entry.name)) is None:
                 continue
             try:
                 cmd = (entry / "cmdline").read_bytes()
                 comm = (entry / "comm").read_text().strip()
             except OSError:
                 continue
-            if procs.start_time(int(entry.name)) is None:
-                continue
-            is_qemu = b"qemu-system" in cmd and str(self.state).encode() in cmd
-            is_make = comm == "make" and b"AUFS_HARNESS_OWNER" in _environ(int(entry.name))
-            if is_qemu or is_make:
+            owner = _owner(int(entry.name))
+            is_qemu = comm.startswith("qemu-system") and str(self.state).encode() in cmd
+            if is_qemu or (owner in self.tokens and comm in ("make", "qemu-system-x86")):
                 pids.append(int(entry.name))
         return pids
+
+    def orphans(self) -> list[int]:
+        """Any process still carrying the owner token of one of our dead runs."""
+        return [pid for pid, _ in leftovers.orphaned_processes() if _owner(pid) in self.tokens]
 
     def mounts(self) -> int:
         base = tempfile.gettempdir().rstrip("/") + "/unionfs-"
@@ -156,38 +177,49 @@ class Campaign:
         t0: float,
         results: Path | None,
         report_expected: bool,
+        expect: str,
+        env: dict[str, str] | None = None,
     ) -> Row:
+        """Wait for the run, run the next start's sweep, count and record.
+        `expect`: a regex the verdict must match to name the fault."""
         try:
-            proc.wait(timeout=120)
+            proc.wait(timeout=900)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
         time.sleep(1.0)
         alive = len(self.ours())
         # the next start: the same sweep every booting or building command runs first
-        subprocess.run(
-            [sys.executable, "-c", "from harness.core.leftovers import sweep; sweep()"],
-            env=self.env,
+        swept = subprocess.run(
+            [sys.executable, "-c", SWEEP],
+            env=env or self.env,
             cwd=ROOT,
             check=False,
             timeout=120,
-        )
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         time.sleep(0.5)
-        leaked = len(self.ours()) + len(leftovers.orphaned_processes())
+        leaked = len(set(self.ours()) | set(self.orphans()))
         written = bool(results and list(results.glob("*/report.json")))
+        said = verdict(proc.returncode, errlog, results)
+        if proc.returncode == -signal.SIGKILL:  # the dead say nothing: the next start does
+            said += f"; next start: {swept or 'nothing to clean'}"
         row = Row(
             fault,
-            verdict(proc.returncode, errlog, results),
+            said,
             alive,
             leaked,
             self.mounts(),
             report_expected,
             written,
             round(time.monotonic() - t0, 1),
+            bool(re.search(expect, said + "\n" + errlog.read_text(errors="replace"))),
         )
         with open(self.rows, "a") as f:
             f.write(json.dumps(asdict(row)) + "\n")
-        print(f"{row.fault:32} {row.verdict[:90]}", flush=True)
+        mark = "" if row.named else " [fault NOT named]"
+        print(f"{row.fault:32} {row.verdict[:150]}{mark}", flush=True)
         return row
 
     def wait_for(self, errlog: Path, pattern: str, proc: subprocess.Popen[bytes], s: float) -> bool:
@@ -199,10 +231,10 @@ class Campaign:
         return False
 
     # -- faults ------------------------------------------------------------
-    def bad_input(self, name: str, argv: list[str]) -> None:
+    def bad_input(self, name: str, argv: list[str], expect: str) -> None:
         t0 = time.monotonic()
         proc, errlog = self.start(argv)
-        self.finish(f"bad input: {name}", proc, errlog, t0, None, False)
+        self.finish(f"bad input: {name}", proc, errlog, t0, None, False, expect)
 
     def signal_at(self, sig: signal.Signals, stage: str, pattern: str, extra: float) -> None:
         t0 = time.monotonic()
@@ -212,9 +244,14 @@ class Campaign:
         if self.wait_for(errlog, pattern, proc, 600):
             time.sleep(extra)
         proc.send_signal(sig)
-        self.finish(f"{sig.name} at {stage}", proc, errlog, t0, results, sig != signal.SIGKILL)
+        self.finish(
+            f"{sig.name} at {stage}", proc, errlog, t0, results, sig != signal.SIGKILL,
+            SIGNAL_NAMED[sig].format(stage=stage),
+        )  # fmt: skip
 
     def build_signal(self, sig: signal.Signals, option: str) -> None:
+        """Signal the harness while its make runs (a kernel whose key misses:
+        an --aufs-option no stored build has)."""
         t0 = time.monotonic()
         results = self.results()
         argv = [
@@ -222,12 +259,15 @@ class Campaign:
             "--aufs-option", option, "--results", str(results), "--accel", "tcg",
         ]  # fmt: skip
         proc, errlog = self.start(argv)
-        end = time.monotonic() + 900
+        end = time.monotonic() + 1800
         while time.monotonic() < end and proc.poll() is None and not self._make_of(proc.pid):
             time.sleep(0.5)
         time.sleep(5)
         proc.send_signal(sig)
-        self.finish(f"{sig.name} at build (make)", proc, errlog, t0, results, sig != signal.SIGKILL)
+        self.finish(
+            f"{sig.name} at build (make)", proc, errlog, t0, results, sig != signal.SIGKILL,
+            SIGNAL_NAMED[sig].format(stage="build"),
+        )  # fmt: skip
 
     def _make_of(self, pid: int) -> bool:
         token = f"AUFS_HARNESS_OWNER={procs.owner_token(pid)}".encode()
@@ -242,16 +282,19 @@ class Campaign:
                     continue
         return False
 
-    def during_suite(self, fault: str, inject: Callable[[], None], checks: str) -> None:
+    def during_suite(
+        self, fault: str, inject: Callable[[], None], checks: str, expect: str
+    ) -> None:
         t0 = time.monotonic()
         results = self.results()
         argv = ["run", "--accel", "tcg", "--results", str(results), "--workers", "1"]
         argv += ["--check-timeout", "90", "--fresh-vms", "0"]
         proc, errlog = self.start(argv, self.suite(checks))
         if self.wait_for(errlog, "running the union suite", proc, 600):
-            time.sleep(15)
+            self.wait_for(errlog, "files shipped to the guest", proc, 300)
+            time.sleep(8)
             inject()
-        self.finish(fault, proc, errlog, t0, results, True)
+        self.finish(fault, proc, errlog, t0, results, True, expect)
 
     def run_dirs(self) -> list[Path]:
         return sorted((self.state / "runs").glob("run-*"))
@@ -270,45 +313,89 @@ class Campaign:
                 capture_output=True,
             )
 
-    def corrupted_store(self) -> None:
-        from harness.core.paths import cache_dir
+    def private_cache(self, name: str) -> dict[str, str]:
+        """An environment whose cache holds copies of the shared cache's bookworm
+        image and wheels: corrupting them must not touch other users' runs."""
+        cache = self.work / name
+        shared = cache_dir()
+        for sub in ("guest-wheels", "guest-bytecode"):
+            if (shared / sub).is_dir():
+                subprocess.run(["cp", "-a", shared / sub, cache / sub], check=True)
+        (cache / "images").mkdir(parents=True, exist_ok=True)
+        entry = shared / "images" / bookworm_key()
+        subprocess.run(["cp", "-a", "--sparse=always", entry, cache / "images"], check=True)
+        return {**self.env, "AUFS_HARNESS_CACHE": str(cache)}
 
-        wheels = sorted((cache_dir() / "guest-wheels").glob("*/*.whl"))
-        if wheels:
-            with open(wheels[0], "r+b") as f:
-                f.truncate(max(0, wheels[0].stat().st_size // 2))
+    def corrupted_wheel(self) -> None:
+        env = self.private_cache("cache-wheel")
+        wheels = sorted(Path(env["AUFS_HARNESS_CACHE"], "guest-wheels").glob("*/*.whl"))
+        with open(wheels[0], "r+b") as f:
+            f.truncate(wheels[0].stat().st_size // 2)
         t0 = time.monotonic()
         results = self.results()
         argv = ["run", "--accel", "tcg", "--results", str(results), "--workers", "1"]
-        proc, errlog = self.start(argv, self.suite("def test_ok():\n    pass\n"))
-        row = self.finish("corrupted store entry (wheel)", proc, errlog, t0, results, True)
-        if "corrupted" not in errlog.read_text():
-            row.verdict += " [corruption NOT reported]"
+        proc, errlog = self.start(argv, self.suite("def test_ok():\n    pass\n"), env=env)
+        self.finish(
+            "corrupted store entry (wheel truncated)", proc, errlog, t0, results, True,
+            r"is corrupted \(.*truncated", env,
+        )  # fmt: skip
 
-    def full_cache(self) -> None:
-        mnt = self.work / "small-cache"
-        mnt.mkdir(exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt], check=True)
-        try:
-            t0 = time.monotonic()
-            results = self.results()
-            env = {**self.env, "AUFS_HARNESS_CACHE": str(mnt)}
-            argv = ["run", "--accel", "tcg", "--results", str(results)]
-            proc, errlog = self.start(argv, env=env)
-            self.finish("full cache dir (8 MB tmpfs)", proc, errlog, t0, results, True)
-        finally:
-            subprocess.run(["umount", "-l", mnt], check=False)
-
-    def two_at_once(self) -> None:
+    def corrupted_image_two_runs(self) -> None:
+        """Flip one byte of the stored kernel of the bookworm image, then start
+        two runs of it at once: the entry must be found corrupted and rebuilt
+        once (the other run waits for it), and never booted."""
+        env = self.private_cache("cache-image")
+        vmlinuz = Path(env["AUFS_HARNESS_CACHE"], "images", bookworm_key(), "vmlinuz")
+        with open(vmlinuz, "r+b") as f:
+            f.seek(4096)
+            byte = f.read(1)
+            f.seek(4096)
+            f.write(bytes([byte[0] ^ 0xFF]))
         t0 = time.monotonic()
         suite = self.suite("def test_ok():\n    pass\n")
         started = []
         for _ in range(2):
             results = self.results()
             argv = ["run", "--accel", "tcg", "--results", str(results), "--workers", "1"]
-            started.append((*self.start(argv, suite), results))
-        for proc, errlog, results in started:
-            self.finish("two runs at once", proc, errlog, t0, results, True)
+            started.append((*self.start(argv, suite, env=env), results))
+        logs = [errlog for _, errlog, _ in started]
+        for i, (proc, errlog, results) in enumerate(started):
+            proc.wait(timeout=1800)
+            both = "\n".join(x.read_text(errors="replace") for x in logs)
+            built = len(re.findall(r"image: built", both))
+            fault = (
+                "corrupted store entry (image byte flipped)"
+                if i == 0
+                else "two runs of one build at once"
+            )
+            expect = (
+                r"vmlinuz does not match its checksum"
+                if i == 0
+                else r"another process is producing"
+            )
+            row = self.finish(fault, proc, errlog, t0, results, True, expect, env)
+            row.verdict += f" [image built {built}x in the two runs]"
+
+    def full_dir(self, which: str, size: str) -> None:
+        """A small tmpfs (created and removed here) as the cache or state dir."""
+        mnt = self.work / f"small-{which}"
+        mnt.mkdir(exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mnt], check=True)
+        try:
+            if which == "state":  # the cache stays the shared one: the image is warm
+                env = {**self.env, "AUFS_HARNESS_STATE": str(mnt)}
+            else:
+                env = {**self.env, "AUFS_HARNESS_CACHE": str(mnt)}
+            t0 = time.monotonic()
+            results = self.results()
+            argv = ["run", "--accel", "tcg", "--results", str(results)]
+            proc, errlog = self.start(argv, self.suite("def test_ok():\n    pass\n"), env=env)
+            self.finish(
+                f"full {which} dir ({size} tmpfs)", proc, errlog, t0, results, True,
+                rf"the {which} directory {re.escape(str(mnt))}.* is full", env,
+            )  # fmt: skip
+        finally:
+            subprocess.run(["umount", mnt], check=False)
 
     def taken_port(self) -> None:
         with socket.socket() as s:
@@ -317,7 +404,24 @@ class Campaign:
             port = s.getsockname()[1]
             t0 = time.monotonic()
             proc, errlog = self.start(["vm", "up", "--name", "porttaken", "--ssh-port", str(port)])
-            self.finish("taken SSH port (vm up)", proc, errlog, t0, None, False)
+            self.finish(
+                "taken SSH port (vm up)", proc, errlog, t0, None, False, rf"port {port}.*taken"
+            )
+
+
+def bookworm_key() -> str:
+    """The store key of the default run's image (debian bookworm)."""
+    from harness.core.store import key_of
+    from vm.image import ImageRecipe
+
+    return key_of(ImageRecipe(suite="bookworm").inputs())
+
+
+def _owner(pid: int) -> str:
+    for item in _environ(pid).split(b"\0"):
+        if item.startswith(b"AUFS_HARNESS_OWNER="):
+            return item.split(b"=", 1)[1].decode(errors="replace")
+    return ""
 
 
 def _environ(pid: int) -> bytes:
@@ -365,7 +469,33 @@ BAD_INPUTS: list[tuple[str, list[str]]] = [
     ("--config-fragment a dir", ["kmod", "build", "--kernel", BULLSEYE, "--config-fragment", "/"]),
     ("--results under a file", ["run", "--results", "/etc/passwd/out"]),
     ("--aufs-src missing", ["kmod", "build", "--kernel", BULLSEYE, "--aufs-src", "/no/aufs"]),
+    ("matrix file: unknown key", ["matrix", "run", "{work}/matrix-unknown-key.toml"]),
+    ("matrix file: not TOML", ["matrix", "run", "{work}/matrix-broken.toml"]),
+    ("baseline file: no version", ["matrix", "run", "--baseline", "{work}/baseline-nover.toml"]),
 ]
+# The files the bad inputs above name, written into the campaign's directory.
+BAD_FILES = {
+    "matrix-unknown-key.toml": '[[cell]]\nname = "x"\n',
+    "matrix-broken.toml": "not toml [\n",
+    "baseline-nover.toml": "[[known]]\ncheck = 5\n",
+}
+# What a bad input's one line must name: the option, or the file.
+BAD_NAMES = {"kmod build -j 0": "-j"}
+
+
+def bad_expect(name: str, argv: list[str]) -> str:
+    """The verdict of a bad input must be exit 2 naming the option or file."""
+    flag = BAD_NAMES.get(name) or next((a for a in name.split() if a.startswith("-")), "")
+    named = flag or Path(argv[-1]).name
+    return rf"^exit 2: aufs-harness: (usage )?error: .*{re.escape(named)}"
+
+
+# What a signal's verdict must say (SIGKILL: the next start says what it cleaned).
+SIGNAL_NAMED = {
+    signal.SIGKILL: r"^exit -9: .*; next start: (cleaned what a dead run left|nothing to clean)",
+    signal.SIGINT: r"^exit 130: error: interrupted by SIGINT \(Ctrl-C\) in the {stage} stage",
+    signal.SIGTERM: r"^exit 143: error: interrupted by SIGTERM in the {stage} stage",
+}
 
 STAGES = [
     ("image", "preparing the image", 0.0),
@@ -380,8 +510,11 @@ def campaign(c: Campaign, only: str) -> None:
         return name.startswith(only)
 
     if want("bad"):
-        for name, argv in BAD_INPUTS:
-            c.bad_input(name, argv)
+        for file, text in BAD_FILES.items():
+            (c.work / file).write_text(text)
+        for name, template in BAD_INPUTS:
+            argv = [a.format(work=c.work) for a in template]
+            c.bad_input(name, argv, bad_expect(name, argv))
     if want("port"):
         c.taken_port()
         c.taken_port()
@@ -389,21 +522,36 @@ def campaign(c: Campaign, only: str) -> None:
         for sig in (signal.SIGKILL, signal.SIGINT):
             for stage, pattern, extra in STAGES:
                 c.signal_at(sig, stage, pattern, extra)
+        for stage, pattern, extra in STAGES[1::2]:  # boot, suite
+            c.signal_at(signal.SIGTERM, stage, pattern, extra)
     if want("qemu"):
-        c.during_suite("QEMU killed from outside", c.kill_qemu, SLEEPY_SUITE)
+        for _ in range(2):
+            c.during_suite(
+                "QEMU killed from outside", c.kill_qemu, SLEEPY_SUITE,
+                r"QEMU .*(died|exited|killed)|VM .*(died|gone)",
+            )  # fmt: skip
     if want("sshd"):
-        c.during_suite("sshd killed in the guest", c.kill_sshd, SLEEPY_SUITE)
+        for _ in range(2):
+            c.during_suite(
+                "sshd killed in the guest", c.kill_sshd, SLEEPY_SUITE,
+                r"SSH|ssh",
+            )  # fmt: skip
     if want("panic"):
-        c.during_suite("guest kernel panic mid-check", lambda: None, PANIC_SUITE)
+        for _ in range(2):
+            c.during_suite(
+                "guest kernel panic mid-check", lambda: None, PANIC_SUITE,
+                r"[Kk]ernel panic|panicked",
+            )  # fmt: skip
     if want("store"):
-        c.corrupted_store()
-    if want("two"):
-        c.two_at_once()
+        c.corrupted_wheel()
     if want("full"):
-        c.full_cache()
+        c.full_dir("cache", "8m")
+        c.full_dir("state", "2m")
+    if want("two"):
+        c.corrupted_image_two_runs()
     if want("build"):
         c.build_signal(signal.SIGKILL, "SHWH=n")
-        c.build_signal(signal.SIGINT, "FHSM=y")
+        c.build_signal(signal.SIGINT, "SHWH=n")
 
 
 def table(rows_file: Path) -> str:
@@ -412,10 +560,10 @@ def table(rows_file: Path) -> str:
     for r in rows:
         groups.setdefault(str(r["fault"]), []).append(r)
     head = (
-        "| fault | runs | verdict as reported | alive right after | leaked after next start "
-        "| leaked mounts/loops | reports written |"
+        "| fault | runs | verdict as reported | names the fault | alive right after "
+        "| leaked after next start | leaked mounts/loops | reports written |"
     )
-    out = [head, "|---|---|---|---|---|---|---|"]
+    out = [head, "|---|---|---|---|---|---|---|---|"]
     for fault, rs in groups.items():
         expected = [r for r in rs if r["report_expected"]]
         written = sum(1 for r in expected if r["report_written"])
@@ -425,8 +573,10 @@ def table(rows_file: Path) -> str:
             sum(int(str(r[k])) for r in rs)
             for k in ("alive_after_fault", "leaked_procs", "leaked_mounts")
         )
+        named = f"{sum(1 for r in rs if r.get('named'))}/{len(rs)}"
         out.append(
-            f"| {fault} | {len(rs)} | {verdicts} | {alive} | {leaked} | {mounts} | {reports} |"
+            f"| {fault} | {len(rs)} | {verdicts} | {named} | {alive} | {leaked} | {mounts} "
+            f"| {reports} |"
         )
     out.append(f"\n{len(rows)} fault-injected runs")
     return "\n".join(out)

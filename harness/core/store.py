@@ -69,6 +69,23 @@ def verify(root: Path, files: Mapping[str, Sequence[Any]]) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def locked(path: Path, waiting: str) -> Iterator[None]:
+    """Hold the file lock at `path`. When another process holds it first (a
+    concurrent run building the same kernel or image: waits can be minutes),
+    log `waiting` + "; waiting for it" once, so a wait is never silent."""
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("%s; waiting for it", waiting)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def key_of(inputs: Mapping[str, Any]) -> str:
     """A stable digest of a JSON-serialisable description of every input."""
     canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
@@ -176,20 +193,11 @@ class Store:
                 raise
         return Entry(key, self.path(key), hit=False)
 
-    @contextlib.contextmanager
-    def _locked(self, key: str) -> Iterator[None]:
-        """Hold the key's lock; say so when another process holds it first
-        (a concurrent run building the same kernel or image): waits can be long."""
-        lock = FileLock(str(self.root / f".{key}.lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            log.info("%s: another process is producing %s; waiting for it", self.root.name, key)
-            lock.acquire()
-        try:
-            yield
-        finally:
-            lock.release()
+    def _locked(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the key's lock, saying so when another process holds it first."""
+        return locked(
+            self.root / f".{key}.lock", f"{self.root.name}: another process is producing {key}"
+        )
 
     def _sweep(self, key: str) -> None:
         """Remove temporaries of dead producers of this key (we hold its lock)."""
