@@ -169,12 +169,16 @@ def run(
     logfile: Path | None = None,
     check: bool = True,
     stdin: str | None = None,
+    tree: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run argv to completion within `deadline`.
 
     With `logfile`, stdout and stderr go there (appended) and the result holds
     no output; otherwise both are captured as text. With `check`, a non-zero
     exit raises InfraError naming the command and its last stderr line.
+    `tree`: the child forks a tree of its own (make's sub-makes and compilers,
+    mmdebstrap's apt and dpkg). The parent-death signal reaches the child
+    alone, so a Guard kills its whole group if the harness dies.
     """
     args = [os.fspath(a) for a in argv]
     log.debug("run: %s", shlex.join(args))
@@ -200,6 +204,7 @@ def run(
         )
     except FileNotFoundError as exc:
         raise UserError(f"{args[0]} not found: install it (make deps)") from exc
+    guard = Guard(proc.pid) if tree else None
     try:
         stdout, stderr = proc.communicate(input=stdin, timeout=deadline.remaining() or 0.001)
     except subprocess.TimeoutExpired as exc:
@@ -212,6 +217,8 @@ def run(
         kill_group(proc)
         raise
     finally:
+        if guard is not None:
+            guard.release()
         if logf is not None:
             logf.close()
     result = subprocess.CompletedProcess(args, proc.returncode, stdout or "", stderr or "")

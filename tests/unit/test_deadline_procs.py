@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -81,3 +83,48 @@ def test_a_run_tied_to_stdin_ends_with_its_children_when_stdin_closes() -> None:
     assert proc.stdout.read().strip() == "interrupted"
     time.sleep(0.2)
     assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text()
+
+
+# A harness that runs a child forking a grandchild (make and its sub-makes),
+# then is SIGKILLed. The grandchild writes its pid and sleeps.
+TREE_HARNESS = """
+import sys
+from pathlib import Path
+from harness.core.deadline import Deadline
+from harness.core.procs import run
+pidfile, tree = sys.argv[1], sys.argv[2] == "tree"
+run(["sh", "-c", f"sh -c 'echo $$ > {pidfile}; exec sleep 300' & wait"],
+    deadline=Deadline(300, "t"), tree=tree)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.parametrize("tree", [True, False])
+def test_sigkill_of_the_harness_kills_the_childs_whole_tree(tmp_path: Path, tree: bool) -> None:
+    """make's sub-makes outlived a SIGKILLed harness (fault campaign): the
+    parent-death signal reaches the direct child only. tree=True: a guard
+    kills the group; tree=False shows the test would see a survivor."""
+    pidfile = tmp_path / "grandchild.pid"
+    harness = subprocess.Popen(
+        [sys.executable, "-c", TREE_HARNESS, str(pidfile), "tree" if tree else "bare"]
+    )
+    end = time.monotonic() + 60
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < end:
+        time.sleep(0.05)
+    grandchild = int(pidfile.read_text())
+    harness.send_signal(signal.SIGKILL)
+    harness.wait()
+    end = time.monotonic() + (20 if tree else 3)
+    while _alive(grandchild) and time.monotonic() < end:
+        time.sleep(0.05)
+    survived = _alive(grandchild)
+    if survived:
+        os.kill(grandchild, signal.SIGKILL)
+    assert survived is not tree
