@@ -133,8 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 @contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
     """SIGTERM (CI cancelling a job, `kill`) unwinds like Ctrl-C: VMs stopped,
-    reports written, exit 143. An inherited SIG_IGN is respected, and the old
-    handler comes back afterwards (main() also runs inside tests)."""
+    reports written, exit 143 (vm.qemu's handler, which exits at once after
+    killing QEMU, stays for library use). The old handler comes back afterwards
+    (main() also runs inside tests)."""
 
     def raise_terminated(signum: int, frame: FrameType | None) -> None:
         raise Terminated
@@ -144,8 +145,7 @@ def _sigterm_interrupts() -> Iterator[None]:
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
-    if old is not signal.SIG_IGN:
-        signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:

@@ -43,7 +43,7 @@ def test_a_full_state_dir_is_one_line_before_qemu_starts(
     """A 2 MB tmpfs as the state dir let QEMU start, then pause the guest on
     ENOSPC in its overlay: the run ended on a guest command timing out (fault campaign)."""
     free = {"mb": 2}
-    monkeypatch.setattr(machine.shutil, "disk_usage", lambda p: _usage(free["mb"]))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: _usage(free["mb"]))
     with pytest.raises(InfraError) as exc:
         machine.check_state_space()
     (line,) = str(exc.value).splitlines()
