@@ -424,7 +424,10 @@ def _judge_suite(run: TargetRun, vm: SuiteVM, outcome: guestsuite.SuiteOutcome, 
         _judge_death(report, outcome, in_flight, died)
         return
     if not alive:
-        report.verdict, report.reason = ERROR, "the VM died during the suite (see console.log)"
+        how = vm.ended()
+        report.verdict = ERROR
+        report.reason = "the VM died during the suite" + (f": QEMU {how}" if how else "")
+        report.reason += " (see console.log)"
     elif outcome.workers_down:
         report.verdict = ERROR
         report.reason = f"xdist worker crashed: {outcome.workers_down[0][:200]}"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from harness.core.errors import Terminated, interrupt_exit_code, interruption
 from harness.progress import stage
 from harness.results import TargetReport
+from vm.qemu import QemuProcess
 
 
 @pytest.mark.parametrize(
@@ -67,3 +69,18 @@ def test_a_signal_ends_the_cli_with_its_line_and_code(sig: str, code: int, line:
         check=False,
     )
     assert (done.returncode, done.stderr.strip()) == (code, line)
+
+
+def test_how_qemu_ended_is_named(tmp_path: Path) -> None:
+    """QEMU SIGKILLed from outside (fault campaign): 'killed by SIGKILL'."""
+    proc = subprocess.Popen(["sleep", "60"])
+    qemu = QemuProcess(spec=None, proc=proc, stderr_log=tmp_path / "none")  # type: ignore[arg-type]
+    assert qemu.ended() == ""
+    proc.kill()
+    proc.wait()
+    assert qemu.ended() == "killed by SIGKILL"
+    log = tmp_path / "qemu.log"
+    log.write_text("qemu: could not open disk\n")
+    done = subprocess.Popen(["sh", "-c", "exit 1"])
+    done.wait()
+    assert QemuProcess(None, done, log).ended() == "exited 1: qemu: could not open disk"  # type: ignore[arg-type]

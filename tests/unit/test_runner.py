@@ -280,6 +280,8 @@ def test_a_kernel_that_dies_under_two_checks_blames_neither(tmp_path: Path) -> N
     [
         (Script(outcome(c("a", PASSED)), alive=False, answers=False),
          "the VM died during the suite (see console.log)"),
+        (Script(outcome(c("a", PASSED)), alive=False, answers=False, ended="killed by SIGKILL"),
+         "the VM died during the suite: QEMU killed by SIGKILL (see console.log)"),
         (Script(outcome(c("a", PASSED)), answers=False),
          "SSH to the guest dropped during the suite"),
         (Script(outcome(c("a", PASSED)) ), "xdist worker crashed: gw0: node down"),
