@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import shutil
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -92,25 +91,10 @@ def _boots_or_builds(args: argparse.Namespace) -> bool:
 def disk_full(exc: OSError, args: argparse.Namespace) -> str:
     """One line for ENOSPC/EDQUOT: which of the harness's directories is full,
     the file it was writing and what is free there."""
-    target = Path(str(exc.filename or ".")).resolve()
-    places = [("cache", paths.cache_dir()), ("state", paths.state_dir())]
     results = getattr(args, "results", None)
-    if isinstance(results, Path):
-        places.append(("results", results))
-    name, where = next(
-        ((n, d.resolve()) for n, d in places if target.is_relative_to(d.resolve())),
-        ("", target.parent),
-    )
-    try:
-        free = shutil.disk_usage(where).free >> 20
-    except OSError:
-        free = -1
     what = "quota exceeded" if exc.errno == errno.EDQUOT else "no space left"
-    label = f"the {name} directory {where}" if name else str(where)
-    return (
-        f"{label} is full ({what}, {free} MB free) while writing {target}: "
-        "free space there or point the harness elsewhere (AUFS_HARNESS_CACHE, "
-        "AUFS_HARNESS_STATE, --results); nothing half-written was kept"
+    return paths.disk_full(
+        Path(str(exc.filename or ".")), what, results if isinstance(results, Path) else None
     )
 
 

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from harness.core import paths
 from harness.core.deadline import Deadline
 from harness.core.errors import DeadlineExceeded, InfraError, UserError
 
@@ -222,12 +223,34 @@ def run(
         if logf is not None:
             logf.close()
     result = subprocess.CompletedProcess(args, proc.returncode, stdout or "", stderr or "")
+    if proc.returncode != 0:
+        _raise_if_disk_full(args, cwd, stderr or "", logfile)
     if check and proc.returncode != 0:
         tail = (stderr or "").strip().splitlines()
         where = f"; log: {logfile}" if logfile else ""
         last = f": {tail[-1]}" if tail else ""
         raise InfraError(f"{shlex.join(args)[:160]} exited {proc.returncode}{last}{where}")
     return result
+
+
+def _raise_if_disk_full(
+    args: Sequence[str], cwd: Path | None, stderr: str, logfile: Path | None
+) -> None:
+    """A child that failed saying ENOSPC (pip, mmdebstrap, qemu-img, make writing
+    in the cache): InfraError in the one line a full disk gets (paths.disk_full),
+    naming the directory, instead of the child's last line."""
+    tail = stderr[-4000:]
+    if logfile is not None:
+        with contextlib.suppress(OSError), open(logfile, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4000))
+            tail += f.read().decode(errors="replace")
+    if "No space left on device" not in tail and "Disk quota exceeded" not in tail:
+        return
+    candidates = [a.split("=", 1)[-1] for a in args[1:]] + [str(cwd or Path.cwd())]
+    target = paths.fullest(candidates)
+    if target is not None:
+        what = "no space left" if "No space left" in tail else "quota exceeded"
+        raise InfraError(f"{paths.disk_full(target, what)} ({Path(args[0]).name} said so)")
 
 
 # A guard process for a child that must outlive the harness only once it is

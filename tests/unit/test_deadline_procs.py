@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,3 +129,33 @@ def test_sigkill_of_the_harness_kills_the_childs_whole_tree(tmp_path: Path, tree
     if survived:
         os.kill(grandchild, signal.SIGKILL)
     assert survived is not tree
+
+
+def test_a_child_meeting_enospc_is_the_full_disk_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pip downloading the guest's wheels into a full cache (fault campaign): the
+    one line a full disk gets, naming the cache directory, not pip's last line."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AUFS_HARNESS_CACHE", str(cache))
+    wheels = cache / "guest-wheels" / ".tmp-k"
+    wheels.mkdir(parents=True)
+    real = shutil.disk_usage
+
+    def usage(path: str | os.PathLike[str]) -> object:
+        full = Path(path).resolve().is_relative_to(cache.resolve())
+        return shutil._ntuple_diskusage(1 << 30, 1 << 30, 0) if full else real(path)
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    argv = ["sh", "-c", "echo 'OSError: [Errno 28] No space left on device' >&2; exit 1"]
+    with pytest.raises(InfraError) as exc:
+        run([*argv, "pip", "download", "-d", str(wheels)], deadline=Deadline(30, "t"))
+    assert str(exc.value) == (
+        f"the cache directory {cache.resolve()} is full (no space left, 0 MB free) while "
+        f"writing {wheels.resolve()}: free space there or point the harness elsewhere "
+        "(AUFS_HARNESS_CACHE, AUFS_HARNESS_STATE, --results); nothing half-written was kept "
+        "(sh said so)"
+    )
+    # the same failure elsewhere is the child's own line
+    with pytest.raises(InfraError, match="exited 1: OSError"):
+        run(argv, deadline=Deadline(30, "t"))
