@@ -1,19 +1,31 @@
 """A fault campaign: inject faults into real runs and count what leaks or is lost.
 
-    .venv/bin/python bench/faults.py [--only PREFIX] [--rows FILE] [--table FILE]
+    .venv/bin/python bench/faults.py [--only GROUP,...] [--rows FILE] [--table FILE]
+
+Groups: bad (28 bad inputs), port (a taken SSH port x2), signal (SIGKILL and
+SIGINT at image/boot/load/suite, SIGTERM at boot/suite), qemu (QEMU SIGKILLed
+from outside mid-suite x2), sshd (sshd killed in the guest x2), panic (the
+guest kernel panicked by a check through /proc/sysrq-trigger x2), store (a
+truncated wheel), full (a full cache tmpfs: pip meets ENOSPC; a 2 MB state
+tmpfs), two (one byte of the stored bookworm kernel flipped, then two runs of
+that image at once: one rebuilds it, the other waits), build (SIGKILL and
+SIGINT while make runs: a kernel whose key misses, --aufs-option SHWH=n).
 
 Each fault runs the real CLI in a subprocess (real QEMU under TCG, the cached
-bookworm image; the build-stage faults build debian:bullseye=5.10.223-1 with the
-shared aufs bundle and fix-ups), injects the fault, then runs the next start's
-sweep and counts: QEMU/make still alive right after the fault, processes and
-mounts/loop devices left after the sweep, and whether report.json was written
-when a run got far enough to owe one. One JSON row per run goes to --rows as it
-happens (a long campaign can be read while it runs); the table is printed at the
-end, or from a rows file with --table.
+bookworm image, stock kernel), injects the fault, then runs the next start's
+sweep and counts: QEMU/make of this campaign's runs still alive right after the
+fault, processes and mounts/loop devices left after the sweep, whether
+report.json was written when a run got far enough to owe one, and whether the
+verdict names the fault (a pattern per fault). One JSON row per run goes to
+--rows as it happens; the table is printed at the end, or from a rows file
+with --table. Faults that corrupt or fill a cache, or build a kernel, use a
+cache of their own (copies of the shared entries): other users' runs share
+~/.cache/aufs-harness. Tmpfs mounts are made and removed under the
+campaign's own temporary directory.
 
 Suite-stage faults ship a tiny suite (a check that sleeps, or one that panics
 the guest kernel) instead of the union suite, as tests/integration/test_hang.py
-does, so each run is about a minute.
+does, so each run is a few minutes under TCG.
 """
 
 from __future__ import annotations
@@ -69,8 +81,11 @@ def test_panics_the_guest():
 # Runs the CLI with a tiny suite in place of the union suite (argv[1]: the
 # guest package directory holding it as suite/, or "-" for the real suite).
 LAUNCH = """
-import sys
+import signal, sys
 from pathlib import Path
+# Ctrl-C as from a terminal, even when the campaign runs as a background job
+# (which inherits SIGINT ignored, as the harness then does too)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from harness import guestsuite
 from harness.cli import main
 if sys.argv[1] != "-":
@@ -258,7 +273,7 @@ class Campaign:
             "run", "--kernel", BULLSEYE, "--aufs-src", AUFS_BUNDLE, "--fixup-dir", FIXUPS,
             "--aufs-option", option, "--results", str(results), "--accel", "tcg",
         ]  # fmt: skip
-        proc, errlog = self.start(argv)
+        proc, errlog = self.start(argv, env=self.kmod_cache())
         end = time.monotonic() + 1800
         while time.monotonic() < end and proc.poll() is None and not self._make_of(proc.pid):
             time.sleep(0.5)
@@ -268,6 +283,17 @@ class Campaign:
             f"{sig.name} at build (make)", proc, errlog, t0, results, sig != signal.SIGKILL,
             SIGNAL_NAMED[sig].format(stage="build"),
         )  # fmt: skip
+
+    def kmod_cache(self) -> dict[str, str]:
+        """A cache of our own for the kernel build (its work trees and store are
+        not other users' on this shared machine), sharing the unpacked sources,
+        apt lists and aufs mirror with the shared cache (kmod/trees, debian, aufs)."""
+        cache = self.work / "cache-kmod"
+        if not cache.exists():
+            (cache / "kmod").mkdir(parents=True)
+            for sub in ("trees", "debian", "aufs"):
+                (cache / "kmod" / sub).symlink_to(cache_dir() / "kmod" / sub)
+        return {**self.env, "AUFS_HARNESS_CACHE": str(cache)}
 
     def _make_of(self, pid: int) -> bool:
         token = f"AUFS_HARNESS_OWNER={procs.owner_token(pid)}".encode()
@@ -317,6 +343,7 @@ class Campaign:
         """An environment whose cache holds copies of the shared cache's bookworm
         image and wheels: corrupting them must not touch other users' runs."""
         cache = self.work / name
+        cache.mkdir()
         shared = cache_dir()
         for sub in ("guest-wheels", "guest-bytecode"):
             if (shared / sub).is_dir():
@@ -377,7 +404,11 @@ class Campaign:
             row.verdict += f" [image built {built}x in the two runs]"
 
     def full_dir(self, which: str, size: str) -> None:
-        """A small tmpfs (created and removed here) as the cache or state dir."""
+        """A small tmpfs (created and removed here) as the cache or state dir.
+        The cache one holds a copy of the warm bookworm image and is then filled
+        up, so the first thing the run writes there (pip downloading the guest's
+        wheels: a child process) meets ENOSPC; the state one is too small for
+        the VM's disk overlay (QEMU writing there)."""
         mnt = self.work / f"small-{which}"
         mnt.mkdir(exist_ok=True)
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mnt], check=True)
@@ -386,14 +417,26 @@ class Campaign:
                 env = {**self.env, "AUFS_HARNESS_STATE": str(mnt)}
             else:
                 env = {**self.env, "AUFS_HARNESS_CACHE": str(mnt)}
+                (mnt / "images").mkdir()
+                entry = cache_dir() / "images" / bookworm_key()
+                # not sparse: on tmpfs, a mapped read of a hole needs a page, and
+                # QEMU then dies of SIGBUS instead of anything meeting ENOSPC
+                subprocess.run(["cp", "-a", "--sparse=never", entry, mnt / "images"], check=True)
+                subprocess.run(["dd", "if=/dev/zero", f"of={mnt}/filler", "bs=1M"], check=False,
+                               capture_output=True)  # fmt: skip
             t0 = time.monotonic()
             results = self.results()
             argv = ["run", "--accel", "tcg", "--results", str(results)]
             proc, errlog = self.start(argv, self.suite("def test_ok():\n    pass\n"), env=env)
             self.finish(
-                f"full {which} dir ({size} tmpfs)", proc, errlog, t0, results, True,
+                f"full {which} dir (tmpfs)", proc, errlog, t0, results, True,
                 rf"the {which} directory {re.escape(str(mnt))}.* is full", env,
             )  # fmt: skip
+            if which == "cache":
+                (mnt / "filler").unlink()
+                stray = [p for p in mnt.rglob("*") if ".tmp-" in str(p)]
+                if stray:  # half-written entries must not stay to be trusted later
+                    print(f"  half-written left in the cache: {stray[:3]}", flush=True)
         finally:
             subprocess.run(["umount", mnt], check=False)
 
@@ -507,7 +550,7 @@ STAGES = [
 
 def campaign(c: Campaign, only: str) -> None:
     def want(name: str) -> bool:
-        return name.startswith(only)
+        return any(name.startswith(o) for o in only.split(","))
 
     if want("bad"):
         for file, text in BAD_FILES.items():
@@ -545,7 +588,7 @@ def campaign(c: Campaign, only: str) -> None:
     if want("store"):
         c.corrupted_wheel()
     if want("full"):
-        c.full_dir("cache", "8m")
+        c.full_dir("cache", "2500m")
         c.full_dir("state", "2m")
     if want("two"):
         c.corrupted_image_two_runs()
@@ -584,7 +627,12 @@ def table(rows_file: Path) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="", help="run only faults whose group starts so")
+    p.add_argument(
+        "--only",
+        default="",
+        help="run only the fault groups starting so (comma-separated: bad,port,signal,qemu,"
+        "sshd,panic,store,full,two,build)",
+    )
     p.add_argument("--rows", type=Path, default=Path("faults.jsonl"))
     p.add_argument("--table", type=Path, help="print the table of a rows file and exit")
     args = p.parse_args()
