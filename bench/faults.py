@@ -110,7 +110,7 @@ class Row:
     alive_after_fault: int  # QEMU + make of this run still running right after the fault
     leaked_procs: int  # ... and after the next start's sweep
     leaked_mounts: int
-    report_expected: bool
+    report_expected: bool  # the run got far enough to owe a report (not refused, not SIGKILLed)
     report_written: bool
     seconds: float
     named: bool  # the verdict names the fault (its expected pattern matched)
@@ -610,7 +610,7 @@ def table(rows_file: Path) -> str:
     for fault, rs in groups.items():
         expected = [r for r in rs if r["report_expected"]]
         written = sum(1 for r in expected if r["report_written"])
-        reports = f"{written}/{len(expected)}" if expected else "n/a (refused before work)"
+        reports = f"{written}/{len(expected)}" if expected else "none owed"
         verdicts = "; ".join(sorted({str(r["verdict"]) for r in rs}))
         alive, leaked, mounts = (
             sum(int(str(r[k])) for r in rs)
