@@ -133,16 +133,21 @@ class Store:
             problem = verify(final, files) or ""
         if not problem:
             return Entry(key, final, hit=True)
+        if not locked:
+            # Look again under the lock before removing anything: what looked
+            # corrupted may be another run removing it, and by the time we hold
+            # the lock that run may have published a good entry (seen in the
+            # fault campaign: the waiting run deleted the fresh image, and the
+            # run that built it could not boot it).
+            with self._locked(key):
+                return self._checked(key, locked=True)
         log.warning(
             "%s: entry %s is corrupted (%s): removed, it will be rebuilt",
             self.root.name,
             key,
             problem,
         )
-        if locked:
-            shutil.rmtree(final, ignore_errors=True)
-        else:
-            self.discard(key)
+        shutil.rmtree(final, ignore_errors=True)
         return None
 
     def _seal(self, final: Path, meta: dict[str, Any]) -> None:
