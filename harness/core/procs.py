@@ -180,6 +180,9 @@ def run(
     `tree`: the child forks a tree of its own (make's sub-makes and compilers,
     mmdebstrap's apt and dpkg). The parent-death signal reaches the child
     alone, so a Guard kills its whole group if the harness dies.
+    A child that failed saying "No space left on device" raises InfraError
+    naming the full directory, even with check=False (a full disk is never the
+    target's failure).
     """
     args = [os.fspath(a) for a in argv]
     log.debug("run: %s", shlex.join(args))
@@ -254,9 +257,10 @@ def _raise_if_disk_full(
 
 
 # A guard process for a child that must outlive the harness only once it is
-# ready (a `vm up` VM): while the harness holds the guard's stdin open, nothing
-# happens; when the harness dies (any way: SIGKILL too), the pipe reaches EOF
-# and the guard kills the child's process group. release() disarms it.
+# ready (a `vm up` VM), or whose own children must die with it (run(tree=True)):
+# while the harness holds the guard's stdin open, nothing happens; when the
+# harness dies (any way: SIGKILL too), the pipe reaches EOF and the guard kills
+# the child's process group. release() disarms it.
 _GUARD = """
 import os, signal, sys
 pgid = int(sys.argv[1])
