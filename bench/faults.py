@@ -232,6 +232,10 @@ class Campaign:
             round(time.monotonic() - t0, 1),
             bool(re.search(expect, said + "\n" + errlog.read_text(errors="replace"))),
         )
+        if row.named and not re.search(expect, said):  # said in a log line, not the verdict
+            lines = errlog.read_text(errors="replace").splitlines()
+            line = next((ln for ln in lines if re.search(expect, ln)), "")
+            row.verdict += f" (log: {line.strip()[:160]})" if line else ""
         with open(self.rows, "a") as f:
             f.write(json.dumps(asdict(row)) + "\n")
         mark = "" if row.named else " [fault NOT named]"
