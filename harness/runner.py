@@ -416,16 +416,21 @@ def _judge_suite(run: TargetRun, vm: SuiteVM, outcome: guestsuite.SuiteOutcome, 
     alive = vm.alive()
     after = run.deadline.sub(ANSWER_TIMEOUT, "checking the guest after the suite")
     ssh_ok = alive and vm.answers(after)
-    if outcome.timed_out:
-        _judge_hang(run, vm, outcome, out, ssh_ok)
-        return
     in_flight = [c for c in outcome.checks if c.outcome == HUNG]
     died = guestsuite.kernel_death(vm.console_log()) if not ssh_ok else ""
+    # A check that panicked the kernel is also declared hung once the console
+    # shows it (DAMAGED_GRACE later): the death, not the hang, is the verdict.
     if died and in_flight:
         _judge_death(report, outcome, in_flight, died)
         return
+    if outcome.timed_out:
+        _judge_hang(run, vm, outcome, out, ssh_ok)
+        return
     if not alive:
-        report.verdict, report.reason = ERROR, "the VM died during the suite (see console.log)"
+        how = vm.ended()
+        report.verdict = ERROR
+        report.reason = "the VM died during the suite" + (f": QEMU {how}" if how else "")
+        report.reason += " (see console.log)"
     elif outcome.workers_down:
         report.verdict = ERROR
         report.reason = f"xdist worker crashed: {outcome.workers_down[0][:200]}"

@@ -85,6 +85,9 @@ class SuiteVM(Protocol):
     def alive(self) -> bool:
         """True while the QEMU process runs."""
 
+    def ended(self) -> str:
+        """How QEMU ended ("killed by SIGKILL", "exited 1: ..."); "" while it runs."""
+
     def answers(self, deadline: Deadline) -> bool:
         """True if the guest still runs a command over SSH; never raises."""
 
@@ -196,6 +199,9 @@ class MachineVM:
 
     def alive(self) -> bool:
         return self.machine.qemu is not None and self.machine.qemu.alive()
+
+    def ended(self) -> str:
+        return self.machine.qemu.ended() if self.machine.qemu is not None else ""
 
     def answers(self, deadline: Deadline) -> bool:
         if self.machine.guest is None:

@@ -148,6 +148,7 @@ def build(tree: Path, jobs: int, logfile: Path, deadline: Deadline) -> BuildOutc
             env=env,
             logfile=logfile,
             check=False,
+            tree=True,
         )
     if res.returncode != 0:
         errors = first_errors(logfile.read_text(errors="replace"))

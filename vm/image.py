@@ -461,7 +461,7 @@ def _build_in(
     ]
     step.run(
         f"mmdebstrap of {len(recipe.packages)} packages",
-        lambda: run(argv, deadline=deadline, logfile=logfile),
+        lambda: run(argv, deadline=deadline, logfile=logfile, tree=True),
     )
     release, vmlinuz, initrd = step.run("finding the kernel", lambda: _find_kernel(tree))
     # The namespace's root may write only files others may write: created here

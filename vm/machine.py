@@ -165,8 +165,26 @@ def vms_root() -> Path:
     return root
 
 
+# A VM's copy-on-write disk overlay lives in the state dir and grows with what
+# the guest writes (3-20 MB in a suite run); QEMU meeting ENOSPC there pauses the
+# guest, which then looks like a VM that stopped answering.
+MIN_STATE_FREE_MB = 128
+
+
+def check_state_space(need_mb: int = MIN_STATE_FREE_MB) -> None:
+    """InfraError in one line when the state dir has less than `need_mb` MB free."""
+    where = state_dir()
+    free = shutil.disk_usage(where).free >> 20
+    if free < need_mb:
+        raise InfraError(
+            f"the state directory {where} is full ({free} MB free; a VM's disk overlay needs "
+            f"{need_mb} MB or more there): free space there or point AUFS_HARNESS_STATE elsewhere"
+        )
+
+
 def preflight(ssh_port: int | None = None) -> None:
     """Fail fast, before any long work, on what would stop a VM from starting."""
+    check_state_space()
     qemu_binary()
     qemu_img()
     which("mkfs.vfat", "dosfstools")

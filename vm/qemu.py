@@ -189,6 +189,19 @@ class QemuProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def ended(self) -> str:
+        """How QEMU ended, "" while it runs: "killed by SIGKILL" (from outside:
+        the harness stops it with SIGTERM first), or "exited 1: <its last line>"."""
+        code = self.proc.poll()
+        if code is None:
+            return ""
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exited {code}: {_last(self.qemu_output())}"
+
     def qemu_output(self) -> str:
         return self.stderr_log.read_text(errors="replace") if self.stderr_log.exists() else ""
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from harness import scenario as scenarios
 from harness.core.atomic import write_atomic
 from harness.core.deadline import Deadline
-from harness.core.errors import HarnessError, UserError
+from harness.core.errors import HarnessError, UserError, interruption
 from harness.hosts import Host
 from harness.matrix import placement
 from harness.matrix.baseline import Baseline
@@ -263,7 +263,7 @@ def _not_run_marker(matrix: Matrix, reports: list[TargetReport]) -> Callable[[Ba
 
     def mark(exc: BaseException) -> None:
         done = {r.target for r in reports}
-        why = f"not run: the matrix was interrupted ({type(exc).__name__})"
+        why = f"not run: the matrix was {interruption(exc)}"
         for cell in matrix.cells:
             if cell.name not in done:
                 report = TargetReport(target=cell.name, verdict=ERROR, reason=why)

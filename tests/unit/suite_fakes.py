@@ -61,6 +61,7 @@ class Script:
 
     outcome: SuiteOutcome | None
     alive: bool = True  # QEMU still runs after the suite
+    ended: str = ""  # how QEMU ended, when not alive ("killed by SIGKILL")
     answers: bool = True  # SSH still runs a command after the suite
     console: str = "[    0.0] Linux version 6.1.0-fake\n"
     evidence: str = ""  # what sysrq w and dmesg print
@@ -172,6 +173,9 @@ class FakeVM:
 
     def alive(self) -> bool:
         return self.script.alive
+
+    def ended(self) -> str:
+        return "" if self.script.alive else self.script.ended
 
     def answers(self, deadline: Deadline) -> bool:
         return self.script.answers
