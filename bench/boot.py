@@ -97,7 +97,7 @@ def main() -> int:
 
     variants = make_variants(args, before)
     load0 = os.getloadavg()
-    hits = cache_hits(ImageRecipe(suite="bookworm"))
+    hits = cache_hits(ImageRecipe(suite="bullseye" if args.only == "aufs" else "bookworm"))
     samples: dict[str, list[dict[str, float]]] = {v.name: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="aufs-harness-bench-") as tmp:
         for r in range(args.runs):

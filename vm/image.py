@@ -24,9 +24,14 @@ very same kernel, decompressed out of vmlinuz, booted through its PVH entry
 point, which skips the in-guest XZ decompression. `Image.kernel` names the
 file to boot.
 
-Measured under TCG (QEMU 7.2, -smp 1, 2-core host; QEMU CPU seconds until
-`ssh true` returns, which host load does not inflate; wall time at load ~2):
-  this image: 5.9 s CPU, 6.1 s wall
+Measured by bench/boot.py (QEMU 7.2, TCG, -smp 2, 2-core host at load 14-18;
+QEMU CPU seconds until SSH answers, which host load hardly inflates; medians of
+3, alternating with the image before the harness's own initramfs):
+  this image, qboot, pci=noacpi: 5.4 s CPU, 12.8 s wall
+  the previous one (Debian's initramfs trimmed to MODULES=list, no udev; the
+  harness init on dash; SeaBIOS): 8.2 s CPU, 24.6 s wall
+Earlier figures (-smp 1, load ~2, the previous image):
+  that image: 5.9 s CPU, 6.1 s wall
   the same, booting vmlinuz instead of the PVH vmlinux: 9.1 s CPU, 9.4 s wall
   the same, with Debian's stock initramfs (MODULES=most, udev): ~13 s CPU
   stock systemd boot of the same packages: ~32 s CPU, ~36 s wall
