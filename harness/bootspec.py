@@ -20,7 +20,7 @@ from harness.progress import StageHandle
 from harness.targets import Target
 from kmod.pipeline import BuildResult
 from vm import accel as accel_mod
-from vm.image import Image, ImageRecipe, build_image, check_buildable
+from vm.image import STOCK_CMDLINE, Image, ImageRecipe, build_image, check_buildable
 from vm.machine import BootSpec
 from vm.qemu import qemu_img
 
@@ -111,7 +111,7 @@ def debian_boot(target: Target, image: Image, build: BuildResult | None) -> Boot
         label=f"debian {target.distro}, stock kernel {image.kernel_release}",
         kernel=image.kernel,  # the PVH vmlinux when there is one: seconds faster under TCG
         initrd=image.initrd,
-        cmdline=(*image.cmdline, *_cmdline_extra(target)),
+        cmdline=(*image.cmdline, *STOCK_CMDLINE, *_cmdline_extra(target)),
         kernel_release=image.kernel_release,
         ready_marker=image.ready_marker,
     )

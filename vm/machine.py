@@ -29,6 +29,7 @@ from vm.qemu import (
     LaunchSpec,
     QemuProcess,
     free_port,
+    kernel_firmware,
     kill_pid,
     make_overlay,
     port_taken,
@@ -75,6 +76,9 @@ NO_DATASOURCE_RE = re.compile(r"DataSourceNone\b")
 # lines would be here too (with console=ttyS0 not last, they go elsewhere).
 USERSPACE_RE = re.compile(r"Reached target|Started ")
 SEED_IGNORED = "so the NoCloud seed (user, SSH key, host key) was ignored"
+# Seconds between two reads of the console while waiting for the ready marker:
+# short against a boot of a few seconds, long against reading a ~40 KB file.
+CONSOLE_POLL = 0.02
 
 
 def cloud_init_failure(console: str) -> str | None:
@@ -123,6 +127,9 @@ class BootSpec:
     # Provisioned by the image's own cloud-init from the NoCloud seed (a user's
     # image), not by the harness's init: its console is read for cloud-init's fate.
     cloud_init: bool = False
+    # A direct kernel boot starts from qboot instead of SeaBIOS when QEMU has it
+    # (vm.qemu.kernel_firmware); False keeps SeaBIOS (bench/boot.py's "before").
+    fast_firmware: bool = True
 
 
 @dataclass
@@ -278,6 +285,7 @@ class Machine:
             seed=seed,
             memory_mb=self.memory_mb,
             smp=self.smp,
+            firmware=kernel_firmware() if self.boot.kernel and self.boot.fast_firmware else None,
         )
         self._write_ssh_config(port, client.private, hostkey.public_line)
         self._t0 = time.monotonic()
@@ -382,7 +390,7 @@ class Machine:
             if not alive():
                 raise InfraError("the VM exited before it was ready")
             deadline.check(f"waiting for {marker!r} on the console")
-            time.sleep(0.1)
+            time.sleep(CONSOLE_POLL)
 
     def console_log(self) -> Path:
         return self.workdir / "console.log"
