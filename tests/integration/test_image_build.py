@@ -35,6 +35,7 @@ def test_bookworm_image_builds_and_is_cached(bookworm: Image, fact: list[str]) -
     again = build_image(ImageRecipe(suite="bookworm"), Deadline(60, "cache hit"))
     seconds = time.monotonic() - start
     fact.append(f"bookworm image cache hit in {seconds:.3f}s")
+    # A hit is proven by the store's answer, not by a time: timing targets
+    # are benchmarks (bench/), and this machine is shared.
     assert again.cached
-    assert seconds < 1.0
     assert again.rootfs == bookworm.rootfs and again.kernel_release == bookworm.kernel_release
