@@ -40,7 +40,6 @@ Figure = tuple[float, int, Counter[str], float]  # check wall s, checks run, out
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--driver", default="overlay")
-    parser.add_argument("--branch-fs", default="tmpfs")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--keep",
