@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -25,6 +25,7 @@ from harness.multivm import Shape, VMGroup
 from harness.progress import StageHandle, stage
 from harness.results import ERROR, FAILED, HUNG, CheckResult, TargetReport
 from harness.resultsdir import ResultsDir, TargetDir, VMDir
+from harness.sparevm import Spare
 from harness.suitevm import SuiteVM, VMFactory, machine_vms
 from harness.targets import Target
 from kmod import pipeline as kmod_pipeline
@@ -90,6 +91,12 @@ class TargetRun:
     out: TargetDir
     new_vm: VMFactory
     deadline: Deadline  # the whole run's
+    # boots the next VM ahead once the kernel shows damage (harness.sparevm)
+    spare: Spare | None = None
+
+    def next_vm(self) -> SuiteVM:
+        """The VM booted ahead, if any, else a new one."""
+        return self.spare.new_vm() if self.spare is not None else self.new_vm()
 
 
 @dataclass(frozen=True)
@@ -172,7 +179,17 @@ def _stages(
                       keep_as=keep_as)  # fmt: skip
     run = TargetRun(target, build, opts, report, out, vms, deadline)
     if opts.group is None:
-        run_vms(run)
+        if not opts.keep_vm and opts.fresh_vms > 0:  # a kept VM has one name: never two at once
+            run.spare = Spare(
+                vms,
+                lambda: deadline.sub(START_TIMEOUT, "starting QEMU"),
+                lambda: deadline.sub(opts.boot_timeout, "booting to SSH"),
+            )
+        try:
+            run_vms(run)
+        finally:
+            if run.spare is not None:
+                run.spare.close()
         return
     from harness import vmgroup  # it builds on this module's steps
 
@@ -257,7 +274,7 @@ def one_vm(run: TargetRun, plan: VMPlan) -> guestsuite.SuiteOutcome:
     """One VM: boot, load, the suite minus the checks in `plan.standing`; judged,
     and its console log kept in its results directory whatever happens."""
     out = run.out.vm(plan.number)
-    vm = run.new_vm()
+    vm = run.next_vm()
     keep = False  # Ctrl-C or SIGTERM: never kept
     try:
         outcome = _in_vm(run, plan, vm, out)
@@ -285,12 +302,22 @@ def _in_vm(run: TargetRun, plan: VMPlan, vm: SuiteVM, out: VMDir) -> guestsuite.
         workers = plan.workers
         if run.target.docker:
             args, workers = [*scenarios.DOCKER_SUITE_ARGS, *args], scenarios.DOCKER_WORKERS
-        outcome = vm.run_suite(out, args, plan.suite, workers, run.opts.check_timeout)
+        ahead = _boot_ahead(run, plan)
+        outcome = vm.run_suite(out, args, plan.suite, workers, run.opts.check_timeout, ahead)
+        if ahead is not None and not guestsuite.ended_cleanly(outcome):
+            ahead()  # the next VM boots while this one is judged
         _judge_suite(run, vm, outcome, out)
         h.note(f"{len(outcome.checks)} checks; log {outcome.log}")
     if run.target.docker and plan.number == 1 and vm.alive():
         _copy_up_bench(run, vm)
     return outcome
+
+
+def _boot_ahead(run: TargetRun, plan: VMPlan) -> Callable[[], None] | None:
+    """What starts the next VM ahead, when a fresh VM may still follow this one."""
+    if run.spare is None or plan.number > run.opts.fresh_vms:
+        return None
+    return run.spare.prepare
 
 
 def _start_dockerd(run: TargetRun, plan: VMPlan, vm: SuiteVM) -> None:

@@ -68,9 +68,12 @@ class SuiteVM(Protocol):
         deadline: Deadline,
         workers: int,
         check_timeout: float,
+        on_damage: Callable[[], None] | None = None,
     ) -> guestsuite.SuiteOutcome:
         """The suite in the guest with `workers` xdist workers, its logs in `out`;
-        a check running `check_timeout` s is declared hung."""
+        a check running `check_timeout` s is declared hung; `on_damage()` is
+        called once (from the caller's thread) when the console first shows the
+        kernel damaged."""
 
     def member(self, tag: str, deadline: Deadline) -> multivm.Member:
         """Ship the suite into the guest and name the VM for a controller over
@@ -179,10 +182,11 @@ class MachineVM:
         deadline: Deadline,
         workers: int,
         check_timeout: float,
+        on_damage: Callable[[], None] | None = None,
     ) -> guestsuite.SuiteOutcome:
         return guestsuite.run_in_vm(
             self.machine, out.path, suite_args, deadline, workers=workers,
-            check_timeout=check_timeout,
+            check_timeout=check_timeout, on_damage=on_damage,
         )  # fmt: skip
 
     def member(self, tag: str, deadline: Deadline) -> multivm.Member:

@@ -3,7 +3,7 @@ guest reports them, and a recording fake of harness.suitevm.SuiteVM."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,7 +151,7 @@ class FakeVM:
 
     def run_suite(
         self, out: VMDir, suite_args: Sequence[str], deadline: Deadline, workers: int,
-        check_timeout: float,
+        check_timeout: float, on_damage: Callable[[], None] | None = None,
     ) -> SuiteOutcome:  # fmt: skip
         names = [a.rsplit("::", 1)[-1] for a in suite_args if a.startswith("--deselect=")]
         self.fleet.deselected.append(names)
