@@ -66,6 +66,7 @@ class Script:
     console: str = "[    0.0] Linux version 6.1.0-fake\n"
     evidence: str = ""  # what sysrq w and dmesg print
     console_evidence: str = ""  # what sysrq through QMP made the console print
+    damage_shows: bool = False  # the console shows damage while the suite runs (on_damage)
 
 
 @dataclass
@@ -158,6 +159,8 @@ class FakeVM:
         self.fleet.workers.append(workers)
         self.fleet.dirs.append(out.path)
         self.fleet.suite_deadlines.append(deadline.remaining())
+        if self.script.damage_shows and on_damage is not None:
+            on_damage()
         assert self.script.outcome is not None
         return self.script.outcome
 

@@ -1,0 +1,84 @@
+"""The next VM booted ahead (harness/sparevm.py): started when the damage
+shows, handed out by the next new_vm(), stopped when nobody takes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import runner
+from harness.core.deadline import Deadline
+from harness.results import HUNG, PASSED, TargetReport
+from harness.resultsdir import TargetDir
+from harness.runner import RunOptions, Stop, TargetRun
+from harness.sparevm import BootedAhead, Spare
+from harness.targets import Target
+from tests.unit.suite_fakes import Fleet, Script, c, damaged, outcome, scripted
+
+
+def spare_of(fake: Fleet) -> Spare:
+    return Spare(fake, lambda: Deadline(60, "start"), lambda: Deadline(60, "boot"))
+
+
+def test_a_prepared_vm_is_the_next_one_handed_out(tmp_path: Path) -> None:
+    fake = scripted(tmp_path, outcome(c("a", PASSED)), outcome(c("b", PASSED)))
+    spare = spare_of(fake)
+    spare.prepare()
+    spare.prepare()  # a second call while one waits boots nothing more
+    assert fake.booted == 1
+    vm = spare.new_vm()
+    assert isinstance(vm, BootedAhead)
+    vm.start(Deadline(1, "start"))
+    vm.wait_ssh(Deadline(5, "boot"))  # the thread's boot is done: returns at once
+    assert not isinstance(spare.new_vm(), BootedAhead)  # taken: the next one is new
+    assert fake.booted == 2
+    spare.close()
+    assert fake.stopped == 0  # the taken VM is the runner's to stop
+
+
+def test_a_spare_nobody_takes_is_stopped_and_discarded(tmp_path: Path) -> None:
+    fake = scripted(tmp_path, outcome(c("a", PASSED)))
+    spare = spare_of(fake)
+    spare.prepare()
+    spare.close()
+    assert (fake.booted, fake.stopped, fake.discarded) == (1, 1, 1)
+
+
+def test_a_spare_that_cannot_start_leaves_the_next_vm_to_boot_as_before(tmp_path: Path) -> None:
+    fake = scripted(tmp_path, Script(None), outcome(c("a", PASSED)))
+    spare = spare_of(fake)
+    spare.prepare()  # QEMU refuses: logged, nothing held
+    assert (fake.stopped, fake.discarded) == (1, 1)
+    assert not isinstance(spare.new_vm(), BootedAhead)
+
+
+def test_the_runner_boots_the_next_vm_when_the_damage_shows(tmp_path: Path) -> None:
+    fake = scripted(
+        tmp_path / "qemu",
+        Script(outcome(c("ok", PASSED), c("notify", HUNG), damaged("later"),
+                       hung="suite/t.py::notify"), damage_shows=True),
+        outcome(c("later", PASSED)),
+    )  # fmt: skip
+    report = TargetReport("debian:bullseye aufs")
+    opts = RunOptions(results_dir=tmp_path)
+    run = TargetRun(Target(), None, opts, report, TargetDir(tmp_path), fake, Deadline(3600, "run"))
+    run.spare = spare_of(fake)
+    assert runner.run_vms(run) == Stop.DONE
+    run.spare.close()
+    assert fake.booted == 2  # the VM booted ahead ran the checks left: no third VM
+    assert fake.deselected[1] == ["ok", "notify"]
+    assert fake.stopped == 2 and fake.discarded == 2  # both VMs, nothing left over
+
+
+def test_no_vm_is_booted_ahead_when_no_fresh_vm_may_follow(tmp_path: Path) -> None:
+    fake = scripted(
+        tmp_path / "qemu",
+        Script(outcome(c("notify", HUNG), damaged("later"), hung="suite/t.py::notify"),
+               damage_shows=True),
+    )  # fmt: skip
+    report = TargetReport("debian:bullseye aufs")
+    opts = RunOptions(results_dir=tmp_path, fresh_vms=0)
+    run = TargetRun(Target(), None, opts, report, TargetDir(tmp_path), fake, Deadline(3600, "run"))
+    run.spare = spare_of(fake)
+    assert runner.run_vms(run) == Stop.OUT_OF_FRESH_VMS
+    run.spare.close()
+    assert fake.booted == 1
