@@ -146,7 +146,7 @@ def _bytecode_store() -> Store:
 
 
 def _bytecode_key(digest: str, cache_tag: str) -> dict[str, str]:
-    return {"bundle": digest, "cache_tag": cache_tag, "v": "1"}
+    return {"bundle": digest, "cache_tag": cache_tag, "v": "2"}
 
 
 def ship(

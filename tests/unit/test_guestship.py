@@ -1,0 +1,80 @@
+"""One bundle for the guest (harness/guestship.py): deterministic, laid out as
+under GUEST_ROOT, pytest's trees with the host's mtimes for xdist's rsync."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import guestship, guestsuite
+from harness.core.deadline import Deadline
+from harness.core.errors import InfraError
+from harness.guest.kmsg import CheckFacts
+from harness.guestsuite import SuiteOutcome
+from harness.results import HUNG, PASSED, SKIPPED, CheckResult
+
+
+def wheels(tmp_path: Path) -> Path:
+    d = tmp_path / "wheels"
+    d.mkdir()
+    with zipfile.ZipFile(d / "demo-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("demo/__init__.py", "X = 1\n")
+        z.writestr("demo-1.0.dist-info/METADATA", "Name: demo\n")
+    return d
+
+
+def test_the_bundle_is_the_same_bytes_for_the_same_files(tmp_path: Path) -> None:
+    args = (wheels(tmp_path), guestsuite.guest_dir(), guestsuite.suite_dir())
+    assert guestship.bundle(*args) == guestship.bundle(*args)
+
+
+def test_the_bundle_holds_site_guest_package_suite_and_pytest(tmp_path: Path) -> None:
+    data = guestship.bundle(wheels(tmp_path), guestsuite.guest_dir(), guestsuite.suite_dir())
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    for name in ("site/demo/__init__.py", "harness/guest/kmsg.py", "suite/conftest.py",
+                 "suite/unionfs/lab.py", "pytest/__init__.py", "_pytest/main.py"):  # fmt: skip
+        assert name in members, name
+    assert not [n for n in members if n.endswith(".pyc") or "__pycache__" in n]
+    assert members["suite/conftest.py"].mtime == guestship.FIXED_MTIME
+    host = guestship.pytest_roots()[1] / "main.py"
+    assert members["_pytest/main.py"].mtime == host.stat().st_mtime  # rsync finds it current
+
+
+def test_the_install_script_replaces_the_trees_and_unpacks_the_bytecode_when_cached() -> None:
+    plain, cached = guestship.install_script(False), guestship.install_script(True)
+    assert plain.startswith("rm -rf /opt/aufs-harness/site ")
+    assert f"tar -xzf {guestship.REMOTE_BUNDLE} -C /opt/aufs-harness" in plain
+    assert guestship.REMOTE_BYTECODE not in plain and guestship.REMOTE_BYTECODE in cached
+
+
+def test_bytecode_is_kept_only_from_a_run_that_ended_cleanly() -> None:
+    ok = CheckResult("suite/t.py::a", PASSED, 0.1)
+    clean = SuiteOutcome([ok], 1, Path("pytest.log"), [])
+    assert guestsuite.ended_cleanly(clean)
+    hung = CheckResult("suite/t.py::b", HUNG, 0.1)
+    assert not guestsuite.ended_cleanly(SuiteOutcome([ok, hung], None, Path("p"), [], True))
+    skipped = CheckResult("suite/t.py::c", SKIPPED, 0.1, kernel=CheckFacts("BUG: x"))
+    assert not guestsuite.ended_cleanly(SuiteOutcome([ok, skipped], 1, Path("p"), []))
+    oops = CheckResult("suite/t.py::d", PASSED, 0.1, kernel=CheckFacts(lines=["Oops: 0002"]))
+    assert not guestsuite.ended_cleanly(SuiteOutcome([oops], 1, Path("p"), []))
+    assert not guestsuite.ended_cleanly(SuiteOutcome([ok], 1, Path("p"), ["gw0: died"]))
+
+
+class NoGuest:
+    """A guest whose SSH connection is gone."""
+
+    def run(self, *args: object, **kwargs: object) -> None:
+        raise InfraError("SSH connection dropped")
+
+
+def test_keeping_bytecode_never_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUFS_HARNESS_CACHE", str(tmp_path))
+    shipped = guestship.Shipped("d" * 24, "cpython-39", False)
+    guest: Any = NoGuest()
+    assert not guestship.save_bytecode(guest, shipped, Deadline(5, "keeping bytecode"))
