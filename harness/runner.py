@@ -347,10 +347,14 @@ def _boot(run: TargetRun, plan: VMPlan, vm: SuiteVM) -> None:
     """Start the VM and wait for SSH, recording accel, boot time and kernel release."""
     report = run.report
     with stage(report, f"boot{plan.tag}", f"booting {vm.label}") as h:
-        vm.start(run.deadline.sub(START_TIMEOUT, "starting QEMU"))
+        boot = run.deadline.sub(run.opts.boot_timeout, "booting to SSH")
+        ahead = run.spare is not None and run.spare.wait_booted(vm, boot)
+        if not ahead:
+            vm.start(run.deadline.sub(START_TIMEOUT, "starting QEMU"))
+            vm.wait_ssh(boot)
         report.accel = vm.accel
-        vm.wait_ssh(run.deadline.sub(run.opts.boot_timeout, "booting to SSH"))
-        h.note(f"SSH answered after {vm.boot_seconds:.1f}s under {vm.accel}")
+        when = f" (booted ahead while VM {plan.number - 1} was judged)" if ahead else ""
+        h.note(f"SSH answered after {vm.boot_seconds:.1f}s under {vm.accel}{when}")
         report.kernel_release = vm.kernel_release(run.deadline.sub(UNAME_TIMEOUT, "uname"))
         report.extra.setdefault("boot_seconds", vm.boot_seconds)
 

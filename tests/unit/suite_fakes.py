@@ -67,6 +67,7 @@ class Script:
     evidence: str = ""  # what sysrq w and dmesg print
     console_evidence: str = ""  # what sysrq through QMP made the console print
     damage_shows: bool = False  # the console shows damage while the suite runs (on_damage)
+    boots: bool = True  # False: SSH never answers
 
 
 @dataclass
@@ -142,7 +143,8 @@ class FakeVM:
         self.console.write_text(self.script.console)
 
     def wait_ssh(self, deadline: Deadline) -> None:
-        pass
+        if not self.script.boots:
+            raise InfraError("the VM never answered SSH within 1s")
 
     def kernel_release(self, deadline: Deadline) -> str:
         return "6.1.0-fake"

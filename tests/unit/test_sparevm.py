@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from harness import runner
 from harness.core.deadline import Deadline
+from harness.core.errors import InfraError
 from harness.results import HUNG, PASSED, TargetReport
 from harness.resultsdir import TargetDir
 from harness.runner import RunOptions, Stop, TargetRun
-from harness.sparevm import BootedAhead, Spare
+from harness.sparevm import Spare
 from harness.targets import Target
 from tests.unit.suite_fakes import Fleet, Script, c, damaged, outcome, scripted
 
@@ -26,13 +29,21 @@ def test_a_prepared_vm_is_the_next_one_handed_out(tmp_path: Path) -> None:
     spare.prepare()  # a second call while one waits boots nothing more
     assert fake.booted == 1
     vm = spare.new_vm()
-    assert isinstance(vm, BootedAhead)
-    vm.start(Deadline(1, "start"))
-    vm.wait_ssh(Deadline(5, "boot"))  # the thread's boot is done: returns at once
-    assert not isinstance(spare.new_vm(), BootedAhead)  # taken: the next one is new
-    assert fake.booted == 2
+    assert spare.wait_booted(vm, Deadline(5, "boot"))  # its boot thread is done
+    other = spare.new_vm()  # taken: the next one is new, booted by the runner
+    assert fake.booted == 2 and not spare.wait_booted(other, Deadline(5, "boot"))
     spare.close()
     assert fake.stopped == 0  # the taken VM is the runner's to stop
+
+
+def test_a_boot_that_failed_ahead_fails_when_the_vm_is_taken(tmp_path: Path) -> None:
+    fake = scripted(tmp_path, Script(outcome(c("a", PASSED)), boots=False))
+    spare = spare_of(fake)
+    spare.prepare()
+    vm = spare.new_vm()
+    with pytest.raises(InfraError, match="never answered SSH"):
+        spare.wait_booted(vm, Deadline(5, "boot"))
+    spare.close()
 
 
 def test_a_spare_nobody_takes_is_stopped_and_discarded(tmp_path: Path) -> None:
@@ -48,7 +59,8 @@ def test_a_spare_that_cannot_start_leaves_the_next_vm_to_boot_as_before(tmp_path
     spare = spare_of(fake)
     spare.prepare()  # QEMU refuses: logged, nothing held
     assert (fake.stopped, fake.discarded) == (1, 1)
-    assert not isinstance(spare.new_vm(), BootedAhead)
+    vm = spare.new_vm()
+    assert not spare.wait_booted(vm, Deadline(5, "boot"))
 
 
 def test_the_runner_boots_the_next_vm_when_the_damage_shows(tmp_path: Path) -> None:
