@@ -3,6 +3,7 @@ under GUEST_ROOT, pytest's trees with the host's mtimes for xdist's rsync."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 import zipfile
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness import guestship, guestsuite
+from harness import guestenv, guestship, guestsuite
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError
 from harness.guest.kmsg import CheckFacts
@@ -78,3 +79,38 @@ def test_keeping_bytecode_never_raises(tmp_path: Path, monkeypatch: pytest.Monke
     shipped = guestship.Shipped("d" * 24, "cpython-39", False)
     guest: Any = NoGuest()
     assert not guestship.save_bytecode(guest, shipped, Deadline(5, "keeping bytecode"))
+
+
+class RecordingGuest:
+    """A guest whose /run marker says `marker`; records uploads and commands."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.puts: list[str] = []
+        self.commands: list[list[str]] = []
+
+    def run(self, argv: list[str], deadline: Deadline, check: bool = False) -> Any:
+        self.commands.append(argv)
+        out = f"{self.marker}\ncpython-39\n" if "cat" in argv[-1].split()[0] else ""
+        return type("R", (), {"stdout": out, "status": 0})()
+
+    def put(self, local: Path, remote: str) -> None:
+        self.puts.append(remote)
+
+
+def test_a_guest_holding_the_same_bundle_since_boot_gets_nothing_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUFS_HARNESS_CACHE", str(tmp_path))
+    wheel_dir = wheels(tmp_path)
+    monkeypatch.setattr(guestenv, "wheels", lambda deadline: wheel_dir)
+    data = guestship.bundle(wheel_dir, guestsuite.guest_dir(), guestsuite.suite_dir())
+    digest = hashlib.sha256(data).hexdigest()[:24]
+    args = (Deadline(60, "ship"), guestsuite.guest_dir(), guestsuite.suite_dir(), ("/x",))
+    same: Any = RecordingGuest(f"{digest} cpython-39 cached")
+    shipped = guestship.ship(same, *args)
+    assert same.puts == [] and len(same.commands) == 1 and shipped.bytecode_cached
+    other: Any = RecordingGuest("0123 cpython-39 cached")
+    shipped = guestship.ship(other, *args)
+    assert other.puts == [guestship.REMOTE_BUNDLE] and not shipped.bytecode_cached
+    assert guestship.MARKER in other.commands[-1][-1]  # the install records the bundle
