@@ -41,6 +41,7 @@ UNAME_TIMEOUT = 30.0  # one command over an SSH connection that just answered
 EVIDENCE_TIMEOUT = 60.0  # sysrq w, a second's sleep and dmesg in a guest with a hung check
 ANSWER_TIMEOUT = 15.0  # does the guest still run `true` over SSH after the suite
 LOAD_BUDGET = 3 * 60.0  # loading the modules, with the probes around each load
+SHIP_TIMEOUT = 300.0  # the suite and its pytest stack into a guest (as guestsuite's)
 # No fresh VM with less of the suite's time left than this: it could not boot
 # and run anything before the suite's deadline.
 FRESH_VM_MIN_LEFT = 60.0
@@ -184,6 +185,7 @@ def _stages(
                 vms,
                 lambda: deadline.sub(START_TIMEOUT, "starting QEMU"),
                 lambda: deadline.sub(opts.boot_timeout, "booting to SSH"),
+                lambda vm: _get_ready_ahead(run, vm),
             )
         try:
             run_vms(run)
@@ -294,7 +296,9 @@ def _in_vm(run: TargetRun, plan: VMPlan, vm: SuiteVM, out: VMDir) -> guestsuite.
     with stage(report, f"load{plan.tag}", "loading the union filesystems under test") as h:
         loaded = vm.load(run.target.modules(run.build))
         report.extra.setdefault("load", loaded)
-        h.note("; ".join(str(r["reason"]) for r in loaded.values()) or "all built in")
+        early = run.spare is not None and run.spare.was_ahead(vm)
+        nothing = "loaded ahead, while the previous VM was judged" if early else "all built in"
+        h.note("; ".join(str(r["reason"]) for r in loaded.values()) or nothing)
     if run.target.docker:
         _start_dockerd(run, plan, vm)
     with stage(report, f"suite{plan.tag}", "running the union suite in the guest over xdist") as h:
@@ -311,6 +315,14 @@ def _in_vm(run: TargetRun, plan: VMPlan, vm: SuiteVM, out: VMDir) -> guestsuite.
     if run.target.docker and plan.number == 1 and vm.alive():
         _copy_up_bench(run, vm)
     return outcome
+
+
+def _get_ready_ahead(run: TargetRun, vm: SuiteVM) -> None:
+    """A VM booted ahead loads the modules and receives the suite while the
+    previous one is judged; the runner's load stage then finds them loaded (and
+    says so) and run_suite finds the suite in place."""
+    vm.load(run.target.modules(run.build))
+    vm.ship(run.deadline.sub(SHIP_TIMEOUT, "installing the suite in the guest"))
 
 
 def _boot_ahead(run: TargetRun, plan: VMPlan) -> Callable[[], None] | None:

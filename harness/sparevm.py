@@ -6,7 +6,8 @@ watchdog's grace after the kernel's oops (DAMAGED_GRACE), the hang evidence,
 the SSH probes; then boot, load, shipping. A Spare starts the next VM's QEMU
 as soon as the damage shows (the suite's watchdog calls prepare() from the
 main thread, which alone may spawn: harness.core.procs) and waits for its SSH
-in a thread, so the boot overlaps the judging. The runner's next new_vm()
+in a thread, then loads the modules and ships the suite there (get_ready),
+so all of that overlaps the judging. The runner's next new_vm()
 hands that VM out and wait_booted() stands in for its start and wait_ssh; a
 spare nobody takes is stopped and discarded by close(). A VM booted ahead has
 run nothing: it is as fresh as one booted later.
@@ -32,7 +33,8 @@ class _Boot:
 
     vm: SuiteVM
     thread: threading.Thread | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)  # SSH answered or failed
+    ready: threading.Event = field(default_factory=threading.Event)  # get_ready() ended
     error: list[BaseException] = field(default_factory=list)
 
 
@@ -47,10 +49,14 @@ class Spare:
         new_vm: VMFactory,
         start_deadline: Callable[[], Deadline],
         boot_deadline: Callable[[], Deadline],
+        get_ready: Callable[[SuiteVM], None] | None = None,
     ) -> None:
         self._new_vm = new_vm
         self._start_deadline = start_deadline
         self._boot_deadline = boot_deadline
+        # after SSH answers, in the thread: what else the VM can do ahead (load,
+        # ship); best effort, since the runner's own steps redo what is missing
+        self._get_ready = get_ready
         self._ready: _Boot | None = None  # booting, not handed out yet
         self._handed: list[_Boot] = []
 
@@ -75,8 +81,16 @@ class Spare:
                 vm.wait_ssh(deadline)
             except BaseException as exc:  # raised to the runner by wait_booted()
                 boot.error.append(exc)
-            finally:
                 boot.done.set()
+                return
+            boot.done.set()
+            if self._get_ready is not None:
+                try:
+                    self._get_ready(vm)
+                except Exception as exc:  # the runner's load and shipping redo it
+                    log.debug("getting the VM booted ahead ready: %s", exc)
+                finally:
+                    boot.ready.set()
 
         boot.thread = threading.Thread(target=wait, name="spare-vm-boot", daemon=True)
         boot.thread.start()
@@ -103,7 +117,13 @@ class Spare:
             raise DeadlineExceeded(f"the VM booted ahead did not answer SSH ({deadline.what})")
         if boot.error:
             raise boot.error[0]
+        if self._get_ready is not None:  # the load and shipping under way: let them end
+            boot.ready.wait(timeout=max(0.0, deadline.remaining()))
         return True
+
+    def was_ahead(self, vm: SuiteVM) -> bool:
+        """Whether `vm` is one this Spare booted ahead."""
+        return any(b.vm is vm for b in self._handed)
 
     def close(self) -> None:
         """Stop and discard a VM booted ahead that nobody took; end the threads."""

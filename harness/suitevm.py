@@ -79,6 +79,10 @@ class SuiteVM(Protocol):
         """Ship the suite into the guest and name the VM for a controller over
         several VMs (harness.multivm), its gateways tagged `tag`. Raises HarnessError."""
 
+    def ship(self, deadline: Deadline) -> None:
+        """Install the suite and its pytest stack in the guest ahead of
+        run_suite(), which then finds them there. Raises HarnessError."""
+
     def run_in_guest(self, argv: Sequence[str], deadline: Deadline) -> tuple[int, str, str]:
         """A command in the guest: (exit status, stdout, stderr). Raises HarnessError."""
 
@@ -193,6 +197,9 @@ class MachineVM:
         guestsuite.ship(self._guest(), deadline)
         m = self.machine
         return multivm.Member(tag, m.workdir / "ssh_config", m.name, m.console_log())
+
+    def ship(self, deadline: Deadline) -> None:
+        guestsuite.ship(self._guest(), deadline)
 
     def run_in_guest(self, argv: Sequence[str], deadline: Deadline) -> tuple[int, str, str]:
         r = self._guest().run(list(argv), deadline)

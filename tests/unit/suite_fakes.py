@@ -85,6 +85,8 @@ class Fleet:
     stopped: int = 0
     discarded: int = 0
     kept: int = 0
+    shipped_ahead: int = 0
+    loaded: int = 0
     # The guest's answers to `python3 .../dockerd.py ACTION` (the docker scenario), by action.
     guest_answers: dict[str, str] = field(default_factory=dict)
     guest_calls: list[list[str]] = field(default_factory=list)
@@ -150,6 +152,7 @@ class FakeVM:
         return "6.1.0-fake"
 
     def load(self, needs: Sequence[Needed]) -> dict[str, dict[str, Any]]:
+        self.fleet.loaded += 1
         return {}
 
     def run_suite(
@@ -168,6 +171,9 @@ class FakeVM:
 
     def member(self, tag: str, deadline: Deadline) -> Member:
         return Member(tag, self.console.parent / f"ssh_config.{tag}", tag, self.console)
+
+    def ship(self, deadline: Deadline) -> None:
+        self.fleet.shipped_ahead += 1
 
     def run_in_guest(self, argv: Sequence[str], deadline: Deadline) -> tuple[int, str, str]:
         self.fleet.guest_calls.append(list(argv))

@@ -22,6 +22,12 @@ def spare_of(fake: Fleet) -> Spare:
     return Spare(fake, lambda: Deadline(60, "start"), lambda: Deadline(60, "boot"))
 
 
+def ready_spare(run: TargetRun, fake: Fleet) -> Spare:
+    """The runner's Spare: loads and ships ahead."""
+    return Spare(fake, lambda: Deadline(60, "start"), lambda: Deadline(60, "boot"),
+                 lambda vm: runner._get_ready_ahead(run, vm))  # fmt: skip
+
+
 def test_a_prepared_vm_is_the_next_one_handed_out(tmp_path: Path) -> None:
     fake = scripted(tmp_path, outcome(c("a", PASSED)), outcome(c("b", PASSED)))
     spare = spare_of(fake)
@@ -73,10 +79,12 @@ def test_the_runner_boots_the_next_vm_when_the_damage_shows(tmp_path: Path) -> N
     report = TargetReport("debian:bullseye aufs")
     opts = RunOptions(results_dir=tmp_path)
     run = TargetRun(Target(), None, opts, report, TargetDir(tmp_path), fake, Deadline(3600, "run"))
-    run.spare = spare_of(fake)
+    run.spare = ready_spare(run, fake)
     assert runner.run_vms(run) == Stop.DONE
     run.spare.close()
     assert fake.booted == 2  # the VM booted ahead ran the checks left: no third VM
+    assert fake.shipped_ahead == 1  # the suite went to it while VM 1 was judged
+    assert fake.loaded == 3  # VM 1; VM 2 ahead, then its load stage (finding it done)
     assert fake.deselected[1] == ["ok", "notify"]
     assert fake.stopped == 2 and fake.discarded == 2  # both VMs, nothing left over
 
