@@ -30,6 +30,7 @@ import logging
 import os
 import shlex
 import tarfile
+import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -185,10 +186,47 @@ def ship(
     return Shipped(digest, cache_tag, cached is not None)
 
 
+class KeepWhenCollected:
+    """Keeps the guest's bytecode once the first check has started: by then the
+    workers have imported and compiled everything (pytest, the plugins, every
+    test module rewritten by pytest), and the files were written before any
+    check ran, so a check that later damages the kernel cannot have touched them.
+    The fresh VMs of the same run then get them too. A context manager around
+    the suite's run; `events` is its result log (harness.resultlog)."""
+
+    def __init__(self, guest: Guest, shipped: Shipped, events: Path, deadline: Deadline) -> None:
+        self._args = (guest, shipped, deadline)
+        self._events = events
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> KeepWhenCollected:
+        if not self._args[1].bytecode_cached:
+            self._thread = threading.Thread(target=self._wait, name="keep-bytecode", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60.0)
+
+    def _wait(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                started = '"event": "start"' in self._events.read_text()
+            except OSError:
+                continue
+            if started:
+                save_bytecode(*self._args)
+                return
+
+
 def save_bytecode(guest: Guest, shipped: Shipped, deadline: Deadline) -> bool:
     """Keep the bytecode the guest's workers wrote for this bundle (once per
-    bundle and cache tag); only call it after a run that ended cleanly. Returns
-    whether it was stored; a failure is logged, never raised."""
+    bundle and cache tag); call it once they have collected, before any check
+    could have damaged the guest (KeepWhenCollected). Returns whether it was
+    stored; a failure is logged, never raised."""
     if shipped.bytecode_cached:
         return False
     store = _bytecode_store()

@@ -348,7 +348,8 @@ def _ship(guest: Guest, step: Deadline) -> guestship.Shipped:
 
 def ended_cleanly(outcome: SuiteOutcome) -> bool:
     """The run ended by itself with verdicts, no worker lost, no check hung and
-    no kernel damage seen: what its guest wrote can be trusted and kept."""
+    no kernel damage seen (otherwise a fresh VM may follow: the runner boots it
+    ahead)."""
     return (
         outcome.returncode in (0, 1)
         and not outcome.timed_out
@@ -388,12 +389,14 @@ def run_in_vm(
             "suite", *suite_args,
         )  # fmt: skip
         env = {"PYTHONPATH": str(suite_dir())}  # the controller loads unionfs.options
-        outcome = _run_pytest(
-            argv, env, Path(tmp), results_dir, deadline, check_timeout, machine.console_log(),
-            on_damage,
-        )  # fmt: skip
-    if ended_cleanly(outcome):
-        guestship.save_bytecode(guest, shipped, deadline.sub(60.0, "keeping the guest's bytecode"))
+        events = VMDir(results_dir.resolve()).events
+        events.unlink(missing_ok=True)  # the keeper must not see an earlier run's start
+        keep = guestship.KeepWhenCollected(guest, shipped, events, deadline.sub(120.0, "bytecode"))
+        with keep:
+            outcome = _run_pytest(
+                argv, env, Path(tmp), results_dir, deadline, check_timeout,
+                machine.console_log(), on_damage,
+            )  # fmt: skip
     return outcome
 
 

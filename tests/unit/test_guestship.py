@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def test_the_install_script_replaces_the_trees_and_unpacks_the_bytecode_when_cac
     assert guestship.REMOTE_BYTECODE not in plain and guestship.REMOTE_BYTECODE in cached
 
 
-def test_bytecode_is_kept_only_from_a_run_that_ended_cleanly() -> None:
+def test_a_run_ended_cleanly_without_a_hang_damage_or_a_lost_worker() -> None:
     ok = CheckResult("suite/t.py::a", PASSED, 0.1)
     clean = SuiteOutcome([ok], 1, Path("pytest.log"), [])
     assert guestsuite.ended_cleanly(clean)
@@ -114,3 +115,36 @@ def test_a_guest_holding_the_same_bundle_since_boot_gets_nothing_again(
     shipped = guestship.ship(other, *args)
     assert other.puts == [guestship.REMOTE_BUNDLE] and not shipped.bytecode_cached
     assert guestship.MARKER in other.commands[-1][-1]  # the install records the bundle
+
+
+class PackingGuest:
+    """A guest that packs and hands out a bytecode tar."""
+
+    def __init__(self) -> None:
+        self.commands: list[list[str]] = []
+
+    def run(self, argv: list[str], deadline: Deadline, check: bool = False) -> Any:
+        self.commands.append(argv)
+        return type("R", (), {"stdout": "", "status": 0})()
+
+    def get(self, remote: str, local: Path) -> None:
+        local.write_bytes(b"pyc")
+
+
+def test_bytecode_is_kept_once_the_first_check_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUFS_HARNESS_CACHE", str(tmp_path / "cache"))
+    events = tmp_path / "events.jsonl"
+    guest: Any = PackingGuest()
+    shipped = guestship.Shipped("e" * 24, "cpython-39", False)
+    with guestship.KeepWhenCollected(guest, shipped, events, Deadline(60, "keep")):
+        events.write_text('{"event": "collected"}\n')
+        time.sleep(1.5)
+        assert guest.commands == []  # collecting: not yet
+        events.write_text('{"event": "start", "nodeid": "suite/t.py::a"}\n')
+        for _ in range(50):
+            if guest.commands:
+                break
+            time.sleep(0.1)
+    assert list((tmp_path / "cache" / "guest-bytecode").glob("*/bytecode.tar.gz"))
