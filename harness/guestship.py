@@ -59,6 +59,7 @@ REMOTE_BYTECODE = f"{guestenv.GUEST_ROOT}.pyc.tar.gz"
 #: "DIGEST CACHE_TAG cached|compiled" of the bundle installed since this boot
 #: (/run is a tmpfs): a VM booted ahead is shipped to once, not again.
 MARKER = "/run/aufs-harness.bundle"
+SAVE_TIMEOUT = 120.0  # packing and fetching the guest's bytecode
 
 # Runs on the guest's python3 (3.9 or newer, stdlib only): writes the .pth file
 # that puts the bundled trees on its path, prints its bytecode cache tag.
@@ -195,13 +196,13 @@ class KeepWhenCollected:
     the suite's run; `events` is its result log (harness.resultlog)."""
 
     def __init__(self, guest: Guest, shipped: Shipped, events: Path, deadline: Deadline) -> None:
-        self._args = (guest, shipped, deadline)
+        self._guest, self._shipped, self._deadline = guest, shipped, deadline
         self._events = events
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> KeepWhenCollected:
-        if not self._args[1].bytecode_cached:
+        if not self._shipped.bytecode_cached:
             self._thread = threading.Thread(target=self._wait, name="keep-bytecode", daemon=True)
             self._thread.start()
         return self
@@ -217,8 +218,9 @@ class KeepWhenCollected:
                 started = '"event": "start"' in self._events.read_text()
             except OSError:
                 continue
-            if started:
-                save_bytecode(*self._args)
+            if started:  # the budget starts now: the workers' start-up took what it took
+                budget = self._deadline.sub(SAVE_TIMEOUT, "keeping the guest's bytecode")
+                save_bytecode(self._guest, self._shipped, budget)
                 return
 
 
@@ -242,6 +244,6 @@ def save_bytecode(guest: Guest, shipped: Shipped, deadline: Deadline) -> bool:
     try:
         store.get_or_build(_bytecode_key(shipped.digest, shipped.cache_tag), fetch)
     except (HarnessError, OSError) as exc:
-        log.debug("suite: the guest's bytecode was not kept: %s", exc)
+        log.info("suite: the guest's bytecode was not kept: %s", exc)
         return False
     return True

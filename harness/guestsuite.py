@@ -391,7 +391,7 @@ def run_in_vm(
         env = {"PYTHONPATH": str(suite_dir())}  # the controller loads unionfs.options
         events = VMDir(results_dir.resolve()).events
         events.unlink(missing_ok=True)  # the keeper must not see an earlier run's start
-        keep = guestship.KeepWhenCollected(guest, shipped, events, deadline.sub(120.0, "bytecode"))
+        keep = guestship.KeepWhenCollected(guest, shipped, events, deadline)
         with keep:
             outcome = _run_pytest(
                 argv, env, Path(tmp), results_dir, deadline, check_timeout,
