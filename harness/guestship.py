@@ -60,6 +60,7 @@ REMOTE_BYTECODE = f"{guestenv.GUEST_ROOT}.pyc.tar.gz"
 #: (/run is a tmpfs): a VM booted ahead is shipped to once, not again.
 MARKER = "/run/aufs-harness.bundle"
 SAVE_TIMEOUT = 120.0  # packing and fetching the guest's bytecode
+PROBE_SEP = "::aufs-harness::"  # between the marker and the cache tag in the probe's output
 
 # Runs on the guest's python3 (3.9 or newer, stdlib only): writes the .pth file
 # that puts the bundled trees on its path, prints its bytecode cache tag.
@@ -163,10 +164,10 @@ def ship(
     data = bundle(guestenv.wheels(deadline), guest_dir, suite_dir)
     digest = hashlib.sha256(data).hexdigest()[:24]
     args = " ".join(shlex.quote(a) for a in (PREPARE, guestenv.GUEST_SITE, *paths))
-    probe = f"cat {MARKER} 2>/dev/null; echo; exec python3 -c {args}"
-    lines = guest.run(["sh", "-c", probe], deadline, check=True).stdout.split("\n")
-    cache_tag = lines[1].strip() if len(lines) > 1 else ""
-    marker = lines[0].split()
+    probe = f"cat {MARKER} 2>/dev/null; echo {PROBE_SEP}; exec python3 -c {args}"
+    out = guest.run(["sh", "-c", probe], deadline, check=True).stdout
+    before, _, after = out.partition(PROBE_SEP)
+    marker, cache_tag = before.split(), after.strip()
     if marker[:2] == [digest, cache_tag]:  # this boot already has this bundle (booted ahead)
         log.info("suite: the guest already holds bundle %s", digest[:12])
         return Shipped(digest, cache_tag, marker[2:] == ["cached"])
