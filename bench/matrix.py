@@ -128,6 +128,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cold", action="store_true", help="also run once on an empty cache")
     p.add_argument("--skip-aufs", action="store_true", help="no aufs cell figure")
+    p.add_argument("--aufs-only", action="store_true", help="only the warm aufs cell figure")
+    p.add_argument("--repeat", type=int, default=1, help="warm runs of each figure (median)")
     p.add_argument("--dist-load", metavar="N,N", help="only: one cell over N VMs, e.g. 1,2,3")
     p.add_argument("--reps", type=int, default=1, help="--dist-load: repetitions (medians)")
     p.add_argument("-k", dest="selection", default="whiteout and overlay",
@@ -148,13 +150,17 @@ def main() -> int:
         os.environ["AUFS_HARNESS_CACHE"] = str(out / "cold-cache")
         figure("cold default matrix", *timed(matrix, baseline.Baseline(None), out / "cold"), 3600)
         del os.environ["AUFS_HARNESS_CACHE"]
-    figure("warm default (stock)", *timed(stock, baseline.Baseline(None), out / "warm"), 240)
+    if not args.aufs_only:
+        for i in range(args.repeat):
+            warm = timed(stock, baseline.Baseline(None), out / f"warm-{i}")
+            figure(f"warm default (stock) {i + 1}", *warm, 240)
     aufs = None if args.skip_aufs else aufs_only(matrix)
     if aufs is None:
         log.info("aufs cell: skipped (%s)", "--skip-aufs" if args.skip_aufs else matrix.left_out)
         return 0
     known = baseline.load(SHIPPED_BASELINE)
-    figure("warm aufs cell", *timed(aufs, known, out / "aufs"), 300)
+    for i in range(args.repeat):
+        figure(f"warm aufs cell {i + 1}", *timed(aufs, known, out / f"aufs-{i}"), 300)
     return 0
 
 

@@ -16,19 +16,19 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness import guestenv
+from harness import guestenv, guestship
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
 from harness.core.leftovers import owned_temp
 from harness.core.logtail import LogTail
 from harness.core.procs import kill_group, spawn
-from harness.guest.kmsg import FACTS, FATAL, CheckFacts, death_line
+from harness.guest.kmsg import DAMAGE, FACTS, FATAL, CheckFacts, death_line
 from harness.resultlog import ENV as RESULTLOG_ENV
 from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult
 from harness.resultsdir import VMDir
@@ -203,17 +203,28 @@ class Watchdog:
     DAMAGED_GRACE after the guest kernel logged an oops, BUG or panic on its
     console (a check in flight then rarely ends)."""
 
-    def __init__(self, check_timeout: float, console: Path | None = None) -> None:
+    def __init__(
+        self,
+        check_timeout: float,
+        console: Path | None = None,
+        on_damage: Callable[[], None] | None = None,
+    ) -> None:
         self.check_timeout = check_timeout
         self.damage_at: float | None = None
         self.damage_line = ""
         self._tail = LogTail(console) if console is not None else None
+        # called once, on the first line showing the kernel damaged or dying
+        self._on_damage = on_damage
 
     def read_console(self, now: float) -> None:
         if self._tail is None or self.damage_at is not None:
             return
         for raw in self._tail.new_lines():
             line = raw.strip()
+            notify = self._on_damage
+            if notify is not None and (FATAL.search(line) or DAMAGE.search(line)):
+                self._on_damage = None
+                notify()
             if FATAL.search(line):
                 self.damage_at, self.damage_line = now, line
                 log.warning("suite: the guest kernel logged %r; a check still running in "
@@ -296,14 +307,16 @@ def _run_pytest(
     deadline: Deadline,
     check_timeout: float = CHECK_TIMEOUT,
     console: Path | None = None,
+    on_damage: Callable[[], None] | None = None,
 ) -> SuiteOutcome:
     """Run pytest with the host-side result log and fold what it streamed;
-    `console` is the guest's console log, watched for kernel damage."""
+    `console` is the guest's console log, watched for kernel damage
+    (`on_damage()` is called once, from this thread, when it first shows)."""
     files = VMDir(results_dir.resolve())  # pytest may run in another directory
     resultlog, pytest_log = files.events, files.pytest_log
     resultlog.unlink(missing_ok=True)  # a previous run's events are not this run's
     env = {**env, "PYTEST_PLUGINS": "harness.resultlog", RESULTLOG_ENV: str(resultlog)}
-    watchdog = Watchdog(check_timeout, console)
+    watchdog = Watchdog(check_timeout, console, on_damage)
     code, timed_out, hung = _run_controller(
         argv, env, cwd, pytest_log, resultlog, deadline, watchdog
     )
@@ -325,17 +338,25 @@ def _pytest(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA", *args]
 
 
-def _ship(guest: Guest, step: Deadline) -> None:
-    """Install the pytest stack and a fresh copy of the guest package in the guest."""
+def _ship(guest: Guest, step: Deadline) -> guestship.Shipped:
+    """Install the pytest stack and a fresh copy of the guest package and the
+    suite in the guest, in one upload (harness.guestship)."""
     # on the guest's path: harness.guest, and the suite's own `unionfs` package
-    guestenv.install(guest, step, paths=(guestenv.GUEST_ROOT, GUEST_SUITE))
-    guest.run(["rm", "-rf", GUEST_PACKAGE, GUEST_SUITE], step, check=True)  # fresh copies
-    guest.run(["mkdir", "-p", GUEST_PACKAGE], step, check=True)
-    modules = sorted(guest_dir().glob("*.py"))
-    for module in modules:
-        guest.put(module, f"{GUEST_PACKAGE}/{module.name}")
-    count = len(modules) + guest.put_tree(suite_dir(), GUEST_SUITE)
-    log.info("suite: %d files shipped to the guest", count)
+    paths = (guestenv.GUEST_ROOT, GUEST_SUITE)
+    return guestship.ship(guest, step, guest_dir(), suite_dir(), paths)
+
+
+def ended_cleanly(outcome: SuiteOutcome) -> bool:
+    """The run ended by itself with verdicts, no worker lost, no check hung and
+    no kernel damage seen (otherwise a fresh VM may follow: the runner boots it
+    ahead)."""
+    return (
+        outcome.returncode in (0, 1)
+        and not outcome.timed_out
+        and not outcome.workers_down
+        and not any(c.outcome == HUNG or c.kernel.damaged for c in outcome.checks)
+        and not any(DAMAGE.search(line) for c in outcome.checks for line in c.kernel.lines)
+    )
 
 
 def run_in_vm(
@@ -345,12 +366,14 @@ def run_in_vm(
     deadline: Deadline,
     workers: int = 2,
     check_timeout: float = CHECK_TIMEOUT,
+    on_damage: Callable[[], None] | None = None,
 ) -> SuiteOutcome:
-    """Ship the suite and the pytest stack into the guest and run it there."""
+    """Ship the suite and the pytest stack into the guest and run it there;
+    `on_damage()` is called once when the console shows the kernel damaged."""
     guest = machine.guest
     if guest is None:
         raise InfraError("the VM is not reachable over SSH")
-    _ship(guest, deadline.sub(300.0, "installing the suite in the guest"))
+    shipped = _ship(guest, deadline.sub(300.0, "installing the suite in the guest"))
     results_dir.mkdir(parents=True, exist_ok=True)
     ssh_config = machine.workdir / "ssh_config"
     tx = (
@@ -366,9 +389,15 @@ def run_in_vm(
             "suite", *suite_args,
         )  # fmt: skip
         env = {"PYTHONPATH": str(suite_dir())}  # the controller loads unionfs.options
-        return _run_pytest(
-            argv, env, Path(tmp), results_dir, deadline, check_timeout, machine.console_log()
-        )
+        events = VMDir(results_dir.resolve()).events
+        events.unlink(missing_ok=True)  # the keeper must not see an earlier run's start
+        keep = guestship.KeepWhenCollected(guest, shipped, events, deadline)
+        with keep:
+            outcome = _run_pytest(
+                argv, env, Path(tmp), results_dir, deadline, check_timeout,
+                machine.console_log(), on_damage,
+            )  # fmt: skip
+    return outcome
 
 
 def run_local(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -25,6 +25,7 @@ from harness.multivm import Shape, VMGroup
 from harness.progress import StageHandle, stage
 from harness.results import ERROR, FAILED, HUNG, CheckResult, TargetReport
 from harness.resultsdir import ResultsDir, TargetDir, VMDir
+from harness.sparevm import Spare
 from harness.suitevm import SuiteVM, VMFactory, machine_vms
 from harness.targets import Target
 from kmod import pipeline as kmod_pipeline
@@ -40,6 +41,7 @@ UNAME_TIMEOUT = 30.0  # one command over an SSH connection that just answered
 EVIDENCE_TIMEOUT = 60.0  # sysrq w, a second's sleep and dmesg in a guest with a hung check
 ANSWER_TIMEOUT = 15.0  # does the guest still run `true` over SSH after the suite
 LOAD_BUDGET = 3 * 60.0  # loading the modules, with the probes around each load
+SHIP_TIMEOUT = 300.0  # the suite and its pytest stack into a guest (as guestsuite's)
 # No fresh VM with less of the suite's time left than this: it could not boot
 # and run anything before the suite's deadline.
 FRESH_VM_MIN_LEFT = 60.0
@@ -90,6 +92,12 @@ class TargetRun:
     out: TargetDir
     new_vm: VMFactory
     deadline: Deadline  # the whole run's
+    # boots the next VM ahead once the kernel shows damage (harness.sparevm)
+    spare: Spare | None = None
+
+    def next_vm(self) -> SuiteVM:
+        """The VM booted ahead, if any, else a new one."""
+        return self.spare.new_vm() if self.spare is not None else self.new_vm()
 
 
 @dataclass(frozen=True)
@@ -172,7 +180,18 @@ def _stages(
                       keep_as=keep_as)  # fmt: skip
     run = TargetRun(target, build, opts, report, out, vms, deadline)
     if opts.group is None:
-        run_vms(run)
+        if not opts.keep_vm and opts.fresh_vms > 0:  # a kept VM has one name: never two at once
+            run.spare = Spare(
+                vms,
+                lambda: deadline.sub(START_TIMEOUT, "starting QEMU"),
+                lambda: deadline.sub(opts.boot_timeout, "booting to SSH"),
+                lambda vm: _get_ready_ahead(run, vm),
+            )
+        try:
+            run_vms(run)
+        finally:
+            if run.spare is not None:
+                run.spare.close()
         return
     from harness import vmgroup  # it builds on this module's steps
 
@@ -257,7 +276,7 @@ def one_vm(run: TargetRun, plan: VMPlan) -> guestsuite.SuiteOutcome:
     """One VM: boot, load, the suite minus the checks in `plan.standing`; judged,
     and its console log kept in its results directory whatever happens."""
     out = run.out.vm(plan.number)
-    vm = run.new_vm()
+    vm = run.next_vm()
     keep = False  # Ctrl-C or SIGTERM: never kept
     try:
         outcome = _in_vm(run, plan, vm, out)
@@ -277,7 +296,9 @@ def _in_vm(run: TargetRun, plan: VMPlan, vm: SuiteVM, out: VMDir) -> guestsuite.
     with stage(report, f"load{plan.tag}", "loading the union filesystems under test") as h:
         loaded = vm.load(run.target.modules(run.build))
         report.extra.setdefault("load", loaded)
-        h.note("; ".join(str(r["reason"]) for r in loaded.values()) or "all built in")
+        early = run.spare is not None and run.spare.was_ahead(vm)
+        nothing = "loaded ahead, while the previous VM was judged" if early else "all built in"
+        h.note("; ".join(str(r["reason"]) for r in loaded.values()) or nothing)
     if run.target.docker:
         _start_dockerd(run, plan, vm)
     with stage(report, f"suite{plan.tag}", "running the union suite in the guest over xdist") as h:
@@ -285,12 +306,30 @@ def _in_vm(run: TargetRun, plan: VMPlan, vm: SuiteVM, out: VMDir) -> guestsuite.
         workers = plan.workers
         if run.target.docker:
             args, workers = [*scenarios.DOCKER_SUITE_ARGS, *args], scenarios.DOCKER_WORKERS
-        outcome = vm.run_suite(out, args, plan.suite, workers, run.opts.check_timeout)
+        ahead = _boot_ahead(run, plan)
+        outcome = vm.run_suite(out, args, plan.suite, workers, run.opts.check_timeout, ahead)
+        if ahead is not None and not guestsuite.ended_cleanly(outcome):
+            ahead()  # the next VM boots while this one is judged
         _judge_suite(run, vm, outcome, out)
         h.note(f"{len(outcome.checks)} checks; log {outcome.log}")
     if run.target.docker and plan.number == 1 and vm.alive():
         _copy_up_bench(run, vm)
     return outcome
+
+
+def _get_ready_ahead(run: TargetRun, vm: SuiteVM) -> None:
+    """A VM booted ahead loads the modules and receives the suite while the
+    previous one is judged; the runner's load stage then finds them loaded (and
+    says so) and run_suite finds the suite in place."""
+    vm.load(run.target.modules(run.build))
+    vm.ship(run.deadline.sub(SHIP_TIMEOUT, "installing the suite in the guest"))
+
+
+def _boot_ahead(run: TargetRun, plan: VMPlan) -> Callable[[], None] | None:
+    """What starts the next VM ahead, when a fresh VM may still follow this one."""
+    if run.spare is None or plan.number > run.opts.fresh_vms:
+        return None
+    return run.spare.prepare
 
 
 def _start_dockerd(run: TargetRun, plan: VMPlan, vm: SuiteVM) -> None:
@@ -320,10 +359,14 @@ def _boot(run: TargetRun, plan: VMPlan, vm: SuiteVM) -> None:
     """Start the VM and wait for SSH, recording accel, boot time and kernel release."""
     report = run.report
     with stage(report, f"boot{plan.tag}", f"booting {vm.label}") as h:
-        vm.start(run.deadline.sub(START_TIMEOUT, "starting QEMU"))
+        boot = run.deadline.sub(run.opts.boot_timeout, "booting to SSH")
+        ahead = run.spare is not None and run.spare.wait_booted(vm, boot)
+        if not ahead:
+            vm.start(run.deadline.sub(START_TIMEOUT, "starting QEMU"))
+            vm.wait_ssh(boot)
         report.accel = vm.accel
-        vm.wait_ssh(run.deadline.sub(run.opts.boot_timeout, "booting to SSH"))
-        h.note(f"SSH answered after {vm.boot_seconds:.1f}s under {vm.accel}")
+        when = f" (booted ahead while VM {plan.number - 1} was judged)" if ahead else ""
+        h.note(f"SSH answered after {vm.boot_seconds:.1f}s under {vm.accel}{when}")
         report.kernel_release = vm.kernel_release(run.deadline.sub(UNAME_TIMEOUT, "uname"))
         report.extra.setdefault("boot_seconds", vm.boot_seconds)
 

@@ -68,13 +68,20 @@ class SuiteVM(Protocol):
         deadline: Deadline,
         workers: int,
         check_timeout: float,
+        on_damage: Callable[[], None] | None = None,
     ) -> guestsuite.SuiteOutcome:
         """The suite in the guest with `workers` xdist workers, its logs in `out`;
-        a check running `check_timeout` s is declared hung."""
+        a check running `check_timeout` s is declared hung; `on_damage()` is
+        called once (from the caller's thread) when the console first shows the
+        kernel damaged."""
 
     def member(self, tag: str, deadline: Deadline) -> multivm.Member:
         """Ship the suite into the guest and name the VM for a controller over
         several VMs (harness.multivm), its gateways tagged `tag`. Raises HarnessError."""
+
+    def ship(self, deadline: Deadline) -> None:
+        """Install the suite and its pytest stack in the guest ahead of
+        run_suite(), which then finds them there. Raises HarnessError."""
 
     def run_in_guest(self, argv: Sequence[str], deadline: Deadline) -> tuple[int, str, str]:
         """A command in the guest: (exit status, stdout, stderr). Raises HarnessError."""
@@ -179,16 +186,20 @@ class MachineVM:
         deadline: Deadline,
         workers: int,
         check_timeout: float,
+        on_damage: Callable[[], None] | None = None,
     ) -> guestsuite.SuiteOutcome:
         return guestsuite.run_in_vm(
             self.machine, out.path, suite_args, deadline, workers=workers,
-            check_timeout=check_timeout,
+            check_timeout=check_timeout, on_damage=on_damage,
         )  # fmt: skip
 
     def member(self, tag: str, deadline: Deadline) -> multivm.Member:
         guestsuite.ship(self._guest(), deadline)
         m = self.machine
         return multivm.Member(tag, m.workdir / "ssh_config", m.name, m.console_log())
+
+    def ship(self, deadline: Deadline) -> None:
+        guestsuite.ship(self._guest(), deadline)
 
     def run_in_guest(self, argv: Sequence[str], deadline: Deadline) -> tuple[int, str, str]:
         r = self._guest().run(list(argv), deadline)
