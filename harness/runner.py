@@ -21,6 +21,7 @@ from harness import scenario as scenarios
 from harness.bootspec import IMAGE_TIMEOUT, preflight, resolve_boot
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, TargetFailure, UserError
+from harness.guest.kmsg import collapse_hung_reports
 from harness.progress import StageHandle, stage
 from harness.results import ERROR, FAILED, HUNG, CheckResult, TargetReport
 from harness.resultsdir import ResultsDir, TargetDir, VMDir
@@ -367,7 +368,7 @@ def hang_evidence(vm: SuiteVM, out: VMDir, deadline: Deadline) -> str:
     """Collect the blocked tasks and kernel log of a guest that still answers
     into hang-evidence.txt; returns what blocked, or why nothing was collected."""
     try:
-        text = vm.hang_evidence(deadline)
+        text = collapse_hung_reports(vm.hang_evidence(deadline))
     except HarnessError as exc:
         return f"(could not collect evidence: {exc})"
     out.save_hang_evidence(text)
@@ -378,7 +379,7 @@ def console_evidence(vm: SuiteVM, out: VMDir, deadline: Deadline) -> tuple[str, 
     """For a guest that no longer answers SSH: sysrq through QEMU's monitor into
     hang-evidence.txt. Returns (what blocked, whether evidence was saved)."""
     try:
-        text = vm.console_evidence(deadline)
+        text = collapse_hung_reports(vm.console_evidence(deadline))
     except HarnessError as exc:
         return f"(no evidence through QMP: {exc})", False
     if not text.strip():

@@ -281,6 +281,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     facts = CheckFacts(
         damaged=item.stash.get(_DAMAGED, "") if report.when == "setup" else "",
         workers=int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1),
+        pid=os.getpid(),  # the host matches hung-task reports against it
     )
     try:
         _judge_health(item, report, watch, facts)
