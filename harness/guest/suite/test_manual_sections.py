@@ -118,7 +118,7 @@ def _reopen(u: Path, handle: sysapi.FileHandle, flags: int = os.O_RDONLY) -> byt
         try:
             fd = sysapi.open_by_handle_at(mfd, handle, flags)
         except OSError as exc:
-            return exc.errno
+            return exc.errno or -1
     try:
         return os.read(fd, 4096)
     finally:
