@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import time
 from collections.abc import Iterator
@@ -485,4 +486,29 @@ def test_rdcache_keeps_a_listing_that_rdu_reads_fresh(lab: Lab, rdcache: int) ->
         assert "new" in after, lab.explain("rdcache=0: listed again", after)
     assert (2, "new") in {(e.bindex, e.name) for e in entries}, lab.explain(
         "RDU lists RO2/new", _by_branch(entries)
+    )
+
+
+#: include/uapi/linux/fs.h FIBMAP = _IO(0x00, 1): the block of a file block
+FIBMAP = 1
+
+
+@pytest.mark.only_drivers("aufs")
+def test_fibmap_is_refused_through_the_union_whatever_the_branch(lab: Lab) -> None:
+    """10dynop: dy_aop() copies an operation only where the branch has it AND aufs
+    defines it (DySet, dynop.c); aufs_aop has no bmap ("no bmap, no block device",
+    file.c:849), so FIBMAP on a union file is EINVAL (fs/ioctl.c ioctl_fibmap() ->
+    bmap() without a_ops->bmap), also where the branch file itself maps its blocks
+    (ext4)."""
+    put(lab.ro / "f", b"x" * 8192)
+    os.sync()
+    own = bytearray(4)
+    with _opened(lab.ro / "f") as fd:
+        own_err = errno_of(fcntl.ioctl, fd, FIBMAP, own, True)
+    u = lab.mount(plain=True)
+    union = bytearray(4)
+    with _opened(u / "f") as fd:
+        err = errno_of(fcntl.ioctl, fd, FIBMAP, union, True)
+    assert err == errno.EINVAL, lab.explain(
+        f"FIBMAP on U/f: EINVAL (on RO/f itself: {errname(own_err)})", errname(err)
     )
