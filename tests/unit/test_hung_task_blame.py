@@ -88,13 +88,19 @@ def test_hung_task_report_blames_the_check_whose_worker_is_blocked(tmp_path: Pat
     assert hung is not None and hung[0] == OLD
 
 
-def test_a_blocked_child_of_the_worker_blames_that_worker(tmp_path: Path) -> None:
-    """A check's child process (mount(8), a forked helper) blocks: its ppid is the worker."""
+def blamed(tmp_path: Path, console_text: str) -> tuple[str, str] | None:
+    """The watchdog's verdict 31 s after reading console_text, with OLD (worker pid
+    191, started first) and STUCK (worker pid 192) running."""
     console = tmp_path / "console.log"
-    console.write_text(hung_report(54.1, pid=305, ppid=192, secs=10, comm="mount"))
+    console.write_text(console_text)
     dog = Watchdog(check_timeout=300, console=console)
     dog.read_console(now=1000.0)
-    hung = dog.hung({OLD: 900.0, STUCK: 990.0}, now=1031.0, owners={OLD: 191, STUCK: 192})
+    return dog.hung({OLD: 900.0, STUCK: 990.0}, now=1031.0, owners={OLD: 191, STUCK: 192})
+
+
+def test_a_blocked_child_of_the_worker_blames_that_worker(tmp_path: Path) -> None:
+    """A check's child process (mount(8), a forked helper) blocks: its ppid is the worker."""
+    hung = blamed(tmp_path, hung_report(54.1, pid=305, ppid=192, secs=10, comm="mount"))
     assert hung is not None and hung[0] == STUCK
 
 
@@ -113,11 +119,7 @@ def test_the_task_line_may_arrive_in_a_later_read(tmp_path: Path) -> None:
 
 
 def test_no_match_falls_back_to_the_oldest(tmp_path: Path) -> None:
-    console = tmp_path / "console.log"
-    console.write_text(hung_report(54.1, pid=7, ppid=2, secs=10, comm="kworker/0:1"))
-    dog = Watchdog(check_timeout=300, console=console)
-    dog.read_console(now=1000.0)
-    hung = dog.hung({OLD: 900.0, STUCK: 990.0}, now=1031.0, owners={OLD: 191, STUCK: 192})
+    hung = blamed(tmp_path, hung_report(54.1, pid=7, ppid=2, secs=10, comm="kworker/0:1"))
     assert hung is not None and hung[0] == OLD and "blocked task" not in hung[1]
 
 
