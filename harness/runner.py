@@ -389,12 +389,24 @@ def console_evidence(vm: SuiteVM, out: VMDir, deadline: Deadline) -> tuple[str, 
 
 
 def blocked_tasks(evidence: str) -> str:
-    """ "task blocked in work_fn; ..." from sysrq w output ("" when none is in D state)."""
-    blocked = re.findall(r"task:(\S+)\s+state:D", evidence)
-    queues = re.findall(r"Workqueue: \S+ (\S+)", evidence)
+    """ "task blocked in work_fn; ..." from sysrq w output ("" when none is in D state).
+    A task's "Workqueue:" line follows its task line (sched_show_task()); a task seen
+    twice (its hung-task report and sysrq w) is named once, by pid."""
+    found: dict[str, list[str]] = {}  # pid (or running number) -> [comm, queue]
+    last: list[str] | None = None
+    for line in evidence.splitlines():
+        task = re.search(r"task:(\S+)\s+state:(\S)(?:.*?\bpid:\s*(\d+))?", line)
+        if task:
+            last = None
+            if task.group(2) == "D":
+                key = task.group(3) or f"#{len(found)}"
+                last = found.setdefault(key, [task.group(1), ""])
+            continue
+        queue = re.search(r"Workqueue: \S+ (\S+)", line)
+        if queue and last is not None and not last[1]:
+            last[1] = queue.group(1)
     return "; ".join(
-        f"{task} blocked" + (f" in {queue}" if queue else "")
-        for task, queue in zip(blocked, [*queues, *[""] * len(blocked)], strict=False)
+        f"{comm} blocked" + (f" in {queue}" if queue else "") for comm, queue in found.values()
     )
 
 
