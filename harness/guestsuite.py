@@ -28,7 +28,16 @@ from harness.core.errors import InfraError, UserError
 from harness.core.leftovers import owned_temp
 from harness.core.logtail import LogTail
 from harness.core.procs import kill_group, spawn
-from harness.guest.kmsg import DAMAGE, FACTS, FATAL, CheckFacts, death_line
+from harness.guest.kmsg import (
+    DAMAGE,
+    FACTS,
+    FATAL,
+    HUNG_TASK,
+    BlockedTask,
+    CheckFacts,
+    blocked_tasks,
+    death_line,
+)
 from harness.resultlog import ENV as RESULTLOG_ENV
 from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult
 from harness.resultsdir import VMDir
@@ -200,8 +209,10 @@ def kernel_death(console: Path) -> str:
 
 class Watchdog:
     """Decides when a running check is hung: after `check_timeout`, or sooner,
-    DAMAGED_GRACE after the guest kernel logged an oops, BUG or panic on its
-    console (a check in flight then rarely ends)."""
+    DAMAGED_GRACE after the guest kernel logged an oops, BUG, panic or hung-task
+    report on its console (a check in flight then rarely ends). A hung-task report
+    names the blocked task's pid (and its parent's): the check whose worker has that
+    pid is blamed, else the longest-running one."""
 
     def __init__(
         self,
@@ -212,38 +223,92 @@ class Watchdog:
         self.check_timeout = check_timeout
         self.damage_at: float | None = None
         self.damage_line = ""
+        self.blocked: dict[int, BlockedTask] = {}
+        self._seen: list[str] = []
         self._tail = LogTail(console) if console is not None else None
         # called once, on the first line showing the kernel damaged or dying
         self._on_damage = on_damage
 
     def read_console(self, now: float) -> None:
-        if self._tail is None or self.damage_at is not None:
+        if self._tail is None:
             return
-        for raw in self._tail.new_lines():
-            line = raw.strip()
-            notify = self._on_damage
-            if notify is not None and (FATAL.search(line) or DAMAGE.search(line)):
-                self._on_damage = None
-                notify()
+        fresh = [raw.strip() for raw in self._tail.new_lines()]
+        # after a hung-task report, keep its task line (the parent pid) in view
+        self._seen = (self._seen + fresh)[-200:]
+        for pid, task in blocked_tasks(self._seen).items():
+            if task.ppid or pid not in self.blocked:
+                self.blocked[pid] = task
+        notify = self._on_damage
+        if notify is not None and any(FATAL.search(x) or DAMAGE.search(x) for x in fresh):
+            self._on_damage = None
+            notify()
+        if self.damage_at is not None:
+            return
+        for line in fresh:
             if FATAL.search(line):
                 self.damage_at, self.damage_line = now, line
                 log.warning("suite: the guest kernel logged %r; a check still running in "
                             "%.0fs will be declared hung", line, DAMAGED_GRACE)  # fmt: skip
                 return
 
-    def hung(self, running: dict[str, float], now: float) -> tuple[str, str] | None:
-        """(nodeid, why) of a check to give up on, or None."""
+    def culprit(self, running: dict[str, float], owners: dict[str, int]) -> str | None:
+        """The running check whose worker pid is a blocked task or its parent, or
+        None (no report names one, or the worker is not known)."""
+        if not HUNG_TASK.search(self.damage_line):
+            return None
+        pids = {t.pid for t in self.blocked.values()} | {
+            t.ppid for t in self.blocked.values() if t.ppid
+        }
+        hits = [n for n in running if owners.get(n) in pids]
+        return min(hits, key=lambda n: running[n]) if hits else None
+
+    def hung(
+        self, running: dict[str, float], now: float, owners: dict[str, int] | None = None
+    ) -> tuple[str, str] | None:
+        """(nodeid, why) of a check to give up on, or None. owners: the worker pid
+        running each check, where known (worker_pids())."""
         if not running:
             return None
         nodeid, t0 = min(running.items(), key=lambda item: item[1])
         if now - t0 > self.check_timeout:
             return nodeid, f"still running after {now - t0:.0f}s"
-        if self.damage_at is not None and now - max(t0, self.damage_at) > DAMAGED_GRACE:
+        if self.damage_at is None:
+            return None
+        named = self.culprit(running, owners or {})
+        if named is not None:
+            nodeid, t0 = named, running[named]
+        if now - max(t0, self.damage_at) > DAMAGED_GRACE:
+            whose = " (its worker is the blocked task)" if named is not None else ""
             return nodeid, (
                 f"still running {now - self.damage_at:.0f}s after the kernel logged "
-                f"{self.damage_line!r}"
+                f"{self.damage_line!r}{whose}"
             )
         return None
+
+
+def worker_pids(events: Iterable[dict[str, Any]], running: Iterable[str]) -> dict[str, int]:
+    """The guest pid of the worker running each of `running`, where the events tell:
+    a check's own reports name its worker (the setup report arrives before the check
+    body runs), any report of that worker carries its pid (CheckFacts.pid). A check
+    with no report yet (hung in setup) gets the one worker with a known pid that
+    runs nothing else, if there is exactly one."""
+    worker_of: dict[str, str] = {}
+    pid_of: dict[str, int] = {}
+    for ev in events:
+        if ev.get("event") != "report" or not ev.get("worker"):
+            continue
+        worker_of[ev["nodeid"]] = ev["worker"]
+        pid = CheckFacts.from_dict(ev.get("properties", {}).get(FACTS)).pid
+        if pid:
+            pid_of[ev["worker"]] = pid
+    running = list(running)
+    owners = {n: pid_of[worker_of[n]] for n in running if worker_of.get(n) in pid_of}
+    busy = {worker_of[n] for n in owners}
+    idle = [w for w in pid_of if w not in busy]
+    unknown = [n for n in running if n not in owners]
+    if len(unknown) == 1 and len(idle) == 1:
+        owners[unknown[0]] = pid_of[idle[0]]
+    return owners
 
 
 def _run_controller(
@@ -288,7 +353,7 @@ def _run_controller(
                     now = time.time()
                     log.info("suite: %s", _progress(checks, total, running, now))
                     watchdog.read_console(now)
-                    hung = watchdog.hung(running, now)
+                    hung = watchdog.hung(running, now, worker_pids(events, running))
                     if hung is not None:
                         log.error("suite: %s %s: declaring it hung", *hung)
                         kill_group(proc)

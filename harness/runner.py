@@ -21,6 +21,7 @@ from harness import scenario as scenarios
 from harness.bootspec import IMAGE_TIMEOUT, image_facts, preflight, resolve_boot
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, TargetFailure, UserError
+from harness.guest.kmsg import collapse_hung_reports
 from harness.multivm import Shape, VMGroup
 from harness.progress import StageHandle, stage
 from harness.results import ERROR, FAILED, HUNG, CheckResult, TargetReport
@@ -423,7 +424,7 @@ def hang_evidence(vm: SuiteVM, out: VMDir, deadline: Deadline) -> str:
     """Collect the blocked tasks and kernel log of a guest that still answers
     into hang-evidence.txt; returns what blocked, or why nothing was collected."""
     try:
-        text = vm.hang_evidence(deadline)
+        text = collapse_hung_reports(vm.hang_evidence(deadline))
     except HarnessError as exc:
         return f"(could not collect evidence: {exc})"
     out.save_hang_evidence(text)
@@ -434,7 +435,7 @@ def console_evidence(vm: SuiteVM, out: VMDir, deadline: Deadline) -> tuple[str, 
     """For a guest that no longer answers SSH: sysrq through QEMU's monitor into
     hang-evidence.txt. Returns (what blocked, whether evidence was saved)."""
     try:
-        text = vm.console_evidence(deadline)
+        text = collapse_hung_reports(vm.console_evidence(deadline))
     except HarnessError as exc:
         return f"(no evidence through QMP: {exc})", False
     if not text.strip():
@@ -444,12 +445,24 @@ def console_evidence(vm: SuiteVM, out: VMDir, deadline: Deadline) -> tuple[str, 
 
 
 def blocked_tasks(evidence: str) -> str:
-    """ "task blocked in work_fn; ..." from sysrq w output ("" when none is in D state)."""
-    blocked = re.findall(r"task:(\S+)\s+state:D", evidence)
-    queues = re.findall(r"Workqueue: \S+ (\S+)", evidence)
+    """ "task blocked in work_fn; ..." from sysrq w output ("" when none is in D state).
+    A task's "Workqueue:" line follows its task line (sched_show_task()); a task seen
+    twice (its hung-task report and sysrq w) is named once, by pid."""
+    found: dict[str, list[str]] = {}  # pid (or running number) -> [comm, queue]
+    last: list[str] | None = None
+    for line in evidence.splitlines():
+        task = re.search(r"task:(\S+)\s+state:(\S)(?:.*?\bpid:\s*(\d+))?", line)
+        if task:
+            last = None
+            if task.group(2) == "D":
+                key = task.group(3) or f"#{len(found)}"
+                last = found.setdefault(key, [task.group(1), ""])
+            continue
+        queue = re.search(r"Workqueue: \S+ (\S+)", line)
+        if queue and last is not None and not last[1]:
+            last[1] = queue.group(1)
     return "; ".join(
-        f"{task} blocked" + (f" in {queue}" if queue else "")
-        for task, queue in zip(blocked, [*queues, *[""] * len(blocked)], strict=False)
+        f"{comm} blocked" + (f" in {queue}" if queue else "") for comm, queue in found.values()
     )
 
 

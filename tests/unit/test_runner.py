@@ -316,6 +316,14 @@ def test_blocked_tasks_pairs_each_task_with_its_workqueue() -> None:
     text = "task:a state:D\nWorkqueue: events f\ntask:b   state:D\n"
     assert runner.blocked_tasks(text) == "a blocked in f; b blocked"
     assert runner.blocked_tasks("sysrq: Show Blocked State\n") == ""
+    # the hung-task report and sysrq w both show pid 110: named once
+    twice = (
+        "task:python3 state:D stack: 0 pid: 110 ppid: 91 flags:0x0\n"
+        "task:kworker/0:1 state:D stack: 0 pid: 7 ppid: 2 flags:0x0\nWorkqueue: events g\n"
+        "task:python3 state:D stack: 0 pid: 110 ppid: 91 flags:0x0\n"
+        "task:sleeper state:S stack: 0 pid: 5 ppid: 1 flags:0x0\n"
+    )
+    assert runner.blocked_tasks(twice) == "python3 blocked; kworker/0:1 blocked in g"
 
 
 def failed(status: str, details: list[str]) -> BuildResult:

@@ -281,6 +281,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     facts = CheckFacts(
         damaged=item.stash.get(_DAMAGED, "") if report.when == "setup" else "",
         workers=kernel_workers(),
+        pid=os.getpid(),  # the host matches hung-task reports against it
     )
     try:
         _judge_health(item, report, watch, facts)
