@@ -15,11 +15,12 @@ from harness import scenario as scenarios
 from harness.core.deadline import Deadline
 from harness.core.errors import UserError
 from harness.core.procs import run
+from harness.core.store import key_of
 from harness.progress import StageHandle
 from harness.targets import Target
 from kmod.pipeline import BuildResult
 from vm import accel as accel_mod
-from vm.image import Image, ImageRecipe, build_image, check_buildable
+from vm.image import STOCK_CMDLINE, Image, ImageRecipe, build_image, check_buildable
 from vm.machine import BootSpec
 from vm.qemu import qemu_img
 
@@ -75,6 +76,19 @@ def image_recipe(target: Target) -> ImageRecipe:
     return ImageRecipe(suite=target.distro)
 
 
+def image_facts(target: Target, key: str | None = None) -> dict[str, str | None]:
+    """What repro needs to boot exactly the target's image again (the report's
+    extra["image"]): {"key": the image store key (None for a user's image),
+    "suite": Debian suite, "scenario": what ran besides boot and load,
+    "user_image": the user's image file name or None}. `key`: the key of the
+    image that booted, when not that of the target's current recipe."""
+    if target.image is not None:
+        return {"key": None, "suite": None, "scenario": target.scenario,
+                "user_image": target.image.name}  # fmt: skip
+    key = key or key_of(image_recipe(target).inputs())
+    return {"key": key, "suite": target.distro, "scenario": target.scenario, "user_image": None}
+
+
 def _cmdline_extra(target: Target) -> tuple[str, ...]:
     return (*(scenarios.DOCKER_CMDLINE if target.docker else ()), *target.cmdline_extra)
 
@@ -97,7 +111,7 @@ def debian_boot(target: Target, image: Image, build: BuildResult | None) -> Boot
         label=f"debian {target.distro}, stock kernel {image.kernel_release}",
         kernel=image.kernel,  # the PVH vmlinux when there is one: seconds faster under TCG
         initrd=image.initrd,
-        cmdline=(*image.cmdline, *_cmdline_extra(target)),
+        cmdline=(*image.cmdline, *STOCK_CMDLINE, *_cmdline_extra(target)),
         kernel_release=image.kernel_release,
         ready_marker=image.ready_marker,
     )

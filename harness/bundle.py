@@ -1,7 +1,8 @@
 """One tarball with everything needed to reproduce a cell on another machine.
 
     aufs-repro-<slug>/
-        manifest.json          kernel source (package, version, pocket, identity),
+        manifest.json          kernel source (package, version, pocket, .deb URL and
+                               sha256; or tarball URL and sha256; or git URL and commit),
                                aufs repository, branch and commit, build key,
                                .config sha256, image recipe key and suite, the
                                scenario (suite or docker), checks
@@ -10,7 +11,8 @@
         fixups/*.patch         the user's fix-ups, as the build applied them
         config-fragment.config the user's --config-fragment, if any
         fragment.config        the rendered guest fragment; config: the final .config
-        image-recipe.json      the image's recipe (packages, mirror, rendered hooks)
+        image-recipe.json      the image's recipe (packages, mirror, rendered hooks);
+                               manifest "image": its store key, suite and scenario
         provisioning/          the seed files a VM gets, with placeholder keys
         failed-checks.txt      the check ids to rerun, one a line
 
@@ -191,7 +193,7 @@ def _image(cell: Cell, files: Files) -> dict[str, Any]:
     else:
         inputs = image_recipe(cell.target()).inputs()
     files.add("image-recipe.json", json.dumps(inputs, indent=2, sort_keys=True) + "\n")
-    return {"key": key, "suite": inputs.get("suite", cell.distro)}
+    return {"key": key, "suite": inputs.get("suite", cell.distro), "scenario": cell.scenario}
 
 
 def _recorded(
@@ -239,6 +241,7 @@ def _script(cell: Cell, aufs: dict[str, Any], src: str, red: list[CheckResult]) 
         "#!/bin/sh",
         f"# Reproduce {cell.label}: {len(red)} failed check(s) (failed-checks.txt).",
         f"# Needs aufs-harness and the sources: kernel {what};",
+        f"#   {kernel.get('url') or kernel.get('identity')} sha256 {kernel.get('sha256') or '-'};",
         f"# aufs {aufs.get('branch')} at {aufs.get('commit')} from {aufs.get('url')}.",
         "# usage: ./reproduce.sh [AUFS_SRC] [CHECK] [repro options, e.g. --shell]",
         "#   AUFS_SRC: a clone or bundle of aufs-standalone holding that commit, or its URL",

@@ -5,15 +5,23 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import shutil
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 from harness import __version__
 from harness.core import leftovers, paths
-from harness.core.errors import EXIT_ERROR, HarnessError
+from harness.core.errors import (
+    EXIT_ERROR,
+    HarnessError,
+    Terminated,
+    interrupt_exit_code,
+    interruption,
+)
 from harness.progress import setup_logging
 
 log = logging.getLogger("aufs-harness")
@@ -83,25 +91,10 @@ def _boots_or_builds(args: argparse.Namespace) -> bool:
 def disk_full(exc: OSError, args: argparse.Namespace) -> str:
     """One line for ENOSPC/EDQUOT: which of the harness's directories is full,
     the file it was writing and what is free there."""
-    target = Path(str(exc.filename or ".")).resolve()
-    places = [("cache", paths.cache_dir()), ("state", paths.state_dir())]
     results = getattr(args, "results", None)
-    if isinstance(results, Path):
-        places.append(("results", results))
-    name, where = next(
-        ((n, d.resolve()) for n, d in places if target.is_relative_to(d.resolve())),
-        ("", target.parent),
-    )
-    try:
-        free = shutil.disk_usage(where).free >> 20
-    except OSError:
-        free = -1
     what = "quota exceeded" if exc.errno == errno.EDQUOT else "no space left"
-    label = f"the {name} directory {where}" if name else str(where)
-    return (
-        f"{label} is full ({what}, {free} MB free) while writing {target}: "
-        "free space there or point the harness elsewhere (AUFS_HARNESS_CACHE, "
-        "AUFS_HARNESS_STATE, --results); nothing half-written was kept"
+    return paths.disk_full(
+        Path(str(exc.filename or ".")), what, results if isinstance(results, Path) else None
     )
 
 
@@ -113,6 +106,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aufs-harness: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     setup_logging(args.verbose)
+    try:
+        with _sigterm_interrupts():
+            return _dispatch(args)
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM as Terminated
+        print(f"aufs-harness: {interruption(exc)}; VMs stopped", file=sys.stderr)
+        return interrupt_exit_code(exc)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (CI cancelling a job, `kill`) unwinds like Ctrl-C: VMs stopped,
+    reports written, exit 143 (vm.qemu's handler, which exits at once after
+    killing QEMU, stays for library use). The old handler comes back afterwards
+    (main() also runs inside tests)."""
+
+    def raise_terminated(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    try:
+        old = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the subcommand; HarnessErrors and a full disk become one line."""
     try:
         if _boots_or_builds(args):
             leftovers.sweep()  # what a killed run left: one log line if anything
@@ -129,9 +154,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"aufs-harness: error: {disk_full(exc, args)}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("aufs-harness: interrupted; VMs stopped", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

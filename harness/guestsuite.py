@@ -16,19 +16,28 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness import guestenv
+from harness import guestenv, guestship
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
 from harness.core.leftovers import owned_temp
 from harness.core.logtail import LogTail
 from harness.core.procs import kill_group, spawn
-from harness.guest.kmsg import FACTS, FATAL, CheckFacts, death_line
+from harness.guest.kmsg import (
+    DAMAGE,
+    FACTS,
+    FATAL,
+    HUNG_TASK,
+    BlockedTask,
+    CheckFacts,
+    blocked_tasks,
+    death_line,
+)
 from harness.resultlog import ENV as RESULTLOG_ENV
 from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult
 from harness.resultsdir import VMDir
@@ -200,39 +209,106 @@ def kernel_death(console: Path) -> str:
 
 class Watchdog:
     """Decides when a running check is hung: after `check_timeout`, or sooner,
-    DAMAGED_GRACE after the guest kernel logged an oops, BUG or panic on its
-    console (a check in flight then rarely ends)."""
+    DAMAGED_GRACE after the guest kernel logged an oops, BUG, panic or hung-task
+    report on its console (a check in flight then rarely ends). A hung-task report
+    names the blocked task's pid (and its parent's): the check whose worker has that
+    pid is blamed, else the longest-running one."""
 
-    def __init__(self, check_timeout: float, console: Path | None = None) -> None:
+    def __init__(
+        self,
+        check_timeout: float,
+        console: Path | None = None,
+        on_damage: Callable[[], None] | None = None,
+    ) -> None:
         self.check_timeout = check_timeout
         self.damage_at: float | None = None
         self.damage_line = ""
+        self.blocked: dict[int, BlockedTask] = {}
+        self._seen: list[str] = []
         self._tail = LogTail(console) if console is not None else None
+        # called once, on the first line showing the kernel damaged or dying
+        self._on_damage = on_damage
 
     def read_console(self, now: float) -> None:
-        if self._tail is None or self.damage_at is not None:
+        if self._tail is None:
             return
-        for raw in self._tail.new_lines():
-            line = raw.strip()
+        fresh = [raw.strip() for raw in self._tail.new_lines()]
+        # after a hung-task report, keep its task line (the parent pid) in view
+        self._seen = (self._seen + fresh)[-200:]
+        for pid, task in blocked_tasks(self._seen).items():
+            if task.ppid or pid not in self.blocked:
+                self.blocked[pid] = task
+        notify = self._on_damage
+        if notify is not None and any(FATAL.search(x) or DAMAGE.search(x) for x in fresh):
+            self._on_damage = None
+            notify()
+        if self.damage_at is not None:
+            return
+        for line in fresh:
             if FATAL.search(line):
                 self.damage_at, self.damage_line = now, line
                 log.warning("suite: the guest kernel logged %r; a check still running in "
                             "%.0fs will be declared hung", line, DAMAGED_GRACE)  # fmt: skip
                 return
 
-    def hung(self, running: dict[str, float], now: float) -> tuple[str, str] | None:
-        """(nodeid, why) of a check to give up on, or None."""
+    def culprit(self, running: dict[str, float], owners: dict[str, int]) -> str | None:
+        """The running check whose worker pid is a blocked task or its parent, or
+        None (no report names one, or the worker is not known)."""
+        if not HUNG_TASK.search(self.damage_line):
+            return None
+        pids = {t.pid for t in self.blocked.values()} | {
+            t.ppid for t in self.blocked.values() if t.ppid
+        }
+        hits = [n for n in running if owners.get(n) in pids]
+        return min(hits, key=lambda n: running[n]) if hits else None
+
+    def hung(
+        self, running: dict[str, float], now: float, owners: dict[str, int] | None = None
+    ) -> tuple[str, str] | None:
+        """(nodeid, why) of a check to give up on, or None. owners: the worker pid
+        running each check, where known (worker_pids())."""
         if not running:
             return None
         nodeid, t0 = min(running.items(), key=lambda item: item[1])
         if now - t0 > self.check_timeout:
             return nodeid, f"still running after {now - t0:.0f}s"
-        if self.damage_at is not None and now - max(t0, self.damage_at) > DAMAGED_GRACE:
+        if self.damage_at is None:
+            return None
+        named = self.culprit(running, owners or {})
+        if named is not None:
+            nodeid, t0 = named, running[named]
+        if now - max(t0, self.damage_at) > DAMAGED_GRACE:
+            whose = " (its worker is the blocked task)" if named is not None else ""
             return nodeid, (
                 f"still running {now - self.damage_at:.0f}s after the kernel logged "
-                f"{self.damage_line!r}"
+                f"{self.damage_line!r}{whose}"
             )
         return None
+
+
+def worker_pids(events: Iterable[dict[str, Any]], running: Iterable[str]) -> dict[str, int]:
+    """The guest pid of the worker running each of `running`, where the events tell:
+    a check's own reports name its worker (the setup report arrives before the check
+    body runs), any report of that worker carries its pid (CheckFacts.pid). A check
+    with no report yet (hung in setup) gets the one worker with a known pid that
+    runs nothing else, if there is exactly one."""
+    worker_of: dict[str, str] = {}
+    pid_of: dict[str, int] = {}
+    for ev in events:
+        if ev.get("event") != "report" or not ev.get("worker"):
+            continue
+        worker_of[ev["nodeid"]] = ev["worker"]
+        pid = CheckFacts.from_dict(ev.get("properties", {}).get(FACTS)).pid
+        if pid:
+            pid_of[ev["worker"]] = pid
+    running = list(running)
+    owners = {n: pid_of[worker_of[n]] for n in running if worker_of.get(n) in pid_of}
+    busy = {worker_of[n] for n in owners}
+    idle = [w for w in pid_of if w not in busy]
+    unknown = [n for n in running if n not in owners]
+    if len(unknown) == 1 and len(idle) == 1:
+        owners[unknown[0]] = pid_of[idle[0]]
+    return owners
 
 
 def _run_controller(
@@ -277,7 +353,7 @@ def _run_controller(
                     now = time.time()
                     log.info("suite: %s", _progress(checks, total, running, now))
                     watchdog.read_console(now)
-                    hung = watchdog.hung(running, now)
+                    hung = watchdog.hung(running, now, worker_pids(events, running))
                     if hung is not None:
                         log.error("suite: %s %s: declaring it hung", *hung)
                         kill_group(proc)
@@ -296,14 +372,16 @@ def _run_pytest(
     deadline: Deadline,
     check_timeout: float = CHECK_TIMEOUT,
     console: Path | None = None,
+    on_damage: Callable[[], None] | None = None,
 ) -> SuiteOutcome:
     """Run pytest with the host-side result log and fold what it streamed;
-    `console` is the guest's console log, watched for kernel damage."""
+    `console` is the guest's console log, watched for kernel damage
+    (`on_damage()` is called once, from this thread, when it first shows)."""
     files = VMDir(results_dir.resolve())  # pytest may run in another directory
     resultlog, pytest_log = files.events, files.pytest_log
     resultlog.unlink(missing_ok=True)  # a previous run's events are not this run's
     env = {**env, "PYTEST_PLUGINS": "harness.resultlog", RESULTLOG_ENV: str(resultlog)}
-    watchdog = Watchdog(check_timeout, console)
+    watchdog = Watchdog(check_timeout, console, on_damage)
     code, timed_out, hung = _run_controller(
         argv, env, cwd, pytest_log, resultlog, deadline, watchdog
     )
@@ -325,17 +403,25 @@ def _pytest(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA", *args]
 
 
-def _ship(guest: Guest, step: Deadline) -> None:
-    """Install the pytest stack and a fresh copy of the guest package in the guest."""
+def _ship(guest: Guest, step: Deadline) -> guestship.Shipped:
+    """Install the pytest stack and a fresh copy of the guest package and the
+    suite in the guest, in one upload (harness.guestship)."""
     # on the guest's path: harness.guest, and the suite's own `unionfs` package
-    guestenv.install(guest, step, paths=(guestenv.GUEST_ROOT, GUEST_SUITE))
-    guest.run(["rm", "-rf", GUEST_PACKAGE, GUEST_SUITE], step, check=True)  # fresh copies
-    guest.run(["mkdir", "-p", GUEST_PACKAGE], step, check=True)
-    modules = sorted(guest_dir().glob("*.py"))
-    for module in modules:
-        guest.put(module, f"{GUEST_PACKAGE}/{module.name}")
-    count = len(modules) + guest.put_tree(suite_dir(), GUEST_SUITE)
-    log.info("suite: %d files shipped to the guest", count)
+    paths = (guestenv.GUEST_ROOT, GUEST_SUITE)
+    return guestship.ship(guest, step, guest_dir(), suite_dir(), paths)
+
+
+def ended_cleanly(outcome: SuiteOutcome) -> bool:
+    """The run ended by itself with verdicts, no worker lost, no check hung and
+    no kernel damage seen (otherwise a fresh VM may follow: the runner boots it
+    ahead)."""
+    return (
+        outcome.returncode in (0, 1)
+        and not outcome.timed_out
+        and not outcome.workers_down
+        and not any(c.outcome == HUNG or c.kernel.damaged for c in outcome.checks)
+        and not any(DAMAGE.search(line) for c in outcome.checks for line in c.kernel.lines)
+    )
 
 
 def run_in_vm(
@@ -345,12 +431,14 @@ def run_in_vm(
     deadline: Deadline,
     workers: int = 2,
     check_timeout: float = CHECK_TIMEOUT,
+    on_damage: Callable[[], None] | None = None,
 ) -> SuiteOutcome:
-    """Ship the suite and the pytest stack into the guest and run it there."""
+    """Ship the suite and the pytest stack into the guest and run it there;
+    `on_damage()` is called once when the console shows the kernel damaged."""
     guest = machine.guest
     if guest is None:
         raise InfraError("the VM is not reachable over SSH")
-    _ship(guest, deadline.sub(300.0, "installing the suite in the guest"))
+    shipped = _ship(guest, deadline.sub(300.0, "installing the suite in the guest"))
     results_dir.mkdir(parents=True, exist_ok=True)
     ssh_config = machine.workdir / "ssh_config"
     tx = (
@@ -366,9 +454,15 @@ def run_in_vm(
             "suite", *suite_args,
         )  # fmt: skip
         env = {"PYTHONPATH": str(suite_dir())}  # the controller loads unionfs.options
-        return _run_pytest(
-            argv, env, Path(tmp), results_dir, deadline, check_timeout, machine.console_log()
-        )
+        events = VMDir(results_dir.resolve()).events
+        events.unlink(missing_ok=True)  # the keeper must not see an earlier run's start
+        keep = guestship.KeepWhenCollected(guest, shipped, events, deadline)
+        with keep:
+            outcome = _run_pytest(
+                argv, env, Path(tmp), results_dir, deadline, check_timeout,
+                machine.console_log(), on_damage,
+            )  # fmt: skip
+    return outcome
 
 
 def run_local(
@@ -389,3 +483,4 @@ def run_local(
 pytest_argv = _pytest
 ship = _ship
 run_controller = _run_pytest
+progress_line = _progress

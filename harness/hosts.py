@@ -150,9 +150,10 @@ class HostSession:
     def run_harness(self, args: list[str], results_base: str, deadline: Deadline) -> RemoteRun:
         """`<harness> run --results results_base ARGS` on the host; the results
         directory it wrote is results_base/latest resolved."""
-        argv = [*self.host.harness, "run", "--results", results_base, *args]
+        argv = [*self.host.harness, "run", "--results", results_base, "--tied-to-stdin", *args]
         log.info("%s: %s", self.host.name, shlex.join(argv))
-        result = self._guest.run(argv, deadline)
+        # stdin held open: if this connection drops, the run there ends and its VMs with it
+        result = self._guest.run(argv, deadline, hold_stdin=True)
         found = self._guest.run(["readlink", "-e", f"{results_base}/latest"], deadline)
         out = (result.stderr + result.stdout).strip()
         return RemoteRun(result.status, out, found.stdout.strip() or None)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from harness.core.errors import HarnessError, TargetFailure
+from harness.core.errors import HarnessError, TargetFailure, interrupting_signal, interruption
 from harness.results import Stage, TargetReport
 
 log = logging.getLogger("aufs-harness")
@@ -84,7 +84,7 @@ def stage(report: TargetReport, name: str, what: str) -> Iterator[StageHandle]:
         st.status, st.detail = "error", str(exc)
         raise
     except BaseException as exc:  # Ctrl-C, bugs: still recorded before unwinding
-        st.status, st.detail = "error", f"{type(exc).__name__}: {exc}"
+        st.status, st.detail = "error", _interrupted_or_bug(exc)
         raise
     finally:
         st.seconds = time.monotonic() - t0
@@ -92,3 +92,10 @@ def stage(report: TargetReport, name: str, what: str) -> Iterator[StageHandle]:
         extra = f" ({st.detail.splitlines()[0]})" if st.detail and st.status != "ok" else ""
         log.info("%s: %s in %.1fs%s", name, st.status, st.seconds, extra)
         _tell(report, st, True)
+
+
+def _interrupted_or_bug(exc: BaseException) -> str:
+    """A stage's detail for what was not a HarnessError: the signal, or the bug."""
+    if interrupting_signal(exc) is not None:
+        return interruption(exc)
+    return f"{type(exc).__name__}: {exc}"

@@ -77,8 +77,18 @@ class Cell:
         return [c for c in self.report.checks if c.outcome in RED]
 
     @property
+    def image(self) -> dict[str, Any]:
+        """The image facts the runner recorded (bootspec.image_facts), {} when
+        an older harness recorded the cell."""
+        image: dict[str, Any] = self.report.extra.get("image") or {}
+        return image
+
+    @property
     def image_key(self) -> str | None:
-        """The image's store key, from the image stage's note, or None."""
+        """The image's store key: as the runner recorded it, else from the
+        image stage's note (older reports), else None."""
+        if self.image.get("key"):
+            return str(self.image["key"])
         for st in self.report.stages:
             if st.name == "image":
                 m = IMAGE_KEY_RE.search(st.detail)
@@ -87,13 +97,26 @@ class Cell:
         return None
 
     @property
+    def scenario(self) -> str:
+        """What ran besides boot and load ("suite" or "docker"): as recorded,
+        else the matrix axis, else "docker" when it had a docker stage (a report
+        older than the recorded image facts), else the suite."""
+        recorded = self.image.get("scenario") or self.axes.get("scenario")
+        if recorded:
+            return str(recorded)
+        if any(st.name.startswith("docker") for st in self.report.stages):
+            return scenarios.DOCKER
+        return scenarios.SUITE
+
+    @property
     def distro(self) -> str:
-        """The Debian suite of the cell's image: its axis, else the image's
-        recorded recipe, else bookworm (run's default), with a warning."""
+        """The Debian suite of the cell's image: its axis, else the recorded
+        image facts, else the image's stored recipe, else bookworm (run's
+        default), with a warning."""
         if self.axes.get("distro"):
             return str(self.axes["distro"])
-        if (self.report.extra.get("image") or {}).get("suite"):  # a bundle's report
-            return str(self.report.extra["image"]["suite"])
+        if self.image.get("suite"):
+            return str(self.image["suite"])
         key = self.image_key
         if key is not None:
             meta = images_store().path(key) / "meta.json"
@@ -106,19 +129,9 @@ class Cell:
         log.warning("%s: its image's Debian suite is not recorded: assuming bookworm", self.label)
         return "bookworm"
 
-    @property
-    def scenario(self) -> str:
-        """What the cell ran (harness.scenario): its axis, else its report's
-        extra["scenario"], else "docker" when it had a docker stage, else "suite"."""
-        recorded = self.axes.get("scenario") or self.report.extra.get("scenario")
-        if recorded:
-            return str(recorded)
-        if any(st.name.startswith("docker") for st in self.report.stages):
-            return scenarios.DOCKER
-        return scenarios.SUITE
-
     def target(self) -> Target:
-        """The runner's Target for what the cell booted: its userland and scenario."""
+        """The cell as a Target of the harness's image: its suite and scenario
+        (its kernel comes from the store: stored_build)."""
         return Target(distro=self.distro, scenario=self.scenario)
 
     @property

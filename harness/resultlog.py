@@ -27,8 +27,32 @@ def _write(record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+# The worker that is starting a check: xdist's pytest_runtest_logstart does not
+# say (DSession.worker_logstart knows the node but drops it), so that method is
+# wrapped to note the node's gateway id first (harness.multivm needs it to tell
+# the VMs of one run apart).
+_starting = {"worker": ""}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    dsession = config.pluginmanager.getplugin("dsession")
+    original = getattr(dsession, "worker_logstart", None)
+    if original is None:
+        return
+
+    def worker_logstart(node: Any, nodeid: str, location: object) -> None:
+        _starting["worker"] = str(node.gateway.id)
+        try:
+            original(node=node, nodeid=nodeid, location=location)
+        finally:
+            _starting["worker"] = ""
+
+    dsession.worker_logstart = worker_logstart
+
+
 def pytest_runtest_logstart(nodeid: str, location: object) -> None:
-    _write({"event": "start", "nodeid": nodeid})
+    _write({"event": "start", "nodeid": nodeid, "worker": _starting["worker"]})
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK
+from harness.core.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK, interruption
 from harness.guest.kmsg import CheckFacts
 
 PASSED, FAILED, SKIPPED, ERROR, HUNG = "passed", "failed", "skipped", "error", "hung"
@@ -87,8 +87,13 @@ class TargetReport:
             self.verdict = PASSED
 
     def interrupted(self, exc: BaseException) -> None:
-        """Ctrl-C, SIGTERM or a bug ended the run: the report says so."""
-        self.verdict, self.reason = ERROR, f"interrupted ({type(exc).__name__})"
+        """Ctrl-C, SIGTERM or a bug ended the run: the report says which, and in
+        which stage ("interrupted by SIGINT (Ctrl-C) in the boot stage")."""
+        where = next((s.name for s in reversed(self.stages) if s.status == "error"), "")
+        self.verdict, self.reason = (
+            ERROR,
+            interruption(exc) + (f" in the {where} stage" if where else ""),
+        )
 
     def exit_code(self) -> int:
         return {PASSED: EXIT_OK, FAILED: EXIT_FAILED}.get(self.verdict, EXIT_ERROR)

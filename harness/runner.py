@@ -11,19 +11,22 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from harness import guestsuite, keptvm, resume
 from harness import scenario as scenarios
-from harness.bootspec import IMAGE_TIMEOUT, preflight, resolve_boot
+from harness.bootspec import IMAGE_TIMEOUT, image_facts, preflight, resolve_boot
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, TargetFailure, UserError
+from harness.guest.kmsg import collapse_hung_reports
+from harness.multivm import Shape, VMGroup
 from harness.progress import StageHandle, stage
 from harness.results import ERROR, FAILED, HUNG, CheckResult, TargetReport
 from harness.resultsdir import ResultsDir, TargetDir, VMDir
+from harness.sparevm import Spare
 from harness.suitevm import SuiteVM, VMFactory, machine_vms
 from harness.targets import Target
 from kmod import pipeline as kmod_pipeline
@@ -39,6 +42,7 @@ UNAME_TIMEOUT = 30.0  # one command over an SSH connection that just answered
 EVIDENCE_TIMEOUT = 60.0  # sysrq w, a second's sleep and dmesg in a guest with a hung check
 ANSWER_TIMEOUT = 15.0  # does the guest still run `true` over SSH after the suite
 LOAD_BUDGET = 3 * 60.0  # loading the modules, with the probes around each load
+SHIP_TIMEOUT = 300.0  # the suite and its pytest stack into a guest (as guestsuite's)
 # No fresh VM with less of the suite's time left than this: it could not boot
 # and run anything before the suite's deadline.
 FRESH_VM_MIN_LEFT = 60.0
@@ -65,6 +69,7 @@ class RunOptions:
     fresh_vms: int = FRESH_VMS  # VMs to boot for the checks a kernel-killing check cost
     run_timeout: float | None = None  # the whole target; None: run_budget()
     copy_up: bool = True  # the docker scenario's copy-up measurement (repro leaves it out)
+    group: VMGroup | None = None  # several VMs at once (--vms, --dist): harness.vmgroup
 
 
 def run_budget(opts: RunOptions) -> float:
@@ -73,7 +78,8 @@ def run_budget(opts: RunOptions) -> float:
     run's deadline never cuts a step shorter than its own budget."""
     per_vm = START_TIMEOUT + opts.boot_timeout + UNAME_TIMEOUT + LOAD_BUDGET
     per_vm += ANSWER_TIMEOUT + EVIDENCE_TIMEOUT
-    return BUILD_TIMEOUT + IMAGE_TIMEOUT + opts.suite_timeout + (opts.fresh_vms + 1) * per_vm
+    vms = opts.fresh_vms + (len(opts.group.shapes) if opts.group else 1)
+    return BUILD_TIMEOUT + IMAGE_TIMEOUT + opts.suite_timeout + vms * per_vm
 
 
 @dataclass
@@ -88,6 +94,12 @@ class TargetRun:
     out: TargetDir
     new_vm: VMFactory
     deadline: Deadline  # the whole run's
+    # boots the next VM ahead once the kernel shows damage (harness.sparevm)
+    spare: Spare | None = None
+
+    def next_vm(self) -> SuiteVM:
+        """The VM booted ahead, if any, else a new one."""
+        return self.spare.new_vm() if self.spare is not None else self.new_vm()
 
 
 @dataclass(frozen=True)
@@ -163,11 +175,32 @@ def _stages(
             build = build_kernel(target.build, report, h, budget)
     with stage(report, "image", "preparing the image") as h:
         boot = resolve_boot(target, deadline.sub(IMAGE_TIMEOUT, "building the image"), h, build)
+    report.extra["image"] = image_facts(target)  # what repro boots again
     report.kernel_release = boot.kernel_release
     keep_as = keptvm.name_for(target.label) if opts.keep_vm else None
     vms = machine_vms(boot, accel=opts.accel, memory_mb=opts.memory_mb, smp=opts.smp,
                       keep_as=keep_as)  # fmt: skip
-    run_vms(TargetRun(target, build, opts, report, out, vms, deadline))
+    run = TargetRun(target, build, opts, report, out, vms, deadline)
+    if opts.group is None:
+        if not opts.keep_vm and opts.fresh_vms > 0:  # a kept VM has one name: never two at once
+            run.spare = Spare(
+                vms,
+                lambda: deadline.sub(START_TIMEOUT, "starting QEMU"),
+                lambda: deadline.sub(opts.boot_timeout, "booting to SSH"),
+                lambda vm: _get_ready_ahead(run, vm),
+            )
+        try:
+            run_vms(run)
+        finally:
+            if run.spare is not None:
+                run.spare.close()
+        return
+    from harness import vmgroup  # it builds on this module's steps
+
+    def shaped(shape: Shape) -> SuiteVM:
+        return machine_vms(boot, accel=opts.accel, memory_mb=shape.memory_mb, smp=shape.cpus)()
+
+    vmgroup.run_group(vmgroup.GroupRun(run, opts.group, shaped))
 
 
 def run_vms(run: TargetRun) -> Stop:
@@ -245,7 +278,7 @@ def one_vm(run: TargetRun, plan: VMPlan) -> guestsuite.SuiteOutcome:
     """One VM: boot, load, the suite minus the checks in `plan.standing`; judged,
     and its console log kept in its results directory whatever happens."""
     out = run.out.vm(plan.number)
-    vm = run.new_vm()
+    vm = run.next_vm()
     keep = False  # Ctrl-C or SIGTERM: never kept
     try:
         outcome = _in_vm(run, plan, vm, out)
@@ -265,7 +298,9 @@ def _in_vm(run: TargetRun, plan: VMPlan, vm: SuiteVM, out: VMDir) -> guestsuite.
     with stage(report, f"load{plan.tag}", "loading the union filesystems under test") as h:
         loaded = vm.load(run.target.modules(run.build))
         report.extra.setdefault("load", loaded)
-        h.note("; ".join(str(r["reason"]) for r in loaded.values()) or "all built in")
+        early = run.spare is not None and run.spare.was_ahead(vm)
+        nothing = "loaded ahead, while the previous VM was judged" if early else "all built in"
+        h.note("; ".join(str(r["reason"]) for r in loaded.values()) or nothing)
     if run.target.docker:
         _start_dockerd(run, plan, vm)
     with stage(report, f"suite{plan.tag}", "running the union suite in the guest over xdist") as h:
@@ -273,12 +308,30 @@ def _in_vm(run: TargetRun, plan: VMPlan, vm: SuiteVM, out: VMDir) -> guestsuite.
         workers = plan.workers
         if run.target.docker:
             args, workers = [*scenarios.DOCKER_SUITE_ARGS, *args], scenarios.DOCKER_WORKERS
-        outcome = vm.run_suite(out, args, plan.suite, workers, run.opts.check_timeout)
+        ahead = _boot_ahead(run, plan)
+        outcome = vm.run_suite(out, args, plan.suite, workers, run.opts.check_timeout, ahead)
+        if ahead is not None and not guestsuite.ended_cleanly(outcome):
+            ahead()  # the next VM boots while this one is judged
         _judge_suite(run, vm, outcome, out)
         h.note(f"{len(outcome.checks)} checks; log {outcome.log}")
     if run.target.docker and run.opts.copy_up and plan.number == 1 and vm.alive():
         _copy_up_bench(run, vm)
     return outcome
+
+
+def _get_ready_ahead(run: TargetRun, vm: SuiteVM) -> None:
+    """A VM booted ahead loads the modules and receives the suite while the
+    previous one is judged; the runner's load stage then finds them loaded (and
+    says so) and run_suite finds the suite in place."""
+    vm.load(run.target.modules(run.build))
+    vm.ship(run.deadline.sub(SHIP_TIMEOUT, "installing the suite in the guest"))
+
+
+def _boot_ahead(run: TargetRun, plan: VMPlan) -> Callable[[], None] | None:
+    """What starts the next VM ahead, when a fresh VM may still follow this one."""
+    if run.spare is None or plan.number > run.opts.fresh_vms:
+        return None
+    return run.spare.prepare
 
 
 def _start_dockerd(run: TargetRun, plan: VMPlan, vm: SuiteVM) -> None:
@@ -308,10 +361,14 @@ def _boot(run: TargetRun, plan: VMPlan, vm: SuiteVM) -> None:
     """Start the VM and wait for SSH, recording accel, boot time and kernel release."""
     report = run.report
     with stage(report, f"boot{plan.tag}", f"booting {vm.label}") as h:
-        vm.start(run.deadline.sub(START_TIMEOUT, "starting QEMU"))
+        boot = run.deadline.sub(run.opts.boot_timeout, "booting to SSH")
+        ahead = run.spare is not None and run.spare.wait_booted(vm, boot)
+        if not ahead:
+            vm.start(run.deadline.sub(START_TIMEOUT, "starting QEMU"))
+            vm.wait_ssh(boot)
         report.accel = vm.accel
-        vm.wait_ssh(run.deadline.sub(run.opts.boot_timeout, "booting to SSH"))
-        h.note(f"SSH answered after {vm.boot_seconds:.1f}s under {vm.accel}")
+        when = f" (booted ahead while VM {plan.number - 1} was judged)" if ahead else ""
+        h.note(f"SSH answered after {vm.boot_seconds:.1f}s under {vm.accel}{when}")
         report.kernel_release = vm.kernel_release(run.deadline.sub(UNAME_TIMEOUT, "uname"))
         report.extra.setdefault("boot_seconds", vm.boot_seconds)
 
@@ -368,7 +425,7 @@ def hang_evidence(vm: SuiteVM, out: VMDir, deadline: Deadline) -> str:
     """Collect the blocked tasks and kernel log of a guest that still answers
     into hang-evidence.txt; returns what blocked, or why nothing was collected."""
     try:
-        text = vm.hang_evidence(deadline)
+        text = collapse_hung_reports(vm.hang_evidence(deadline))
     except HarnessError as exc:
         return f"(could not collect evidence: {exc})"
     out.save_hang_evidence(text)
@@ -379,7 +436,7 @@ def console_evidence(vm: SuiteVM, out: VMDir, deadline: Deadline) -> tuple[str, 
     """For a guest that no longer answers SSH: sysrq through QEMU's monitor into
     hang-evidence.txt. Returns (what blocked, whether evidence was saved)."""
     try:
-        text = vm.console_evidence(deadline)
+        text = collapse_hung_reports(vm.console_evidence(deadline))
     except HarnessError as exc:
         return f"(no evidence through QMP: {exc})", False
     if not text.strip():
@@ -389,12 +446,24 @@ def console_evidence(vm: SuiteVM, out: VMDir, deadline: Deadline) -> tuple[str, 
 
 
 def blocked_tasks(evidence: str) -> str:
-    """ "task blocked in work_fn; ..." from sysrq w output ("" when none is in D state)."""
-    blocked = re.findall(r"task:(\S+)\s+state:D", evidence)
-    queues = re.findall(r"Workqueue: \S+ (\S+)", evidence)
+    """ "task blocked in work_fn; ..." from sysrq w output ("" when none is in D state).
+    A task's "Workqueue:" line follows its task line (sched_show_task()); a task seen
+    twice (its hung-task report and sysrq w) is named once, by pid."""
+    found: dict[str, list[str]] = {}  # pid (or running number) -> [comm, queue]
+    last: list[str] | None = None
+    for line in evidence.splitlines():
+        task = re.search(r"task:(\S+)\s+state:(\S)(?:.*?\bpid:\s*(\d+))?", line)
+        if task:
+            last = None
+            if task.group(2) == "D":
+                key = task.group(3) or f"#{len(found)}"
+                last = found.setdefault(key, [task.group(1), ""])
+            continue
+        queue = re.search(r"Workqueue: \S+ (\S+)", line)
+        if queue and last is not None and not last[1]:
+            last[1] = queue.group(1)
     return "; ".join(
-        f"{task} blocked" + (f" in {queue}" if queue else "")
-        for task, queue in zip(blocked, [*queues, *[""] * len(blocked)], strict=False)
+        f"{comm} blocked" + (f" in {queue}" if queue else "") for comm, queue in found.values()
     )
 
 
@@ -404,16 +473,21 @@ def _judge_suite(run: TargetRun, vm: SuiteVM, outcome: guestsuite.SuiteOutcome, 
     alive = vm.alive()
     after = run.deadline.sub(ANSWER_TIMEOUT, "checking the guest after the suite")
     ssh_ok = alive and vm.answers(after)
-    if outcome.timed_out:
-        _judge_hang(run, vm, outcome, out, ssh_ok)
-        return
     in_flight = [c for c in outcome.checks if c.outcome == HUNG]
     died = guestsuite.kernel_death(vm.console_log()) if not ssh_ok else ""
+    # A check that panicked the kernel is also declared hung once the console
+    # shows it (DAMAGED_GRACE later): the death, not the hang, is the verdict.
     if died and in_flight:
         _judge_death(report, outcome, in_flight, died)
         return
+    if outcome.timed_out:
+        _judge_hang(run, vm, outcome, out, ssh_ok)
+        return
     if not alive:
-        report.verdict, report.reason = ERROR, "the VM died during the suite (see console.log)"
+        how = vm.ended()
+        report.verdict = ERROR
+        report.reason = "the VM died during the suite" + (f": QEMU {how}" if how else "")
+        report.reason += " (see console.log)"
     elif outcome.workers_down:
         report.verdict = ERROR
         report.reason = f"xdist worker crashed: {outcome.workers_down[0][:200]}"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness import guestenv, guestsuite
+from harness import guestenv, guestsuite, multivm
 from harness.core.deadline import Deadline
 from harness.core.errors import HarnessError, InfraError
 from harness.core.paths import state_dir
@@ -68,9 +68,20 @@ class SuiteVM(Protocol):
         deadline: Deadline,
         workers: int,
         check_timeout: float,
+        on_damage: Callable[[], None] | None = None,
     ) -> guestsuite.SuiteOutcome:
         """The suite in the guest with `workers` xdist workers, its logs in `out`;
-        a check running `check_timeout` s is declared hung."""
+        a check running `check_timeout` s is declared hung; `on_damage()` is
+        called once (from the caller's thread) when the console first shows the
+        kernel damaged."""
+
+    def member(self, tag: str, deadline: Deadline) -> multivm.Member:
+        """Ship the suite into the guest and name the VM for a controller over
+        several VMs (harness.multivm), its gateways tagged `tag`. Raises HarnessError."""
+
+    def ship(self, deadline: Deadline) -> None:
+        """Install the suite and its pytest stack in the guest ahead of
+        run_suite(), which then finds them there. Raises HarnessError."""
 
     def run_in_guest(self, argv: Sequence[str], deadline: Deadline) -> tuple[int, str, str]:
         """A command in the guest: (exit status, stdout, stderr). Raises HarnessError."""
@@ -80,6 +91,9 @@ class SuiteVM(Protocol):
 
     def alive(self) -> bool:
         """True while the QEMU process runs."""
+
+    def ended(self) -> str:
+        """How QEMU ended ("killed by SIGKILL", "exited 1: ..."); "" while it runs."""
 
     def answers(self, deadline: Deadline) -> bool:
         """True if the guest still runs a command over SSH; never raises."""
@@ -172,11 +186,20 @@ class MachineVM:
         deadline: Deadline,
         workers: int,
         check_timeout: float,
+        on_damage: Callable[[], None] | None = None,
     ) -> guestsuite.SuiteOutcome:
         return guestsuite.run_in_vm(
             self.machine, out.path, suite_args, deadline, workers=workers,
-            check_timeout=check_timeout,
+            check_timeout=check_timeout, on_damage=on_damage,
         )  # fmt: skip
+
+    def member(self, tag: str, deadline: Deadline) -> multivm.Member:
+        guestsuite.ship(self._guest(), deadline)
+        m = self.machine
+        return multivm.Member(tag, m.workdir / "ssh_config", m.name, m.console_log())
+
+    def ship(self, deadline: Deadline) -> None:
+        guestsuite.ship(self._guest(), deadline)
 
     def run_in_guest(self, argv: Sequence[str], deadline: Deadline) -> tuple[int, str, str]:
         r = self._guest().run(list(argv), deadline)
@@ -187,6 +210,9 @@ class MachineVM:
 
     def alive(self) -> bool:
         return self.machine.qemu is not None and self.machine.qemu.alive()
+
+    def ended(self) -> str:
+        return self.machine.qemu.ended() if self.machine.qemu is not None else ""
 
     def answers(self, deadline: Deadline) -> bool:
         if self.machine.guest is None:

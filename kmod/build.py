@@ -36,7 +36,14 @@ _MAKE_ERROR = re.compile(r"^make(?:\[\d+\])?: \*\*\* \[(?P<target>[^\]]+)\] Erro
 
 
 def ccache_dir() -> Path:
-    path = kmod_cache() / "ccache"
+    """The compiler cache: AUFS_HARNESS_CCACHE, else CACHE/kmod/ccache.
+
+    A hit is an object compiled from the same preprocessed input, so sharing one
+    compiler cache between otherwise separate caches (a bundle rebuilt in an
+    empty cache, several users) changes no output, only the time.
+    """
+    override = os.environ.get("AUFS_HARNESS_CCACHE")
+    path = Path(override) if override else kmod_cache() / "ccache"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -141,6 +148,7 @@ def build(tree: Path, jobs: int, logfile: Path, deadline: Deadline) -> BuildOutc
             env=env,
             logfile=logfile,
             check=False,
+            tree=True,
         )
     if res.returncode != 0:
         errors = first_errors(logfile.read_text(errors="replace"))

@@ -179,15 +179,16 @@ def make_config(
             [*make, f"KCONFIG_ALLCONFIG={frag_file}", "allnoconfig"],
             deadline=deadline,
             logfile=logfile,
+            tree=True,
         )
     elif base == "defconfig":
-        procs.run([*make, "defconfig"], deadline=deadline, logfile=logfile)
+        procs.run([*make, "defconfig"], deadline=deadline, logfile=logfile, tree=True)
         merged = parse_config((tree / ".config").read_text())
         merged.update(requested)
         (tree / ".config").write_text(format_config(merged))
     else:
         raise UserError(f"unknown config base {base!r}: use one of {', '.join(BASES)}")
-    procs.run([*make, "olddefconfig"], deadline=deadline, logfile=logfile)
+    procs.run([*make, "olddefconfig"], deadline=deadline, logfile=logfile, tree=True)
     final = parse_config((tree / ".config").read_text())
     dropped = verify(requested, final)
     if dropped:

@@ -9,7 +9,6 @@ failed with hunk numbers).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
@@ -20,6 +19,7 @@ from typing import Any, Literal
 from harness.core import procs
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
+from harness.core.store import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +188,6 @@ def parse_patch_output(output: str, hunks: dict[str, int] | None = None) -> list
         if m and not current.problem:
             current.problem = f"{m[1]} of {m[2]} hunks ignored"
     return files
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def apply_patch(tree: Path, patch: Path, logdir: Path, deadline: Deadline) -> PatchReport:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.core.deadline import Deadline
-from harness.core.store import Store, key_of
+from harness.core.store import Store, key_of, locked
 from kmod import aufs, build, config, patches, source, worktrees
 from kmod.source import kmod_cache
 from kmod.version import KernelVersion
@@ -146,6 +146,9 @@ def _kernel_info(ks: source.KernelSource) -> dict[str, str | None]:
         "identity": ks.identity,
         "origin": ks.origin,
         "pocket": ks.pocket,
+        "url": ks.url,
+        "sha256": ks.sha256,
+        "commit": ks.commit,
     }
 
 
@@ -292,7 +295,7 @@ def _produce(
     """Fill `out` with the artifacts, or raise _Failed with the result."""
     work = kmod_cache() / "work" / work_key
     work.parent.mkdir(parents=True, exist_ok=True)
-    with worktrees.lock(work):
+    with locked(worktrees.lock_path(work), f"kmod: another run is building in work tree {work}"):
         worktrees.mark_used(work)
         worktrees.prune(work.parent, worktrees.keep_count(), work)  # before the disk fills
         reports = _prepared(ks, choice, plan, work, clock, deadline)

@@ -36,6 +36,7 @@ from filelock import FileLock
 from harness.core import paths, procs
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
+from harness.core.store import file_sha256
 from kmod.version import KernelVersion, compare_debian, debian_kernel_version
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,11 @@ class KernelSource:
     package: str | None = None
     package_version: str | None = None
     pocket: str | None = None
+    # Where the source came from, precisely (facts, not cache key material: the
+    # identity is): the .deb's or tarball's URL and sha256, or the git commit.
+    url: str | None = None
+    sha256: str | None = None
+    commit: str | None = None
     # True for trees the harness unpacked into its cache and keeps read-only:
     # work trees may hard-link their files instead of copying them.
     owned: bool = False
@@ -446,9 +452,10 @@ class DebianSource:
     def _fetch(self, offer: Offer, deadline: Deadline) -> KernelSource:
         package, version = offer.package, offer.version
         tree_dir = kmod_cache() / "trees" / f"debian-{package}-{version}".replace(":", "_")
+        url, sha256 = self._package_file(package, version, deadline)
         if not (tree_dir / _READY).is_file():
             log.info("downloading %s", offer.describe())
-            tarball = self._download(package, version, deadline)
+            tarball = self._download(package, version, sha256, deadline)
             top = _unpack_tarball(tarball, tree_dir, deadline)
             shutil.rmtree(self.root / f"deb-{package}-{version}", ignore_errors=True)
         else:
@@ -462,10 +469,31 @@ class DebianSource:
             package=package,
             package_version=version,
             pocket=offer.pockets[0],
+            url=url,
+            sha256=sha256,
             owned=True,
         )
 
-    def _download(self, package: str, version: str, deadline: Deadline) -> Path:
+    def _package_file(self, package: str, version: str, deadline: Deadline) -> tuple[str, str]:
+        """The .deb's URL and sha256 as the apt index gives them (`apt-get
+        download --print-uris`: nothing is downloaded), remembered per version.
+        InfraError when apt names no such file."""
+        memo = self.root / "debs" / f"{package}_{version.replace(':', '%3a')}.uri.json"
+        try:
+            known = json.loads(memo.read_text())
+            return str(known["url"]), str(known["sha256"])
+        except (OSError, ValueError, KeyError):
+            pass
+        out = procs.run(
+            ["apt-get", "-q", *self._apt_options(), "download", "--print-uris",
+             f"{package}={version}"],
+            deadline=deadline,
+        ).stdout  # fmt: skip
+        url, sha256 = parse_print_uris(out)
+        memo.write_text(json.dumps({"url": url, "sha256": sha256}))
+        return url, sha256
+
+    def _download(self, package: str, version: str, sha256: str, deadline: Deadline) -> Path:
         debs = self.root / "debs"
         found = sorted(debs.glob(f"{package}_{version.replace(':', '%3a')}_*.deb"))
         if not found:
@@ -479,6 +507,13 @@ class DebianSource:
             if not found:
                 raise InfraError(f"apt-get download {package} left no .deb in {debs}")
         deb = found[-1]
+        got = file_sha256(deb)
+        if got != sha256:
+            deb.unlink()
+            raise InfraError(
+                f"{deb.name} has sha256 {got}, the apt index says {sha256}: a broken download "
+                "or mirror; run again"
+            )
         extract = self.root / f"deb-{package}-{version}"
         tarballs = sorted(extract.glob("usr/src/linux-source-*.tar.*"))
         if not tarballs:
@@ -488,6 +523,18 @@ class DebianSource:
         if not tarballs:
             raise InfraError(f"{deb.name} holds no usr/src/linux-source-*.tar.*")
         return tarballs[0]
+
+
+_PRINT_URIS = re.compile(r"^'(?P<url>[^']+)'\s+\S+\s+\d+\s+SHA256:(?P<sha>[0-9a-f]{64})\s*$", re.M)
+
+
+def parse_print_uris(text: str) -> tuple[str, str]:
+    """(URL, sha256) of the one file `apt-get download --print-uris` names
+    ("'URL' NAME SIZE SHA256:HEX"). InfraError when it names none."""
+    m = _PRINT_URIS.search(text)
+    if m is None:
+        raise InfraError(f"apt-get --print-uris named no file with a SHA256: {text[:200]!r}")
+    return m["url"], m["sha"]
 
 
 # --------------------------------------------------------------------------- tarball
@@ -509,11 +556,7 @@ class TarballSource:
         local = downloads / f"{_digest(self.url)}-{name}"
         if not local.is_file():
             self._download(local, deadline)
-        sha = hashlib.sha256()
-        with open(local, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                sha.update(block)
-        digest = sha.hexdigest()
+        digest = file_sha256(local)
         top = _unpack_tarball(local, kmod_cache() / "trees" / f"tarball-{digest[:24]}", deadline)
         return KernelSource(
             spec=self.url,
@@ -521,6 +564,8 @@ class TarballSource:
             version=KernelVersion.from_makefile(top),
             identity=f"tarball:sha256={digest}",
             origin=self.url,
+            url=self.url,
+            sha256=digest,
             owned=True,
         )
 
@@ -583,6 +628,8 @@ class GitSource:
             version=KernelVersion.from_makefile(top),
             identity=f"git:{commit}",
             origin=f"{self.url} at {self.ref} ({commit[:12]})",
+            url=self.url,
+            commit=commit,
             owned=True,
         )
 

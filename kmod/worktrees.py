@@ -35,8 +35,13 @@ def keep_count() -> int:
     return keep
 
 
+def lock_path(work: Path) -> Path:
+    """The lock a run holds while it prepares or builds in `work`."""
+    return Path(str(work) + ".lock")
+
+
 def lock(work: Path) -> FileLock:
-    return FileLock(str(work) + ".lock")
+    return FileLock(str(lock_path(work)))
 
 
 def last_used(work: Path) -> float:

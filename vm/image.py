@@ -16,15 +16,22 @@ depend on who built it. No file of the tree is read as its owner outside a
 namespace, and nothing needs root.
 
 The image boots with the harness's own init (vm/templates/guest-init.sh.j2)
-instead of systemd, and its initramfs loads only the virtio, ext4 and vfat
-drivers with one modprobe, without udev. The image also carries `vmlinux`: the
+instead of systemd, and with the harness's own initramfs instead of Debian's
+(vm/templates/initramfs-init.sh.j2, packed by the customize hook): a static
+busybox and the virtio, ext4 and vfat modules of the image's kernel, no udev,
+no modprobe. The image also carries `vmlinux`: the
 very same kernel, decompressed out of vmlinuz, booted through its PVH entry
 point, which skips the in-guest XZ decompression. `Image.kernel` names the
 file to boot.
 
-Measured under TCG (QEMU 7.2, -smp 1, 2-core host; QEMU CPU seconds until
-`ssh true` returns, which host load does not inflate; wall time at load ~2):
-  this image: 5.9 s CPU, 6.1 s wall
+Measured by bench/boot.py (QEMU 7.2, TCG, -smp 2, 2-core host at load 14-18;
+QEMU CPU seconds until SSH answers, which host load hardly inflates; medians of
+3, alternating with the image before the harness's own initramfs):
+  this image, qboot, pci=noacpi: 5.4 s CPU, 12.8 s wall
+  the previous one (Debian's initramfs trimmed to MODULES=list, no udev; the
+  harness init on dash; SeaBIOS): 8.2 s CPU, 24.6 s wall
+Earlier figures (-smp 1, load ~2, the previous image):
+  that image: 5.9 s CPU, 6.1 s wall
   the same, booting vmlinuz instead of the PVH vmlinux: 9.1 s CPU, 9.4 s wall
   the same, with Debian's stock initramfs (MODULES=most, udev): ~13 s CPU
   stock systemd boot of the same packages: ~32 s CPU, ~36 s wall
@@ -70,14 +77,17 @@ SECURITY_MIRROR_ENV = "AUFS_HARNESS_DEBIAN_SECURITY_MIRROR"
 UNSTABLE_SUITES = ("sid",)
 VARIANT = "minbase"
 
-# What the guest needs: the stock kernel and its initramfs, the harness init's
-# tools (util-linux, iproute2, kmod, openssh-server, udev), the suite's
+# What the guest needs: the stock kernel (linux-image needs an initramfs tool,
+# though the harness boots its own initramfs), busybox-static (the harness's
+# initramfs and init run on it: a static binary execs in a fraction of the time
+# of a dynamically linked one under TCG), the harness init's tools (kmod,
+# openssh-server, udev, util-linux, iproute2 for the suite), the suite's
 # interpreter and the filesystems and tools the checks use. pytest comes from
 # the host (xdist ships it), never from Debian.
 BASE_PACKAGES = (
     "linux-image-amd64",
     "initramfs-tools",
-    "lz4",
+    "busybox-static",
     "udev",
     "openssh-server",
     "python3",
@@ -109,20 +119,26 @@ GUEST_ADDRESS = "10.0.2.15/24"  # QEMU user networking's defaults
 GATEWAY = "10.0.2.2"
 DNS = "10.0.2.3"
 DEFAULT_HOSTNAME = "aufs-vm"
-# Loaded by the initramfs with one modprobe: the root disk, and what the init
-# needs next (network, seed). virtio_mmio too, for microvm-style machines.
+# Packed into the harness's initramfs (with what they depend on) and loaded
+# there: the root disk (crc32c_generic: ext4 and jbd2 ask the crypto API for
+# crc32c, and the initramfs has no modprobe to load it on demand), what the
+# init needs next (network, seed) and the entropy device (a 5.10 guest's crng
+# waits seconds without it).
 INITRAMFS_MODULES = (
     "virtio_pci",
-    "virtio_mmio",
     "virtio_blk",
+    "crc32c_generic",
     "ext4",
     "virtio_net",
     "vfat",
     "nls_cp437",
     "nls_ascii",
+    "virtio_rng",
 )
 LATE_MODULES = ("virtio_net", "vfat", "nls_cp437", "nls_ascii")
-INITRAMFS_COMPRESS = "lz4"
+ROOT_FSTYPE = "ext4"
+ROOT_WAIT_S = 10  # the initramfs gives up on a root device that has not appeared
+HARNESS_INITRD = "harness-initrd.img"  # in the tree's /boot, built by the customize hook
 KEX_ALGORITHMS = (
     "curve25519-sha256",
     "curve25519-sha256@libssh.org",
@@ -141,6 +157,12 @@ CMDLINE = (
     "cryptomgr.notests",
     "net.ifnames=0",
 )
+
+# Added for the image's own (Debian) kernel only: pci=noacpi routes PCI
+# interrupts by the firmware's table instead of ACPI's link devices, whose AML
+# costs about half a second per virtio device when virtio_pci loads under TCG
+# (the harness's aufs kernels have no ACPI, and no such option).
+STOCK_CMDLINE = ("pci=noacpi",)
 
 T = TypeVar("T")
 
@@ -233,9 +255,6 @@ class ImageRecipe:
     def templates(self) -> dict[str, str]:
         """Every rendered file of the recipe, by its name in the hook directory."""
         return {
-            "hooks/essential.sh": templates.render(
-                "image-essential.sh.j2", compress=INITRAMFS_COMPRESS
-            ),
             "hooks/customize.sh": templates.render(
                 "image-customize.sh.j2",
                 init_path=INIT_PATH,
@@ -244,10 +263,12 @@ class ImageRecipe:
                 kex_algorithms=KEX_ALGORITHMS,
                 default_hostname=DEFAULT_HOSTNAME,
                 dns=DNS,
+                modules=INITRAMFS_MODULES,
+                initrd_name=HARNESS_INITRD,
             ),
             "hook-files/harness-init": render_init(),
-            "hook-files/initramfs-hook": templates.render(
-                "initramfs-hook.sh.j2", modules=INITRAMFS_MODULES
+            "hook-files/initramfs-init": templates.render(
+                "initramfs-init.sh.j2", root_fstype=ROOT_FSTYPE, root_wait_s=ROOT_WAIT_S
             ),
         }
 
@@ -461,7 +482,7 @@ def _build_in(
     ]
     step.run(
         f"mmdebstrap of {len(recipe.packages)} packages",
-        lambda: run(argv, deadline=deadline, logfile=logfile),
+        lambda: run(argv, deadline=deadline, logfile=logfile, tree=True),
     )
     release, vmlinuz, initrd = step.run("finding the kernel", lambda: _find_kernel(tree))
     # The namespace's root may write only files others may write: created here
@@ -498,8 +519,6 @@ def _build_in(
     for name, path in files.items():
         path.chmod(0o644)
         _move(path, out / name, deadline, logfile)
-    if not _is_lz4(out / INITRD):
-        log.warning("image: the initrd is not lz4-compressed (slower boot under TCG)")
     pvh = step.run(
         "extracting a PVH vmlinux",
         lambda: extract_vmlinux(out / VMLINUZ, out / VMLINUX, deadline),
@@ -615,27 +634,10 @@ def _find_kernel(tree: Path) -> tuple[str, Path, Path]:
         names = ", ".join(k.name for k in kernels) or "none"
         raise InfraError(f"expected one kernel in /boot of the image, found {names}")
     release = kernels[0].name.removeprefix("vmlinuz-")
-    initrd = tree / "boot" / f"initrd.img-{release}"
+    initrd = tree / "boot" / HARNESS_INITRD
     if not initrd.is_file():
         raise InfraError(f"the image has kernel {release} but no /boot/{initrd.name}")
     return release, kernels[0], initrd
-
-
-def _is_lz4(path: Path) -> bool:
-    """Whether the main archive of an initrd is lz4 (legacy frame, as the kernel reads it).
-
-    Uncompressed early archives (microcode, or trixie's early cpio) come first.
-    """
-    data = path.read_bytes()
-    pos = 0
-    while data.startswith(b"070701", pos):
-        end = data.find(b"TRAILER!!!", pos)
-        if end < 0:
-            return False
-        pos = end + len(b"TRAILER!!!")
-        while pos < len(data) and data[pos] == 0:
-            pos += 1
-    return data.startswith(b"\x02\x21\x4c\x18", pos)
 
 
 def _last_error(logfile: Path) -> str:

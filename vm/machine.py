@@ -29,6 +29,7 @@ from vm.qemu import (
     LaunchSpec,
     QemuProcess,
     free_port,
+    kernel_firmware,
     kill_pid,
     make_overlay,
     port_taken,
@@ -75,6 +76,9 @@ NO_DATASOURCE_RE = re.compile(r"DataSourceNone\b")
 # lines would be here too (with console=ttyS0 not last, they go elsewhere).
 USERSPACE_RE = re.compile(r"Reached target|Started ")
 SEED_IGNORED = "so the NoCloud seed (user, SSH key, host key) was ignored"
+# Seconds between two reads of the console while waiting for the ready marker:
+# short against a boot of a few seconds, long against reading a ~40 KB file.
+CONSOLE_POLL = 0.02
 
 
 def cloud_init_failure(console: str) -> str | None:
@@ -123,6 +127,9 @@ class BootSpec:
     # Provisioned by the image's own cloud-init from the NoCloud seed (a user's
     # image), not by the harness's init: its console is read for cloud-init's fate.
     cloud_init: bool = False
+    # A direct kernel boot starts from qboot instead of SeaBIOS when QEMU has it
+    # (vm.qemu.kernel_firmware); False keeps SeaBIOS (bench/boot.py's "before").
+    fast_firmware: bool = True
 
 
 @dataclass
@@ -165,8 +172,26 @@ def vms_root() -> Path:
     return root
 
 
+# A VM's copy-on-write disk overlay lives in the state dir and grows with what
+# the guest writes (3-20 MB in a suite run); QEMU meeting ENOSPC there pauses the
+# guest, which then looks like a VM that stopped answering.
+MIN_STATE_FREE_MB = 128
+
+
+def check_state_space(need_mb: int = MIN_STATE_FREE_MB) -> None:
+    """InfraError in one line when the state dir has less than `need_mb` MB free."""
+    where = state_dir()
+    free = shutil.disk_usage(where).free >> 20
+    if free < need_mb:
+        raise InfraError(
+            f"the state directory {where} is full ({free} MB free; a VM's disk overlay needs "
+            f"{need_mb} MB or more there): free space there or point AUFS_HARNESS_STATE elsewhere"
+        )
+
+
 def preflight(ssh_port: int | None = None) -> None:
     """Fail fast, before any long work, on what would stop a VM from starting."""
+    check_state_space()
     qemu_binary()
     qemu_img()
     which("mkfs.vfat", "dosfstools")
@@ -260,6 +285,7 @@ class Machine:
             seed=seed,
             memory_mb=self.memory_mb,
             smp=self.smp,
+            firmware=kernel_firmware() if self.boot.kernel and self.boot.fast_firmware else None,
         )
         self._write_ssh_config(port, client.private, hostkey.public_line)
         self._t0 = time.monotonic()
@@ -364,7 +390,7 @@ class Machine:
             if not alive():
                 raise InfraError("the VM exited before it was ready")
             deadline.check(f"waiting for {marker!r} on the console")
-            time.sleep(0.1)
+            time.sleep(CONSOLE_POLL)
 
     def console_log(self) -> Path:
         return self.workdir / "console.log"

@@ -57,6 +57,7 @@ class LaunchSpec:
     seed: Path | None = None
     memory_mb: int = 1024
     smp: int = 2
+    firmware: Path | None = None  # -bios; None: QEMU's default (SeaBIOS)
 
     def argv(self, qemu: str) -> list[str]:
         return templates.render_argv(
@@ -76,7 +77,21 @@ class LaunchSpec:
             disk=self.disk,
             seed=self.seed,
             ssh_port=self.ssh_port,
+            firmware=self.firmware,
         )
+
+
+# qboot: a firmware that only starts the kernel QEMU was given (bzImage or PVH
+# ELF), with the same ACPI and MP tables as SeaBIOS and none of its disk and
+# option-ROM work. Debian's qemu-system-data ships it.
+QBOOT = "qboot.rom"
+FIRMWARE_DIRS = (Path("/usr/share/qemu"), Path("/usr/share/seabios"))
+
+
+def kernel_firmware(dirs: tuple[Path, ...] = FIRMWARE_DIRS) -> Path | None:
+    """The firmware for a direct kernel boot: qboot's path, or None (then
+    SeaBIOS) when this QEMU has none."""
+    return next((d / QBOOT for d in dirs if (d / QBOOT).is_file()), None)
 
 
 def make_overlay(base: Path, base_format: str, overlay: Path, deadline: Deadline) -> None:
@@ -188,6 +203,19 @@ class QemuProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def ended(self) -> str:
+        """How QEMU ended, "" while it runs: "killed by SIGKILL" (from outside:
+        the harness stops it with SIGTERM first), or "exited 1: <its last line>"."""
+        code = self.proc.poll()
+        if code is None:
+            return ""
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exited {code}: {_last(self.qemu_output())}"
 
     def qemu_output(self) -> str:
         return self.stderr_log.read_text(errors="replace") if self.stderr_log.exists() else ""

@@ -164,8 +164,11 @@ class Guest:
         deadline: Deadline,
         check: bool = False,
         stdin: bytes | None = None,
+        hold_stdin: bool = False,
     ) -> Result:
-        """Run argv in the guest (quoted for its shell); never hang past `deadline`."""
+        """Run argv in the guest (quoted for its shell); never hang past `deadline`.
+        `hold_stdin`: keep the command's stdin open while it runs (a command that
+        ends itself when it closes, procs.tie_to_stdin, then dies with the connection)."""
         command = shlex.join(argv)
         try:
             transport = self.client.get_transport()
@@ -176,7 +179,8 @@ class Guest:
             chan.exec_command(command)
             if stdin is not None:
                 chan.sendall(stdin)
-            chan.shutdown_write()
+            if not hold_stdin:
+                chan.shutdown_write()
             out, err = bytearray(), bytearray()
             while True:
                 drained = self._drain(chan, out, err)

@@ -16,6 +16,7 @@ from typing import Any
 
 from harness import argcheck
 from harness import scenario as scenarios
+from harness.bootspec import image_facts
 from harness.commands.common import add_vm_options
 from harness.core.deadline import Deadline
 from harness.core.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK, HarnessError, TargetFailure
@@ -161,6 +162,8 @@ def rerun(
                 report.extra["build"] = build.to_json()
             image, line = stored_image(cell, deadline)
             print(line)
+            # the store keeps an image under its key: rootfs is <store>/<key>/rootfs.img
+            report.extra["image"] = image_facts(cell.target(), image.rootfs.parent.name)
             boot = boot_spec(cell, image, build)
 
             def new_vm() -> SuiteVM:

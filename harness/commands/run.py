@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness import argcheck
+from harness import argcheck, multivm
 from harness import scenario as scenarios
 from harness.buildargs import add_build_options, spec_from_args
 from harness.commands.common import add_vm_options, finish
 from harness.core.errors import UserError
+from harness.core.procs import tie_to_stdin
 from harness.keptvm import enter_lines
 from harness.results import TargetReport
 from harness.resultsdir import ResultsDir
@@ -71,10 +72,30 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         f"the checks it cost (default: {FRESH_VMS}; 0: leave them skipped)",
     )
     p.add_argument(
+        "--vms",
+        default="1",
+        metavar="N|CPUSxMB,...",
+        help="boot several VMs of the target's kernel for one suite run: a count (each of "
+        "--smp CPUs and --memory MB) or one CPUSxMB per VM, e.g. 1x512,2x1024 (default: 1)",
+    )
+    p.add_argument(
+        "--dist",
+        choices=multivm.DISTS,
+        default="load",
+        help="with --vms: load shares the checks out among the VMs (pytest-xdist, one --tx per "
+        "VM worker); each runs every check on every VM, results keyed per VM (check@vmK)",
+    )
+    p.add_argument(
         "--keep-vm",
         action="store_true",
         help="leave the VM running afterwards as a named VM (`vm list`, `vm ssh`, `vm down`; "
         "the damaged one, too: no fresh VM then); Ctrl-C keeps nothing",
+    )
+    p.add_argument(
+        "--tied-to-stdin",
+        action="store_true",
+        help="end the run (its VMs stopped) when standard input closes: for a caller over SSH "
+        "(matrix run --hosts), whose dropped connection closes it",
     )
     p.add_argument(
         "suite_args",
@@ -105,6 +126,9 @@ def main(args: argparse.Namespace) -> int:
         build = scenarios.with_fragment(build) if build is not None else None
         distro = scenarios.DOCKER_DISTRO if args.distro == DEFAULT_DISTRO else args.distro
     target = Target(distro=distro, image=args.image, build=build, scenario=args.scenario)
+    group = vm_group(args, memory)
+    if args.tied_to_stdin:
+        tie_to_stdin()
     preflight()
     results = ResultsDir.new(args.results)
     opts = RunOptions(
@@ -119,6 +143,7 @@ def main(args: argparse.Namespace) -> int:
         keep_vm=args.keep_vm,
         fresh_vms=args.fresh_vms,
         check_timeout=args.check_timeout,
+        group=group,
     )
     reports: list[TargetReport] = []
     with results.kept_on_interrupt(reports):
@@ -126,6 +151,19 @@ def main(args: argparse.Namespace) -> int:
     code = finish(reports, results)
     print_kept(reports)
     return code
+
+
+def vm_group(args: argparse.Namespace, memory_mb: int) -> multivm.VMGroup | None:
+    """--vms/--dist as a VMGroup; None for one VM (the runner's own loop).
+    Raises UserError for a bad --vms or a combination that cannot work."""
+    shapes = multivm.parse_vms(args.vms, args.smp, memory_mb)
+    if len(shapes) == 1 and args.dist == "load":
+        return None
+    if args.keep_vm:
+        raise UserError("--keep-vm keeps one VM: use it without --vms/--dist each")
+    if args.scenario != scenarios.SUITE:
+        raise UserError(f"--scenario {args.scenario} runs on one VM: leave out --vms/--dist each")
+    return multivm.VMGroup(shapes, args.dist)
 
 
 def print_kept(reports: list[TargetReport]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import platformdirs
@@ -32,3 +34,44 @@ def data_dir() -> Path:
     path = Path(override) if override else Path(platformdirs.user_data_dir(APP))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def disk_full(target: Path, what: str, results: Path | None = None) -> str:
+    """One line for a full disk: which of the harness's directories (cache,
+    state, results) holds `target`, what is free there and the fix. `what`:
+    "no space left" or "quota exceeded"."""
+    target = target.resolve()
+    places = [("cache", cache_dir()), ("state", state_dir())]
+    if results is not None:
+        places.append(("results", results))
+    name, where = next(
+        ((n, d.resolve()) for n, d in places if target.is_relative_to(d.resolve())),
+        ("", target if target.is_dir() else target.parent),
+    )
+    try:
+        free = shutil.disk_usage(where).free >> 20
+    except OSError:
+        free = -1
+    label = f"the {name} directory {where}" if name else str(where)
+    return (
+        f"{label} is full ({what}, {free} MB free) while writing {target}: "
+        "free space there or point the harness elsewhere (AUFS_HARNESS_CACHE, "
+        "AUFS_HARNESS_STATE, --results); nothing half-written was kept"
+    )
+
+
+def fullest(candidates: Sequence[str], below_mb: int = 64) -> Path | None:
+    """Of the paths a child was given (its argv, its cwd), the first that exists
+    (itself or its parent) on a filesystem with less than `below_mb` MB free:
+    where a child that said "No space left on device" was writing."""
+    for raw in candidates:
+        if not raw.startswith("/"):
+            continue
+        path = Path(raw)
+        for where in (path, path.parent):
+            try:
+                if shutil.disk_usage(where).free >> 20 < below_mb:
+                    return path
+            except OSError:
+                continue
+    return None

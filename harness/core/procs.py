@@ -26,10 +26,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from harness.core import paths
 from harness.core.deadline import Deadline
 from harness.core.errors import DeadlineExceeded, InfraError, UserError
 
@@ -108,6 +111,32 @@ def spawn(
     )
 
 
+# After stdin closed: the orderly stop (SIGINT: VMs stopped, results written)
+# gets this long before the process kills itself (its children die with it).
+TIED_GRACE = 60.0
+
+
+def tie_to_stdin(stream: IO[bytes] | None = None) -> threading.Thread:
+    """End this process when `stream` (default: stdin) reaches end of file: a
+    caller over SSH holds it open, and its going away (the connection dropped,
+    sshd killed) closes it, where no signal reaches a command run without a
+    terminal. SIGINT first (an orderly Ctrl-C), then SIGKILL after TIED_GRACE s;
+    children spawned here die with it (spawn's parent-death signal)."""
+    source = stream if stream is not None else sys.stdin.buffer
+
+    def wait() -> None:
+        while source.read(65536):
+            pass
+        log.error("standard input closed: the caller is gone; stopping the run and its VMs")
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(TIED_GRACE)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    thread = threading.Thread(target=wait, name="tied-to-stdin", daemon=True)
+    thread.start()
+    return thread
+
+
 def which(program: str, package: str) -> str:
     """The path of `program`, or a UserError naming the Debian package to install."""
     path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
@@ -141,12 +170,19 @@ def run(
     logfile: Path | None = None,
     check: bool = True,
     stdin: str | None = None,
+    tree: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run argv to completion within `deadline`.
 
     With `logfile`, stdout and stderr go there (appended) and the result holds
     no output; otherwise both are captured as text. With `check`, a non-zero
     exit raises InfraError naming the command and its last stderr line.
+    `tree`: the child forks a tree of its own (make's sub-makes and compilers,
+    mmdebstrap's apt and dpkg). The parent-death signal reaches the child
+    alone, so a Guard kills its whole group if the harness dies.
+    A child that failed saying "No space left on device" raises InfraError
+    naming the full directory, even with check=False (a full disk is never the
+    target's failure).
     """
     args = [os.fspath(a) for a in argv]
     log.debug("run: %s", shlex.join(args))
@@ -172,6 +208,7 @@ def run(
         )
     except FileNotFoundError as exc:
         raise UserError(f"{args[0]} not found: install it (make deps)") from exc
+    guard = Guard(proc.pid) if tree else None
     try:
         stdout, stderr = proc.communicate(input=stdin, timeout=deadline.remaining() or 0.001)
     except subprocess.TimeoutExpired as exc:
@@ -184,9 +221,13 @@ def run(
         kill_group(proc)
         raise
     finally:
+        if guard is not None:
+            guard.release()
         if logf is not None:
             logf.close()
     result = subprocess.CompletedProcess(args, proc.returncode, stdout or "", stderr or "")
+    if proc.returncode != 0:
+        _raise_if_disk_full(args, cwd, stderr or "", logfile)
     if check and proc.returncode != 0:
         tail = (stderr or "").strip().splitlines()
         where = f"; log: {logfile}" if logfile else ""
@@ -195,10 +236,31 @@ def run(
     return result
 
 
+def _raise_if_disk_full(
+    args: Sequence[str], cwd: Path | None, stderr: str, logfile: Path | None
+) -> None:
+    """A child that failed saying ENOSPC (pip, mmdebstrap, qemu-img, make writing
+    in the cache): InfraError in the one line a full disk gets (paths.disk_full),
+    naming the directory, instead of the child's last line."""
+    tail = stderr[-4000:]
+    if logfile is not None:
+        with contextlib.suppress(OSError), open(logfile, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4000))
+            tail += f.read().decode(errors="replace")
+    if "No space left on device" not in tail and "Disk quota exceeded" not in tail:
+        return
+    candidates = [a.split("=", 1)[-1] for a in args[1:]] + [str(cwd or Path.cwd())]
+    target = paths.fullest(candidates)
+    if target is not None:
+        what = "no space left" if "No space left" in tail else "quota exceeded"
+        raise InfraError(f"{paths.disk_full(target, what)} ({Path(args[0]).name} said so)")
+
+
 # A guard process for a child that must outlive the harness only once it is
-# ready (a `vm up` VM): while the harness holds the guard's stdin open, nothing
-# happens; when the harness dies (any way: SIGKILL too), the pipe reaches EOF
-# and the guard kills the child's process group. release() disarms it.
+# ready (a `vm up` VM), or whose own children must die with it (run(tree=True)):
+# while the harness holds the guard's stdin open, nothing happens; when the
+# harness dies (any way: SIGKILL too), the pipe reaches EOF and the guard kills
+# the child's process group. release() disarms it.
 _GUARD = """
 import os, signal, sys
 pgid = int(sys.argv[1])

@@ -34,7 +34,8 @@ META = "meta.json"
 HASH_ALWAYS = 64 << 20  # bytes
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file's content, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -48,7 +49,7 @@ def fingerprint(root: Path) -> dict[str, list[Any]]:
     for path in sorted(root.rglob("*")):
         if path.is_file() and not path.is_symlink() and path.name != META:
             st = path.stat()
-            files[str(path.relative_to(root))] = [st.st_size, _sha256(path), st.st_mtime_ns]
+            files[str(path.relative_to(root))] = [st.st_size, file_sha256(path), st.st_mtime_ns]
     return files
 
 
@@ -64,9 +65,26 @@ def verify(root: Path, files: Mapping[str, Sequence[Any]]) -> str | None:
         if st.st_size != size:
             return f"{rel} is {st.st_size} bytes, {size} when stored (truncated or overwritten)"
         mtime = rest[0] if rest else None
-        if (size <= HASH_ALWAYS or st.st_mtime_ns != mtime) and _sha256(path) != digest:
+        if (size <= HASH_ALWAYS or st.st_mtime_ns != mtime) and file_sha256(path) != digest:
             return f"{rel} does not match its checksum"
     return None
+
+
+@contextlib.contextmanager
+def locked(path: Path, waiting: str) -> Iterator[None]:
+    """Hold the file lock at `path`. When another process holds it first (a
+    concurrent run building the same kernel or image: waits can be minutes),
+    log `waiting` + "; waiting for it" once, so a wait is never silent."""
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("%s; waiting for it", waiting)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def key_of(inputs: Mapping[str, Any]) -> str:
@@ -116,16 +134,21 @@ class Store:
             problem = verify(final, files) or ""
         if not problem:
             return Entry(key, final, hit=True)
+        if not locked:
+            # Look again under the lock before removing anything: what looked
+            # corrupted may be another run removing it, and by the time we hold
+            # the lock that run may have published a good entry (seen in the
+            # fault campaign: the waiting run deleted the fresh image, and the
+            # run that built it could not boot it).
+            with self._locked(key):
+                return self._checked(key, locked=True)
         log.warning(
             "%s: entry %s is corrupted (%s): removed, it will be rebuilt",
             self.root.name,
             key,
             problem,
         )
-        if locked:
-            shutil.rmtree(final, ignore_errors=True)
-        else:
-            self.discard(key)
+        shutil.rmtree(final, ignore_errors=True)
         return None
 
     def _seal(self, final: Path, meta: dict[str, Any]) -> None:
@@ -176,20 +199,11 @@ class Store:
                 raise
         return Entry(key, self.path(key), hit=False)
 
-    @contextlib.contextmanager
-    def _locked(self, key: str) -> Iterator[None]:
-        """Hold the key's lock; say so when another process holds it first
-        (a concurrent run building the same kernel or image): waits can be long."""
-        lock = FileLock(str(self.root / f".{key}.lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            log.info("%s: another process is producing %s; waiting for it", self.root.name, key)
-            lock.acquire()
-        try:
-            yield
-        finally:
-            lock.release()
+    def _locked(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the key's lock, saying so when another process holds it first."""
+        return locked(
+            self.root / f".{key}.lock", f"{self.root.name}: another process is producing {key}"
+        )
 
     def _sweep(self, key: str) -> None:
         """Remove temporaries of dead producers of this key (we hold its lock)."""

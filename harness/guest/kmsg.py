@@ -74,6 +74,93 @@ FATAL = re.compile(
     r"INFO: task \S.* blocked for more than \d+ seconds"
 )
 
+#: kernel/hung_task.c check_hung_task(): "INFO: task <comm>:<pid> blocked for more than
+#: <n> seconds." It repeats for the same task at every check interval while the task
+#: stays blocked (up to kernel.hung_task_warnings times, 10 by default).
+HUNG_TASK = re.compile(
+    r"INFO: task (?P<comm>.+):(?P<pid>\d+) blocked for more than (?P<secs>\d+) seconds"
+)
+#: sched_show_task(), printed right after it: "task:<comm> state:D stack:... pid:<pid>
+#: ppid:<ppid> flags:..." (5.10 and 6.x; the numbers are padded with spaces).
+TASK_STATE = re.compile(
+    r"task:(?P<comm>.*?)\s+state:(?P<state>\S).*?\bpid:\s*(?P<pid>\d+)\s+ppid:\s*(?P<ppid>\d+)"
+)
+#: where a line's kernel timestamp ends: "[   54.179340] "
+_STAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+#: lines that continue a task report after its INFO line: indented lines (stack
+#: frames, "Not tainted"), and the fixed headings of sched_show_task()/show_regs()
+_REPORT_PART = re.compile(
+    r"^(\s|Not tainted|Tainted:|\"echo 0|task:|Call Trace:|</?TASK>|RIP:|RSP:|RAX:|RDX:|RBP:|"
+    r"R10:|R13:|Code:)"
+)
+
+
+@dataclass(frozen=True)
+class BlockedTask:
+    """A task the hung-task detector reported: its comm, pid and, when the report's
+    sched_show_task() line was seen, its parent's pid (0 when not)."""
+
+    comm: str
+    pid: int
+    ppid: int = 0
+
+
+def blocked_tasks(lines: list[str]) -> dict[int, BlockedTask]:
+    """Every task hung-task reports in these kernel lines name, once per pid, with
+    the parent pid from the report's task line when present."""
+    found: dict[int, BlockedTask] = {}
+    for line in lines:
+        m = HUNG_TASK.search(line)
+        if m:
+            pid = int(m.group("pid"))
+            found.setdefault(pid, BlockedTask(m.group("comm"), pid))
+            continue
+        t = TASK_STATE.search(line)
+        if t and int(t.group("pid")) in found:
+            pid = int(t.group("pid"))
+            found[pid] = BlockedTask(found[pid].comm, pid, int(t.group("ppid")))
+    return found
+
+
+def collapse_hung_reports(text: str) -> str:
+    """The kernel log with each task's repeated hung-task reports collapsed into its
+    first: the later reports of the same pid (INFO line, task line, stack,
+    registers) are left out, and one line after the first report's INFO line says
+    how often and up to how many seconds it was reported. Other lines stay as they
+    are, in order."""
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    first_at: dict[int, int] = {}  # pid -> index in out of its first INFO line
+    repeats: dict[int, tuple[int, str]] = {}  # pid -> (times again, last seconds)
+    skipping = False
+    for line in lines:
+        m = HUNG_TASK.search(line)
+        if m:
+            pid = int(m.group("pid"))
+            if pid in first_at:
+                times, _ = repeats.get(pid, (0, ""))
+                repeats[pid] = (times + 1, m.group("secs"))
+                skipping = True
+                continue
+            first_at[pid] = len(out)
+            skipping = False
+            out.append(line)
+            continue
+        if skipping and _REPORT_PART.match(_STAMP.sub("", line, count=1)):
+            continue
+        skipping = False
+        out.append(line)
+    for pid, index in sorted(first_at.items(), key=lambda item: -item[1]):
+        if pid in repeats:
+            times, secs = repeats[pid]
+            note = (
+                f"(the same hung-task report for pid {pid} repeated {times} more "
+                f"time{'s' if times > 1 else ''}, up to {secs} seconds blocked: left out)\n"
+            )
+            out.insert(index + 1, note)
+    return "".join(out)
+
+
 #: "VFS: Busy inodes after unmount of loopN": that loop device must not be reused.
 BUSY_LOOP = re.compile(r"Busy inodes after unmount of loop(\d+)")
 
@@ -91,6 +178,8 @@ class CheckFacts:
         lines while its own assertions passed).
     workers: xdist workers sharing the kernel when it ran (above 1, another
         check may be the author of the kernel's complaint).
+    pid: the process id of the worker that ran the check (0: not recorded), which
+        the host matches against the task a hung-task report names.
     lines: the suspicious kernel lines; taint_added: letters of new taint bits.
     """
 
@@ -99,6 +188,7 @@ class CheckFacts:
     workers: int = 1
     lines: list[str] = field(default_factory=list)
     taint_added: str = ""
+    pid: int = 0
 
     @property
     def shared_kernel(self) -> bool:
@@ -111,6 +201,7 @@ class CheckFacts:
             "workers": self.workers,
             "lines": list(self.lines),
             "taint_added": self.taint_added,
+            "pid": self.pid,
         }
 
     @classmethod
@@ -124,6 +215,7 @@ class CheckFacts:
             workers=int(data.get("workers", 1) or 1),
             lines=[str(x) for x in data.get("lines", [])],
             taint_added=str(data.get("taint_added", "")),
+            pid=int(data.get("pid", 0) or 0),
         )
 
     def merge(self, other: CheckFacts) -> CheckFacts:
@@ -134,6 +226,7 @@ class CheckFacts:
             workers=max(self.workers, other.workers),
             lines=self.lines + [x for x in other.lines if x not in self.lines],
             taint_added="".join(sorted(set(self.taint_added + other.taint_added))),
+            pid=self.pid or other.pid,
         )
 
 

@@ -45,6 +45,7 @@ def remote_args(cell: Cell, accel: str, memory_mb: int, smp: int) -> list[str]:
         "--smp", str(smp), "--boot-timeout", str(t.boot), "--workers", str(cell.workers),
         "--suite-timeout", str(t.suite), "--check-timeout", str(t.check),
         "--fresh-vms", str(cell.fresh_vms), "--branch-fs", ",".join(cell.branch_fs),
+        "--vms", cell.vms, "--dist", cell.dist,
     ]  # fmt: skip
     if cell.kernel_cmdline:
         raise UserError(f"cell {cell.name}: kernel_cmdline cannot yet be run on a remote host")

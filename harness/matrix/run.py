@@ -21,13 +21,14 @@ from pathlib import Path
 from harness import scenario as scenarios
 from harness.core.atomic import write_atomic
 from harness.core.deadline import Deadline
-from harness.core.errors import HarnessError, UserError
+from harness.core.errors import HarnessError, UserError, interruption
 from harness.hosts import Host
 from harness.matrix import placement
 from harness.matrix.baseline import Baseline
 from harness.matrix.reporter import Reporter
 from harness.matrix.spec import Cell, Matrix
 from harness.matrix.verdict import apply_baseline, matrix_exit_code
+from harness.multivm import VMGroup, parse_vms
 from harness.progress import listening
 from harness.results import ERROR, Stage, TargetReport, junit_xml
 from harness.resultsdir import JUNIT_XML, ResultsDir
@@ -102,8 +103,18 @@ def run_options(cell: Cell, results: ResultsDir, machine: MachineOptions) -> Run
         results_dir=results.root, accel=machine.accel, memory_mb=memory_mb(cell, machine),
         smp=machine.smp, workers=cell.workers, boot_timeout=t.boot, suite_timeout=t.suite,
         check_timeout=t.check, suite_args=suite_args(cell), fresh_vms=cell.fresh_vms,
-        run_timeout=t.cell,
+        run_timeout=t.cell, group=vm_group(cell, machine),
     )  # fmt: skip
+
+
+def vm_group(cell: Cell, machine: MachineOptions) -> VMGroup | None:
+    """A cell's `vms`/`dist` as the runner's VMGroup (None: one VM, as `run`)."""
+    shapes = parse_vms(cell.vms, machine.smp, memory_mb(cell, machine))
+    if len(shapes) == 1 and cell.dist == "load":
+        return None
+    if cell.scenario != scenarios.SUITE:
+        raise UserError(f"cell {cell.name}: scenario {cell.scenario} runs on one VM: drop vms/dist")
+    return VMGroup(shapes, cell.dist)
 
 
 def prebuild(cells: tuple[Cell, ...], slots: int) -> None:
@@ -250,7 +261,7 @@ def _not_run_marker(matrix: Matrix, reports: list[TargetReport]) -> Callable[[Ba
 
     def mark(exc: BaseException) -> None:
         done = {r.target for r in reports}
-        why = f"not run: the matrix was interrupted ({type(exc).__name__})"
+        why = f"not run: the matrix was {interruption(exc)}"
         for cell in matrix.cells:
             if cell.name not in done:
                 report = TargetReport(target=cell.name, verdict=ERROR, reason=why)

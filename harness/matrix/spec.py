@@ -50,6 +50,8 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "workers": 2,
     "fresh_vms": FRESH_VMS,
     "scenario": "suite",
+    "vms": 1,
+    "dist": "load",
 }
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -87,6 +89,8 @@ class Cell:
     workers: int = 2
     fresh_vms: int = FRESH_VMS
     scenario: str = "suite"  # or "docker": harness.scenario
+    vms: str = "1"  # `run --vms`: a count or "CPUSxMB,..." (harness.multivm.parse_vms)
+    dist: str = "load"  # `run --dist`
 
     @property
     def stock(self) -> bool:
@@ -266,6 +270,8 @@ def _cell(raw: dict[str, Any], where: str) -> Cell:
         workers=raw["workers"],
         fresh_vms=raw["fresh_vms"],
         scenario=raw["scenario"],
+        vms=",".join(raw["vms"]) if isinstance(raw["vms"], list) else str(raw["vms"]),
+        dist=raw["dist"],
     )
 
 

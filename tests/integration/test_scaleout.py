@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -29,11 +30,14 @@ from vm.image import Image
 from vm.keys import generate
 
 SSHD = Path("/usr/sbin/sshd")
+DROP_EMPTIES = 45.0  # seconds h1 has to end its run once its sshd died
 REPO = Path(__file__).parents[2]
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not SSHD.exists(), reason="needs root (ip netns) and openssh-server"
 )
 
+# test_two outlasts the wait for h1 to empty after its drop (DROP_EMPTIES): a
+# run that merely went on to its natural end would fail that wait.
 FAKE_CHECKS = """
 import time
 
@@ -41,7 +45,7 @@ def test_one():
     time.sleep(2)
 
 def test_two():
-    time.sleep(2)
+    time.sleep(75)
 
 def test_three():
     pass
@@ -236,8 +240,19 @@ def test_a_matrix_over_two_hosts_survives_one_dropping(
                 assert time.monotonic() - t0 < 600, "h1 never started a VM"
                 time.sleep(1)
             time.sleep(5)
-            kill_all_in(lab.hosts["h1"])
+            # h1's sshd dies (listener and sessions): the connection drops, and the
+            # run there, QEMU and all, must end by itself (run --tied-to-stdin)
+            for pid in netns_pids(lab.hosts["h1"]):
+                if b"sshd" in _cmdline(pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             dropped_at = time.monotonic() - t0
+            left = netns_pids(lab.hosts["h1"])
+            while left and time.monotonic() - t0 - dropped_at < DROP_EMPTIES:
+                time.sleep(1)
+                left = netns_pids(lab.hosts["h1"])
+            assert not left, f"left running on h1 after its sshd died: {_cmdlines(left)}"
+            emptied = time.monotonic() - t0 - dropped_at
             code = ctl.wait(1200)
         finally:
             if ctl.poll() is None:
@@ -261,9 +276,14 @@ def test_a_matrix_over_two_hosts_survives_one_dropping(
         assert (cell_dir / "vm-1" / "pytest.log").exists() or list(cell_dir.rglob("pytest.log"))
     assert code == 2, log[-2000:]  # an infrastructure error among the cells
     fact.append(
-        f"scale-out: {on}; h1 dropped at {dropped_at:.0f}s: {dropped[0]['reason'][:120]}; "
+        f"scale-out: {on}; h1's sshd killed at {dropped_at:.0f}s, nothing left on h1 "
+        f"{emptied:.1f}s later: {dropped[0]['reason'][:120]}; "
         f"matrix took {time.monotonic() - t0:.0f}s"
     )
+
+
+def _cmdlines(pids: list[int]) -> list[str]:
+    return [_cmdline(p).replace(b"\0", b" ").decode(errors="replace")[:120] for p in pids]
 
 
 def _cmdline(pid: int) -> bytes:
@@ -271,3 +291,53 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+MANY = 30  # checks in the overhead measurement's cell
+
+
+@pytest.mark.skipif(
+    os.environ.get("AUFS_HARNESS_BENCH_HOSTS") != "1",
+    reason="a measurement, not a check: bench/matrix.py --host-overhead runs it "
+    "(AUFS_HARNESS_BENCH_HOSTS=1)",
+)
+def test_overhead_of_going_through_a_host(
+    bookworm: Image, lab: Lab, tmp_path: Path, fact: list[str]
+) -> None:
+    """One cell of MANY trivial checks run here and through h1, alternated twice:
+    wall times, and the difference per check."""
+    (tmp_path / "guest" / "suite" / "test_many.py").write_text(
+        f"import pytest\n\n@pytest.mark.parametrize('i', range({MANY}))\n"
+        "def test_many(i):\n    pass\n"
+    )
+    matrix = tmp_path / "one.toml"
+    matrix.write_text(
+        'version = 1\nname = "overhead"\n[[include]]\nname = "many"\nkernel = "stock"\n'
+        'branch_fs = ["tmpfs"]\nsuite_args = ["-k", "many"]\nworkers = 1\nfresh_vms = 0\n'
+    )
+    only_h1 = tmp_path / "h1.toml"  # one host: the cell cannot go elsewhere
+    only_h1.write_text("[[host]]" + lab.inventory.read_text().split("[[host]]")[1])
+    common = ["--quiet", "--no-history", "--accel", "tcg", "--memory", "768", "--smp", "1"]
+    program = [sys.executable, str(tmp_path / "fake_harness.py"), "matrix", "run", str(matrix)]
+    walls: dict[str, list[float]] = {"direct": [], "host": []}
+    for rep in range(2):
+        for how in ("direct", "host"):
+            results = tmp_path / f"{how}-{rep}"
+            argv = [*program, "--results", str(results), *common]
+            if how == "host":
+                argv = ["ip", "netns", "exec", lab.ctl, *argv, "--hosts", str(only_h1)]
+            t0 = time.monotonic()
+            done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=1800)
+            walls[how].append(time.monotonic() - t0)
+            report = json.loads((results / "latest" / "report.json").read_text())
+            (cell,) = report["targets"]
+            assert cell["verdict"] == "passed", (how, cell["reason"], done.stderr[-2000:])
+            assert len(cell["checks"]) == MANY
+    direct, host = (statistics.median(walls[k]) for k in ("direct", "host"))
+    line = (
+        f"host overhead: one cell of {MANY} checks: direct {walls['direct']} s, through h1 "
+        f"{walls['host']} s; medians {direct:.1f} vs {host:.1f} s: {host - direct:+.1f} s "
+        f"per cell, {(host - direct) / MANY:+.2f} s per check (load {os.getloadavg()[0]:.1f})"
+    )
+    print(line)
+    fact.append(line)

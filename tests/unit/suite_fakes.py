@@ -3,7 +3,7 @@ guest reports them, and a recording fake of harness.suitevm.SuiteVM."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from harness.core.deadline import Deadline
 from harness.core.errors import InfraError
 from harness.guest.kmsg import CheckFacts
 from harness.guestsuite import SuiteOutcome
+from harness.multivm import GroupOutcome, Member, Shape
 from harness.results import FAILED, SKIPPED, CheckResult
 from harness.resultsdir import VMDir
 from harness.suitevm import SuiteVM
@@ -60,10 +61,13 @@ class Script:
 
     outcome: SuiteOutcome | None
     alive: bool = True  # QEMU still runs after the suite
+    ended: str = ""  # how QEMU ended, when not alive ("killed by SIGKILL")
     answers: bool = True  # SSH still runs a command after the suite
     console: str = "[    0.0] Linux version 6.1.0-fake\n"
     evidence: str = ""  # what sysrq w and dmesg print
     console_evidence: str = ""  # what sysrq through QMP made the console print
+    damage_shows: bool = False  # the console shows damage while the suite runs (on_damage)
+    boots: bool = True  # False: SSH never answers
 
 
 @dataclass
@@ -81,9 +85,35 @@ class Fleet:
     stopped: int = 0
     discarded: int = 0
     kept: int = 0
+    shipped_ahead: int = 0
+    loaded: int = 0
     # The guest's answers to `python3 .../dockerd.py ACTION` (the docker scenario), by action.
     guest_answers: dict[str, str] = field(default_factory=dict)
     guest_calls: list[list[str]] = field(default_factory=list)
+    # Several VMs at once (harness.vmgroup): each controller run's per-VM
+    # outcomes, in member order, and what each run was asked.
+    rounds: list[list[SuiteOutcome]] = field(default_factory=list)
+    group_calls: list[dict[str, Any]] = field(default_factory=list)
+    shapes: list[str] = field(default_factory=list)  # of the VMs booted through shaped()
+
+    def shaped(self, shape: Shape) -> SuiteVM:
+        self.shapes.append(str(shape))
+        return self()
+
+    def run_group(
+        self, members: Sequence[Member], files: VMDir, suite_args: Sequence[str],
+        deadline: Deadline, dist: str = "load", workers: int = 1, check_timeout: float = 300.0,
+    ) -> GroupOutcome:  # fmt: skip
+        names = [a.rsplit("::", 1)[-1] for a in suite_args if a.startswith("--deselect=")]
+        self.group_calls.append(
+            {"vms": [m.tag for m in members], "deselected": names, "workers": workers,
+             "dist": dist, "files": files.path}
+        )  # fmt: skip
+        if not self.rounds:
+            raise AssertionError(f"round {len(self.group_calls)} ran, but none was scripted")
+        per_vm = self.rounds.pop(0)
+        assert len(per_vm) == len(members), (len(per_vm), [m.tag for m in members])
+        return GroupOutcome(per_vm, files.pytest_log)
 
     def __call__(self) -> SuiteVM:
         if not self.scripts:
@@ -115,25 +145,35 @@ class FakeVM:
         self.console.write_text(self.script.console)
 
     def wait_ssh(self, deadline: Deadline) -> None:
-        pass
+        if not self.script.boots:
+            raise InfraError("the VM never answered SSH within 1s")
 
     def kernel_release(self, deadline: Deadline) -> str:
         return "6.1.0-fake"
 
     def load(self, needs: Sequence[Needed]) -> dict[str, dict[str, Any]]:
+        self.fleet.loaded += 1
         return {}
 
     def run_suite(
         self, out: VMDir, suite_args: Sequence[str], deadline: Deadline, workers: int,
-        check_timeout: float,
+        check_timeout: float, on_damage: Callable[[], None] | None = None,
     ) -> SuiteOutcome:  # fmt: skip
         names = [a.rsplit("::", 1)[-1] for a in suite_args if a.startswith("--deselect=")]
         self.fleet.deselected.append(names)
         self.fleet.workers.append(workers)
         self.fleet.dirs.append(out.path)
         self.fleet.suite_deadlines.append(deadline.remaining())
+        if self.script.damage_shows and on_damage is not None:
+            on_damage()
         assert self.script.outcome is not None
         return self.script.outcome
+
+    def member(self, tag: str, deadline: Deadline) -> Member:
+        return Member(tag, self.console.parent / f"ssh_config.{tag}", tag, self.console)
+
+    def ship(self, deadline: Deadline) -> None:
+        self.fleet.shipped_ahead += 1
 
     def run_in_guest(self, argv: Sequence[str], deadline: Deadline) -> tuple[int, str, str]:
         self.fleet.guest_calls.append(list(argv))
@@ -144,6 +184,9 @@ class FakeVM:
 
     def alive(self) -> bool:
         return self.script.alive
+
+    def ended(self) -> str:
+        return "" if self.script.alive else self.script.ended
 
     def answers(self, deadline: Deadline) -> bool:
         return self.script.answers

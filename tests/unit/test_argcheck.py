@@ -31,6 +31,7 @@ BAD_NUMBERS = [
     (["suite", "--local", "--timeout", "0"], "--timeout", "0", "seconds from 30"),
     (["kmod", "build", "--kernel", "debian:bullseye", "-j", "abc"], "-j", "'abc'", "make jobs"),
     (["kmod", "build", "--kernel", "debian:bullseye", "--timeout", "1"], "--timeout", "1", "60"),
+    (["kmod", "build", "--kernel", "debian:bullseye", "-j", "0"], "-j", "0", "1 to 1024"),
 ]
 
 
@@ -160,3 +161,29 @@ def test_full_disk_is_one_line(
     assert main(["run"]) == 2
     line = one_error_line(capsys)
     assert "the cache directory" in line and "is full" in line and "MB free" in line
+
+
+# The matrix and baseline files of bench/faults.py's bad inputs: checked against
+# their schemas before any cell starts.
+BAD_FILES = [
+    ("matrix", '[[cell]]\nname = "x"\n', "cell: unknown key; allowed keys:"),
+    ("matrix", "not toml [\n", "not valid TOML"),
+    ("baseline", "[[known]]\ncheck = 5\n", "version: required"),
+]
+
+
+@pytest.mark.parametrize(("kind", "text", "said"), BAD_FILES)
+def test_bad_matrix_or_baseline_file(
+    kind: str, text: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / f"{kind}.toml"
+    bad.write_text(text)
+    argv = (
+        ["matrix", "run", str(bad)]
+        if kind == "matrix"
+        else ["matrix", "run", "--baseline", str(bad)]
+    )
+    assert main([*argv, "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"aufs-harness: usage error: {bad}: {said}"), err[0]

@@ -30,7 +30,13 @@ def _cell(tmp_path: Path) -> Cell:
     report.checks = [CheckResult("suite/test_a.py::test_x[aufs-ext4]", FAILED, message="no")]
     report.extra["build"] = {
         "key": entry.key,
-        "kernel": {"package": "linux-source-5.10", "package_version": "5.10.223-1"},
+        "kernel": {
+            "package": "linux-source-5.10",
+            "package_version": "5.10.223-1",
+            "pocket": "bullseye",
+            "url": "http://deb.debian.org/debian/pool/main/l/linux/linux-source-5.10_5.10.223-1_all.deb",
+            "sha256": "f733d27d239d65598d96d7a72f71ac50f49f2380192a1b3b4ca2f5ad5144dd63",
+        },
         "aufs": {
             "url": str(tmp_path / "src" / "aufs.bundle"),
             "branch": "aufs5.10.140",
@@ -65,6 +71,11 @@ def test_a_bundle_holds_the_sources_and_nothing_of_this_machine(tmp_path: Path) 
     assert manifest["aufs"]["commit"] == "0c55dd9dcf13d5de98218aca4b1a6ad1181acb33"
     assert manifest["failed_checks"] == ["suite/test_a.py::test_x[aufs-ext4]"]
     assert len(manifest["config_sha256"]) == 64
+    kernel = manifest["kernel"]
+    assert (kernel["package"], kernel["package_version"], kernel["pocket"]) == (
+        "linux-source-5.10", "5.10.223-1", "bullseye")  # fmt: skip
+    assert kernel["sha256"].startswith("f733d27d") and kernel["sha256"] in texts["reproduce.sh"]
+    assert manifest["image"] == {"key": "a" * 24, "suite": "bookworm", "scenario": "suite"}
     assert "--fixup-dir fixups" in texts["reproduce.sh"]
     # the bundled report is a cell repro can read: pinned, from the bundle's own files
     top = next((tmp_path / "unpacked").iterdir())

@@ -87,6 +87,7 @@ def test_remote_args_are_run_options_then_the_suite_after_dashes() -> None:
     args = placement.remote_args(cell("c", suite_args=("-k", "x")), "tcg", 768, 1)
     assert args[:4] == ["--distro", "bookworm", "--accel", "tcg"]
     assert args[args.index("--branch-fs") + 1] == "tmpfs"
+    assert args[args.index("--vms") :][:4] == ["--vms", "1", "--dist", "load"]
     assert args[args.index("--") :] == ["--", "--driver=overlay", "-k", "x"]
     aufs = Cell(name="a", kernel="debian:bullseye", distro="bullseye", drivers=("aufs",),
                 branch_fs=("tmpfs",), aufs_src="/src", aufs_options=("SHWH=n",))  # fmt: skip

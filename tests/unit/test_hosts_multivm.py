@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
@@ -12,16 +10,45 @@ from harness import multivm
 from harness.core.errors import UserError
 
 
-def vm(name: str) -> Any:
-    return SimpleNamespace(name=name, workdir=Path(f"/s/{name}"))
+def vm(name: str) -> multivm.Member:
+    return multivm.Member(name, Path(f"/s/{name}/ssh_config"), name, Path(f"/s/{name}/console"))
 
 
-def test_one_tx_per_vm_with_its_own_ssh_config() -> None:
-    txs = multivm.tx_specs([vm("a"), vm("b")], workers=2)
+def test_one_tx_per_worker_named_after_its_vm_with_its_own_ssh_config() -> None:
+    txs = multivm.tx_specs([vm("vm1"), vm("vm2")], workers=2)
+    tail = "//python=python3//chdir=/opt/aufs-harness//env:AUFS_HARNESS_KERNEL_WORKERS=2"
     assert txs == [
-        "2*ssh=-F /s/a/ssh_config a//python=python3//chdir=/opt/aufs-harness",
-        "2*ssh=-F /s/b/ssh_config b//python=python3//chdir=/opt/aufs-harness",
+        f"ssh=-F /s/vm1/ssh_config vm1//id=vm1w1{tail}",
+        f"ssh=-F /s/vm1/ssh_config vm1//id=vm1w2{tail}",
+        f"ssh=-F /s/vm2/ssh_config vm2//id=vm2w1{tail}",
+        f"ssh=-F /s/vm2/ssh_config vm2//id=vm2w2{tail}",
     ]
+
+
+def test_events_split_by_the_vm_of_their_worker() -> None:
+    members = [vm("vm1"), vm("vm10")]  # vm1's prefix must not take vm10's workers
+    events = [
+        {"event": "start", "nodeid": "t::a", "worker": "vm1w1"},
+        {"event": "start", "nodeid": "t::b", "worker": "vm10w1"},
+        {"event": "report", "nodeid": "t::a", "worker": "vm1w1", "when": "setup"},
+        {"event": "worker-down", "worker": "vm10w1", "error": "EOF"},
+        {"event": "start", "nodeid": "t::c", "worker": ""},  # no worker known: nobody's
+    ]
+    per = multivm.split_events(events, members)
+    assert [len(p) for p in per] == [2, 2]
+    assert {e["nodeid"] for e in per[1] if "nodeid" in e} == {"t::b"}
+
+
+def test_a_hung_check_is_blamed_on_its_own_vm(tmp_path: Path) -> None:
+    members = [vm("vm1"), vm("vm2")]
+    watch = multivm.GroupWatch(members, check_timeout=100.0)
+    events = [
+        {"event": "start", "nodeid": "t::quick", "worker": "vm1w1", "t": 990.0},
+        {"event": "start", "nodeid": "t::stuck", "worker": "vm2w1", "t": 850.0},
+    ]
+    assert watch.check(events, 1000.0) == [1]
+    assert watch.hung[1][0] == "t::stuck"
+    assert watch.check(events, 1100.0) == [0]  # later, vm1's own check; vm2 is not named twice
 
 
 @pytest.mark.parametrize("dist", ["load", "each"])

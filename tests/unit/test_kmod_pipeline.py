@@ -356,3 +356,16 @@ def test_debian_pocket_in_result_and_output(
     assert "again:   aufs-harness kmod build --kernel debian:bullseye=5.10.262-1 " in out
     r = pipeline.run(spec(tree, repo, fixup_dir=fixups), D())
     assert r.kernel["pocket"] is None and r.aufs["distance"].startswith("aufs5.10.140 targets")
+
+
+def test_the_compiler_cache_can_be_shared_between_caches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kmod.build import ccache_dir, make_env
+
+    monkeypatch.setenv("AUFS_HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("AUFS_HARNESS_CCACHE", raising=False)
+    assert ccache_dir() == tmp_path / "cache" / "kmod" / "ccache"
+    monkeypatch.setenv("AUFS_HARNESS_CCACHE", str(tmp_path / "shared-ccache"))
+    assert make_env(tmp_path / "tree")["CCACHE_DIR"] == str(tmp_path / "shared-ccache")
+    assert (tmp_path / "shared-ccache").is_dir()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.core import paths
+from harness.core import paths, procs
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
 from kmod import source
@@ -39,6 +39,7 @@ def test_tarball_from_file_url(tmp_path: Path) -> None:
     ks = source.fetch(tarball.as_uri(), D())
     assert str(ks.version) == "5.10.223"
     assert ks.identity.startswith("tarball:sha256=")
+    assert ks.identity == f"tarball:sha256={ks.sha256}" and ks.url == tarball.as_uri()
     assert ks.owned
     assert ks.tree.name == "linux-5.10.223"
     assert paths.cache_dir() in ks.tree.parents
@@ -60,6 +61,7 @@ def test_git_source(tmp_path: Path) -> None:
     ks = source.fetch(f"git+{repo}@v6.1", D())
     assert str(ks.version) == "6.1.0"
     assert ks.identity == f"git:{git(repo, 'rev-parse', 'HEAD')}"
+    assert (ks.url, ks.commit) == (str(repo), git(repo, "rev-parse", "HEAD"))
     with pytest.raises(UserError, match="names no branch"):
         source.fetch(f"git+{repo}@v9.9", D())
 
@@ -224,6 +226,46 @@ def test_debian_offers_are_remembered_while_lists_stay(monkeypatch: pytest.Monke
     write(lists / "deb.debian.org_debian_dists_bullseye_main_binary-amd64_Packages", "y")
     deb.resolve(D())
     assert len(asked) == 2  # new lists, asked again
+
+
+PRINT_URIS = (
+    "'http://deb.debian.org/debian/pool/main/l/linux/linux-source-5.10_5.10.223-1_all.deb' "
+    "linux-source-5.10_5.10.223-1_all.deb 121562870 "
+    "SHA256:f733d27d239d65598d96d7a72f71ac50f49f2380192a1b3b4ca2f5ad5144dd63\n"
+)
+
+
+def test_the_deb_url_and_sha256_come_from_the_index_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert source.parse_print_uris(PRINT_URIS) == (
+        "http://deb.debian.org/debian/pool/main/l/linux/linux-source-5.10_5.10.223-1_all.deb",
+        "f733d27d239d65598d96d7a72f71ac50f49f2380192a1b3b4ca2f5ad5144dd63",
+    )
+    with pytest.raises(InfraError, match="named no file"):
+        source.parse_print_uris("E: Can't find a source to download version '9' of 'x'\n")
+    deb = source.DebianSource.from_spec("debian:bullseye=5.10.223-1")
+    deb._prepare()
+    asked: list[list[str]] = []
+
+    def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        asked.append([str(a) for a in argv])
+        return subprocess.CompletedProcess(argv, 0, PRINT_URIS, "")
+
+    monkeypatch.setattr(procs, "run", run)
+    first = deb._package_file("linux-source-5.10", "5.10.223-1", D())
+    assert first == source.parse_print_uris(PRINT_URIS)
+    assert asked[0][-3:] == ["download", "--print-uris", "linux-source-5.10=5.10.223-1"]
+    assert deb._package_file("linux-source-5.10", "5.10.223-1", D()) == first
+    assert len(asked) == 1  # remembered: a warm build asks apt nothing
+
+
+def test_a_deb_that_differs_from_the_index_is_refused() -> None:
+    deb = source.DebianSource.from_spec("debian:bullseye=5.10.223-1")
+    deb._prepare()
+    got = deb.root / "debs" / "linux-source-5.10_5.10.223-1_all.deb"
+    got.write_bytes(b"not the package")
+    with pytest.raises(InfraError, match="the apt index says 0000"):
+        deb._download("linux-source-5.10", "5.10.223-1", "0" * 64, D())
+    assert not got.exists()  # the next run downloads it again
 
 
 def test_tarball_version_from_its_name() -> None:

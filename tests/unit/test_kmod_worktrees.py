@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from harness.core.errors import UserError
+from harness.core.store import locked
 from kmod import worktrees
 
 
@@ -44,3 +47,27 @@ def test_keep_count_refuses_nonsense(raw: str, monkeypatch: pytest.MonkeyPatch) 
         worktrees.keep_count()
     monkeypatch.setenv(worktrees.KEEP_ENV, "5")
     assert worktrees.keep_count() == 5
+
+
+def test_waiting_for_a_work_tree_another_run_holds_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run whose work tree another run is building waits, and says so: it
+    sat silent for minutes behind another engineer's make (fault campaign)."""
+    work = tmp_path / "work" / "k"
+    work.parent.mkdir()
+    held, done = threading.Event(), threading.Event()
+
+    def other_run() -> None:
+        with worktrees.lock(work):
+            held.set()
+            done.wait(10)
+
+    other = threading.Thread(target=other_run)
+    other.start()
+    assert held.wait(10)
+    threading.Timer(0.3, done.set).start()
+    with caplog.at_level(logging.INFO), locked(worktrees.lock_path(work), f"building in {work}"):
+        pass
+    other.join(10)
+    assert [r.getMessage() for r in caplog.records] == [f"building in {work}; waiting for it"]

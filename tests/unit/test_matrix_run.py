@@ -134,8 +134,8 @@ def test_ctrl_c_marks_the_cells_not_run_and_writes_the_report(
     jsonschema.validate(document, schema.load_schema(schema.REPORT))
     reasons = {t["target"]: (t["verdict"], t["reason"]) for t in document["targets"]}
     assert reasons["bookworm-stock"] == ("passed", "")
-    assert reasons["trixie-stock"] == ("error", "interrupted (KeyboardInterrupt)")
-    assert reasons["aufs"] == ("error", "not run: the matrix was interrupted (KeyboardInterrupt)")
+    assert reasons["trixie-stock"] == ("error", "interrupted by SIGINT (Ctrl-C)")
+    assert reasons["aufs"] == ("error", "not run: the matrix was interrupted by SIGINT (Ctrl-C)")
 
 
 def test_progress_lines(

@@ -189,3 +189,26 @@ def test_the_shipped_default_matrix_loads(tmp_path: Path) -> None:
     assert (aufs.name, aufs.kernel, aufs.distro) == (
         "bullseye-aufs5.10.140-tmpfs+ext4", "debian:bullseye=5.10.223-1", "bullseye",
     )  # fmt: skip
+
+
+def test_vms_and_dist_reach_the_runner(tmp_path: Path) -> None:
+    from harness.matrix import run as matrix_run
+    from harness.multivm import Shape, VMGroup
+    from harness.resultsdir import ResultsDir
+
+    path = write(tmp_path, STOCK + '    vms = ["1x512", "2x1024"]\n    dist = "each"\n')
+    cell = spec.load(path, env={}).cells[0]
+    assert (cell.vms, cell.dist) == ("1x512,2x1024", "each")
+    opts = matrix_run.run_options(cell, ResultsDir(tmp_path), matrix_run.MachineOptions())
+    assert opts.group == VMGroup((Shape(1, 512), Shape(2, 1024)), "each")
+    plain = spec.load(write(tmp_path, STOCK), env={}).cells[0]
+    assert (
+        matrix_run.run_options(plain, ResultsDir(tmp_path), matrix_run.MachineOptions()).group
+        is None
+    )
+    assert "include.0.vms: 'three' is not allowed; VMs of" in error_of(
+        write(tmp_path, STOCK + "    vms = 'three'\n")
+    )
+    assert "include.0.dist: 'loadfile' is not allowed" in error_of(
+        write(tmp_path, STOCK + "    dist = 'loadfile'\n")
+    )

@@ -6,14 +6,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from harness import keptvm
+from harness.bootspec import image_facts, image_recipe
 from harness.core.errors import UserError
+from harness.core.store import key_of
+from harness.matrix import schema
 from harness.repro import Cell, find_cell, keyword_args, select_checks, spec_from_reproducer
 from harness.results import FAILED, PASSED, CheckResult, Stage, TargetReport
 from harness.resultsdir import ResultsDir
 from harness.runner import Stop
+from harness.targets import Target
 from tests.unit.suite_fakes import c, outcome
 from tests.unit.test_runner import fleet, run_vms
 from vm.machine import vms_root
@@ -96,6 +101,28 @@ def test_cell_facts_for_the_suite() -> None:
                                           "drivers": ["aufs"]}))  # fmt: skip
     assert axes.distro == "trixie"
     assert axes.suite_args() == ["--branch-fs=xfs", "--driver=aufs"]
+
+
+def test_the_recorded_image_and_scenario_are_what_repro_boots(tmp_path: Path) -> None:
+    docker = Target(distro="bullseye", scenario="docker")
+    facts = image_facts(docker)
+    assert facts == {"key": key_of(image_recipe(docker).inputs()), "suite": "bullseye",
+                     "scenario": "docker", "user_image": None}  # fmt: skip
+    assert facts["key"] != image_facts(Target(distro="bullseye"))["key"]  # docker's packages
+    cell = Cell(Path("/r"), _report(image=facts))
+    assert cell.image_key == facts["key"]  # not the stage note's older key
+    assert cell.target() == docker
+    assert cell.distro == "bullseye" and cell.scenario == "docker"
+    # a report of an older harness: the stage note's key, the suite scenario
+    old = Cell(Path("/r"), _report())
+    assert (old.image_key, old.scenario) == ("802d6dfab2865ba11c68df76", "suite")
+    image = tmp_path / "disk.qcow2"
+    image.write_bytes(b"")
+    assert image_facts(Target(image=image))["user_image"] == "disk.qcow2"
+    document = schema.load_schema(schema.REPORT)
+    image_schema = document["$defs"]["cell_report"]["properties"]["extra"]["properties"]["image"]
+    for facts in (image_facts(docker), image_facts(Target(image=image))):
+        jsonschema.validate(facts, image_schema)
 
 
 def test_checks_to_rerun() -> None:

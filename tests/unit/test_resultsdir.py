@@ -49,7 +49,7 @@ def test_an_interrupt_still_writes_the_reports(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt), results.kept_on_interrupt([report], report.interrupted):
         raise KeyboardInterrupt
     (written,) = json.loads(results.report_json.read_text())["targets"]
-    assert (written["verdict"], written["reason"]) == ("error", "interrupted (KeyboardInterrupt)")
+    assert (written["verdict"], written["reason"]) == ("error", "interrupted by SIGINT (Ctrl-C)")
     assert results.junit_xml.exists()
 
 

@@ -266,6 +266,17 @@ def test_a_kernel_that_dies_under_one_check_names_it(tmp_path: Path) -> None:
     assert report.reason == f"VM 1: the kernel died ({PANIC}); 1 fresh VM(s) ran the checks left"
 
 
+def test_a_panic_declared_hung_is_a_death_not_a_hang(tmp_path: Path) -> None:
+    """A check panicked the guest through /proc/sysrq-trigger (fault campaign):
+    the suite declared it hung DAMAGED_GRACE later, and the verdict read
+    'suite/test_fault.py::test_panics_the_guest hung' without the panic."""
+    died = outcome(c("ok", PASSED), c("x", HUNG), hung="suite/t.py::x")
+    fake = fleet(tmp_path, Script(died, answers=False, console=PANIC + "\n"))
+    report = run_vms(fake, tmp_path, Stop.KEEP_VM, keep_vm=True)
+    assert report.verdict == FAILED
+    assert report.reason == f"the guest kernel died under suite/t.py::x: {PANIC}"
+
+
 def test_a_kernel_that_dies_under_two_checks_blames_neither(tmp_path: Path) -> None:
     died = outcome(c("x", HUNG), c("y", HUNG))
     fake = fleet(tmp_path, Script(died, answers=False, console=PANIC + "\n"))
@@ -280,6 +291,8 @@ def test_a_kernel_that_dies_under_two_checks_blames_neither(tmp_path: Path) -> N
     [
         (Script(outcome(c("a", PASSED)), alive=False, answers=False),
          "the VM died during the suite (see console.log)"),
+        (Script(outcome(c("a", PASSED)), alive=False, answers=False, ended="killed by SIGKILL"),
+         "the VM died during the suite: QEMU killed by SIGKILL (see console.log)"),
         (Script(outcome(c("a", PASSED)), answers=False),
          "SSH to the guest dropped during the suite"),
         (Script(outcome(c("a", PASSED)) ), "xdist worker crashed: gw0: node down"),
@@ -303,6 +316,14 @@ def test_blocked_tasks_pairs_each_task_with_its_workqueue() -> None:
     text = "task:a state:D\nWorkqueue: events f\ntask:b   state:D\n"
     assert runner.blocked_tasks(text) == "a blocked in f; b blocked"
     assert runner.blocked_tasks("sysrq: Show Blocked State\n") == ""
+    # the hung-task report and sysrq w both show pid 110: named once
+    twice = (
+        "task:python3 state:D stack: 0 pid: 110 ppid: 91 flags:0x0\n"
+        "task:kworker/0:1 state:D stack: 0 pid: 7 ppid: 2 flags:0x0\nWorkqueue: events g\n"
+        "task:python3 state:D stack: 0 pid: 110 ppid: 91 flags:0x0\n"
+        "task:sleeper state:S stack: 0 pid: 5 ppid: 1 flags:0x0\n"
+    )
+    assert runner.blocked_tasks(twice) == "python3 blocked; kworker/0:1 blocked in g"
 
 
 def failed(status: str, details: list[str]) -> BuildResult:

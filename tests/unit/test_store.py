@@ -116,6 +116,38 @@ def test_corrupted_entry_is_removed_and_rebuilt(
     assert "does not match its checksum" in caplog.text
 
 
+def test_an_entry_rebuilt_while_we_waited_is_not_removed(tmp_path: Path) -> None:
+    """Two runs of one corrupted image at once (fault campaign): run B saw the
+    entry half-removed by run A and removed it again once A had rebuilt it, so
+    A could not boot its image and B built it a second time. What looked
+    corrupted is looked at again under the lock."""
+    import threading
+
+    store = Store(tmp_path / "s")
+
+    def build(d: Path) -> None:
+        (d / "vmlinuz").write_bytes(b"kernel" * 1000)
+
+    entry = store.get_or_build({"k": 3}, build)
+    good = (entry.path / "vmlinuz").read_bytes()
+    (entry.path / "vmlinuz").unlink()  # run A removing it
+    held, restore = threading.Event(), threading.Event()
+
+    def run_a() -> None:  # holds the lock, then publishes a good entry again
+        with store._locked(entry.key):
+            held.set()
+            restore.wait(10)
+            (entry.path / "vmlinuz").write_bytes(good)
+
+    a = threading.Thread(target=run_a)
+    a.start()
+    assert held.wait(10)
+    threading.Timer(0.3, restore.set).start()
+    found = store.lookup(entry.key)  # run B
+    a.join(10)
+    assert found is not None and (entry.path / "vmlinuz").read_bytes() == good
+
+
 def test_entry_from_before_checksums_is_sealed(tmp_path: Path) -> None:
     store = Store(tmp_path / "s")
 

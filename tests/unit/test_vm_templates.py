@@ -9,7 +9,7 @@ import pytest
 
 from tests.unit.golden import check_golden
 from vm import templates
-from vm.qemu import LaunchSpec
+from vm.qemu import LaunchSpec, kernel_firmware
 from vm.seed import SeedInput, render_files
 
 SEED = SeedInput(
@@ -52,6 +52,20 @@ def test_qemu_argv_disk_boot_has_no_kernel() -> None:
     argv = spec(kernel=None, initrd=None, cmdline=()).argv("qemu-system-x86_64")
     check_golden("qemu.argv.disk", "\n".join(argv) + "\n")
     assert "-kernel" not in argv and "-append" not in argv
+
+
+def test_qemu_argv_firmware_only_when_given() -> None:
+    argv = spec(firmware=Path("/usr/share/qemu/qboot.rom")).argv("qemu-system-x86_64")
+    assert argv[argv.index("-bios") + 1] == "/usr/share/qemu/qboot.rom"
+    assert "-bios" not in spec().argv("qemu-system-x86_64")
+    # No iPXE ROM in any boot: nothing boots from the network.
+    assert "virtio-net-pci,netdev=net0,romfile=" in spec().argv("qemu-system-x86_64")
+
+
+def test_kernel_firmware_is_qboot_when_qemu_has_it(tmp_path: Path) -> None:
+    assert kernel_firmware((tmp_path,)) is None
+    (tmp_path / "qboot.rom").write_bytes(b"rom")
+    assert kernel_firmware((tmp_path / "none", tmp_path)) == tmp_path / "qboot.rom"
 
 
 def test_qemu_argv_custom_kernel_without_initrd() -> None:

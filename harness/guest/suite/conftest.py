@@ -31,7 +31,7 @@ from harness.guest.kmsg import FACTS, CheckFacts, read_taint, taint_letters
 from unionfs import aufs, sysapi
 from unionfs import lab as lab_mod
 from unionfs.drivers import DRIVERS, AufsDriver, UnionDriver
-from unionfs.kernel import KernelWatch, damage_seen
+from unionfs.kernel import KernelWatch, damage_seen, kernel_workers
 from unionfs.lab import OPTION_SETS, Lab, OptionSet
 
 # Options live in their own plugin so the host's xdist controller can load them too.
@@ -280,7 +280,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return
     facts = CheckFacts(
         damaged=item.stash.get(_DAMAGED, "") if report.when == "setup" else "",
-        workers=int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1),
+        workers=kernel_workers(),
+        pid=os.getpid(),  # the host matches hung-task reports against it
     )
     try:
         _judge_health(item, report, watch, facts)

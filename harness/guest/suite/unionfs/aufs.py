@@ -9,10 +9,14 @@ newer than every numbered 6.y).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import gzip
 import os
 import re
+import struct
 from pathlib import Path
+from typing import NamedTuple
 
 from . import sysapi
 
@@ -143,3 +147,123 @@ def branches(target: Path) -> list[str]:
                 return opt[3:].split(":")
         return []
     return sysfs_branches(target)
+
+
+# --- ioctls of include/uapi/linux/aufs_type.h (the same in aufs5.10 and aufs6.x) ---
+
+
+def _iowr(nr: int, size: int, direction: int = 3) -> int:
+    """_IOC(direction, AuCtlType 'A', nr, size); direction 3 = read|write, 1 = write."""
+    return (direction << 30) | (size << 16) | (ord("A") << 8) | nr
+
+
+#: struct aufs_rdu on x86_64 (aufs_type.h, __aligned(8)): sz, ent, verify[1], blk,
+#: tail, rent, full, shwh, then struct au_rdu_cookie {h_pos, bindex, flags, pad,
+#: generation} at offset 48: 64 bytes. au_rdu_verify() wants verify[0] == 64.
+_RDU = struct.Struct("=QQH2xIQQBB6xQhBBI")
+RDU_SIZE = _RDU.size
+AUFS_CTL_RDU = _iowr(0, RDU_SIZE)  # AuCtl_RDU
+AUFS_CTL_RDU_INO = _iowr(1, RDU_SIZE)  # AuCtl_RDU_INO
+AUFS_CTL_FHSM_FD = _iowr(6, 4, direction=1)  # _IOW(AuCtlType, AuCtl_FHSM_FD, int)
+#: struct au_rdu_ent: ino, bindex, type, nlen, wh, then name[] at offset 13
+_RDU_ENT = struct.Struct("=QhBBB")
+
+
+def rdu_len(nlen: int) -> int:
+    """au_rdu_len(): sizeof(struct au_rdu_ent) 16 + name + NUL, aligned to 8."""
+    return (16 + nlen + 1 + 7) & ~7
+
+
+class RduEntry(NamedTuple):
+    """One entry AUFS_CTL_RDU copied out: the branch's inode number, the branch
+    index it came from, d_type, the name as on the branch (whiteouts included)."""
+
+    ino: int
+    bindex: int
+    d_type: int
+    name: str
+
+
+class RduCall(NamedTuple):
+    """The struct aufs_rdu after one AUFS_CTL_RDU call and the entries it filled."""
+
+    entries: list[RduEntry]
+    rent: int
+    full: int
+    shwh: int
+    blk: int
+    cookie: tuple[int, int, int, int]  # h_pos, bindex, flags, generation
+
+
+class Rdu:
+    """Readdir in user space (aufs(5) "rdu", CONFIG_AUFS_RDU, fs/aufs/rdu.c) on an
+    open union directory, as aufs-util's libau does it: repeated AUFS_CTL_RDU calls
+    with a buffer of `size` bytes, the cookie carried from call to call."""
+
+    def __init__(self, dir_fd: int, size: int = 64 * 1024, blk: int = 0) -> None:
+        self.fd = dir_fd
+        self.buf = ctypes.create_string_buffer(size)
+        self.size = size
+        self.blk = blk
+        self.cookie = (0, 0, 0, 0)
+
+    def call(self, verify: int = RDU_SIZE) -> RduCall:
+        """One AUFS_CTL_RDU; OSError with its errno (EINVAL for a wrong verify size,
+        ENOTTY on a non-directory)."""
+        h_pos, bindex, flags, gen = self.cookie
+        addr = ctypes.addressof(self.buf)
+        arg = bytearray(
+            _RDU.pack(self.size, addr, verify, self.blk, 0, 0, 0, 0, h_pos, bindex, flags, 0, gen)
+        )
+        fcntl.ioctl(self.fd, AUFS_CTL_RDU, arg, True)
+        (_sz, _ent, _v, blk, _tail, rent, full, shwh, h_pos, bindex, flags, _pad, gen) = (
+            _RDU.unpack(bytes(arg))
+        )
+        self.cookie = (h_pos, bindex, flags, gen)
+        entries = []
+        off = 0
+        raw = self.buf.raw
+        for _ in range(rent):
+            ino, b, d_type, nlen, _wh = _RDU_ENT.unpack_from(raw, off)
+            name = raw[off + 13 : off + 13 + nlen].decode(errors="surrogateescape")
+            entries.append(RduEntry(ino, b, d_type, name))
+            off += rdu_len(nlen)
+        return RduCall(entries, rent, full, shwh, blk, self.cookie)
+
+    def all(self, limit: int = 1000) -> tuple[list[RduEntry], list[RduCall]]:
+        """Calls until one returns without filling the buffer (rdu.c au_rdu(): a call
+        goes on through every branch until the buffer is full): every entry, every call."""
+        calls: list[RduCall] = []
+        entries: list[RduEntry] = []
+        for _ in range(limit):
+            got = self.call()
+            calls.append(got)
+            entries += got.entries
+            if not got.full:
+                break
+        return entries, calls
+
+    def inos(self, entries: list[RduEntry]) -> list[int]:
+        """AUFS_CTL_RDU_INO over these entries (wh=0): the union's inode number of each
+        (rdu.c au_rdu_ino() -> au_ino(), the xino translation)."""
+        blob = bytearray()
+        for e in entries:
+            name = e.name.encode(errors="surrogateescape")
+            rec = _RDU_ENT.pack(e.ino, e.bindex, e.d_type, len(name), 0) + name + b"\0"
+            blob += rec + b"\0" * (rdu_len(len(name)) - len(rec))
+        buf = ctypes.create_string_buffer(bytes(blob), max(len(blob), 1))
+        arg = bytearray(
+            _RDU.pack(len(entries), ctypes.addressof(buf), RDU_SIZE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        )
+        fcntl.ioctl(self.fd, AUFS_CTL_RDU_INO, arg, True)
+        out = []
+        off = 0
+        for e in entries:
+            out.append(struct.unpack_from("=Q", buf.raw, off)[0])
+            off += rdu_len(len(e.name.encode(errors="surrogateescape")))
+        return out
+
+
+def fhsm_fd(dir_fd: int, oflags: int = 0) -> int:
+    """ioctl AUFS_CTL_FHSM_FD (the FHSM daemon's connection); an fd, or OSError."""
+    return fcntl.ioctl(dir_fd, AUFS_CTL_FHSM_FD, oflags)

@@ -12,6 +12,7 @@ check's window; reports say so.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import time
 
@@ -122,3 +123,13 @@ def quarantined_loops() -> set[int]:
 def damage_seen() -> str | None:
     """The first kernel line of this run showing the kernel damaged, if any."""
     return session_log().drain().damage
+
+
+def kernel_workers() -> int:
+    """How many xdist workers share this kernel: the host says so per VM
+    (harness.multivm.KERNEL_WORKERS_ENV) when one run spans several VMs, where
+    PYTEST_XDIST_WORKER_COUNT counts the workers of every VM."""
+    count = os.environ.get("AUFS_HARNESS_KERNEL_WORKERS") or os.environ.get(
+        "PYTEST_XDIST_WORKER_COUNT"
+    )
+    return int(count or 1)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import evidence, kernel, sysapi
+from . import evidence, fresh_images, kernel, sysapi
 from .drivers import Branch, Mount, UnionDriver
 
 LOOP_FS = ("ext4", "xfs", "btrfs", "f2fs")
@@ -121,6 +121,25 @@ def fs_unavailable_reason(spec: str) -> str | None:
     return None
 
 
+def make_fs(kind: str, image: Path, extra: Sequence[str] = ()) -> None:
+    """A fresh `kind` filesystem in a new sparse file `image` (LOOP_IMAGE_BYTES).
+    Raises RuntimeError naming mkfs's complaint."""
+    with open(image, "wb") as fh:
+        fh.truncate(LOOP_IMAGE_BYTES)
+    mkfs = find_tool(f"mkfs.{kind}")
+    if mkfs is None:
+        raise RuntimeError(f"mkfs.{kind} not installed")
+    proc = subprocess.run(
+        [mkfs, *_MKFS_ARGS[kind], *extra, str(image)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"mkfs.{kind} {image} failed ({proc.returncode}): {proc.stderr.strip()}")
+
+
 class BackingFs:
     """One mounted filesystem that holds branch directories."""
 
@@ -138,22 +157,11 @@ class BackingFs:
             self.mounted = True
             return
         assert self.image is not None
-        with open(self.image, "wb") as fh:
-            fh.truncate(LOOP_IMAGE_BYTES)
-        mkfs = find_tool(f"mkfs.{self.kind}")
-        if mkfs is None:
-            raise RuntimeError(f"mkfs.{self.kind} not installed")
-        proc = subprocess.run(
-            [mkfs, *_MKFS_ARGS[self.kind], str(self.image)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"mkfs.{self.kind} {self.image} failed ({proc.returncode}): {proc.stderr.strip()}"
-            )
+        template = fresh_images.template(self.kind, self.image.parent.parent, make_fs)
+        if template is not None:
+            fresh_images.copy_with_new_uuid(template, self.image)
+        else:
+            make_fs(self.kind, self.image)
         dev, fd = sysapi.loop_attach(self.image, avoid=kernel.quarantined_loops())
         self.loopdev = dev
         try:

@@ -529,3 +529,55 @@ def readdir_around(path: str | os.PathLike[str], between) -> tuple[list[str], li
         return first, drain()
     finally:
         _libc.closedir(handle)
+
+
+# --- file handles: name_to_handle_at(2), open_by_handle_at(2) ---
+
+_libc.name_to_handle_at.argtypes = [
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_int),
+    ctypes.c_int,
+]
+_libc.name_to_handle_at.restype = ctypes.c_int
+_libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+_libc.open_by_handle_at.restype = ctypes.c_int
+#: include/linux/exportfs.h / fcntl.h: the largest handle the kernel hands out
+MAX_HANDLE_SZ = 128
+_HANDLE_HEAD = struct.Struct("Ii")  # struct file_handle: handle_bytes, handle_type
+
+
+class FileHandle(NamedTuple):
+    """What name_to_handle_at(2) returned: the filesystem's handle type
+    (aufs: 99, export.c aufs_encode_fh()), its bytes, and the mount id."""
+
+    handle_type: int
+    data: bytes
+    mount_id: int
+
+
+def name_to_handle_at(path: str | os.PathLike[str], flags: int = 0) -> FileHandle:
+    """name_to_handle_at(AT_FDCWD, path, ...) with a MAX_HANDLE_SZ buffer; OSError
+    with the call's errno (EOVERFLOW when the filesystem could not encode one)."""
+    buf = ctypes.create_string_buffer(_HANDLE_HEAD.size + MAX_HANDLE_SZ)
+    _HANDLE_HEAD.pack_into(buf, 0, MAX_HANDLE_SZ, 0)
+    mount_id = ctypes.c_int()
+    ctypes.set_errno(0)
+    if _libc.name_to_handle_at(AT_FDCWD, _enc(path), buf, ctypes.byref(mount_id), flags) != 0:
+        _raise_errno("name_to_handle_at", path)
+    nbytes, htype = _HANDLE_HEAD.unpack_from(buf, 0)
+    start = _HANDLE_HEAD.size
+    return FileHandle(htype, buf.raw[start : start + nbytes], mount_id.value)
+
+
+def open_by_handle_at(mount_fd: int, handle: FileHandle, flags: int = os.O_RDONLY) -> int:
+    """open_by_handle_at(2) (needs CAP_DAC_READ_SEARCH): a new fd; OSError with the
+    call's errno (ESTALE when the filesystem no longer finds the object)."""
+    raw = _HANDLE_HEAD.pack(len(handle.data), handle.handle_type) + handle.data
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    ctypes.set_errno(0)
+    fd = int(_libc.open_by_handle_at(mount_fd, buf, flags))
+    if fd < 0:
+        _raise_errno("open_by_handle_at", mount_fd, f", type {handle.handle_type}")
+    return fd
