@@ -37,6 +37,7 @@ from harness.guest.kmsg import (
     CheckFacts,
     blocked_tasks,
     death_line,
+    oops_task,
 )
 from harness.resultlog import ENV as RESULTLOG_ENV
 from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult
@@ -59,6 +60,10 @@ SLOW_CHECK = 60.0  # progress names a check running longer than this
 # running DAMAGED_GRACE seconds later is not going to end: declare it hung then
 # instead of after the full CHECK_TIMEOUT.
 DAMAGED_GRACE = 30.0
+# An oops or BUG report names the task it happened in: when that task is the worker
+# of a running check, the check is the culprit and is not going to end; the few
+# seconds left let the worker's own crash report arrive first (a better verdict).
+OOPS_NAMED_GRACE = 5.0
 
 
 def guest_dir() -> Path:
@@ -212,7 +217,9 @@ class Watchdog:
     DAMAGED_GRACE after the guest kernel logged an oops, BUG, panic or hung-task
     report on its console (a check in flight then rarely ends). A hung-task report
     names the blocked task's pid (and its parent's): the check whose worker has that
-    pid is blamed, else the longest-running one."""
+    pid is blamed, else the longest-running one. An oops or BUG report names the task
+    it happened in (kmsg.oops_task): the check whose worker that is is blamed
+    OOPS_NAMED_GRACE after it, since it will not end."""
 
     def __init__(
         self,
@@ -224,6 +231,7 @@ class Watchdog:
         self.damage_at: float | None = None
         self.damage_line = ""
         self.blocked: dict[int, BlockedTask] = {}
+        self.oops_pid: int | None = None
         self._seen: list[str] = []
         self._tail = LogTail(console) if console is not None else None
         # called once, on the first line showing the kernel damaged or dying
@@ -238,6 +246,8 @@ class Watchdog:
         for pid, task in blocked_tasks(self._seen).items():
             if task.ppid or pid not in self.blocked:
                 self.blocked[pid] = task
+        if self.damage_at is not None and self.oops_pid is None:
+            self.oops_pid = oops_task(self._seen)
         notify = self._on_damage
         if notify is not None and any(FATAL.search(x) or DAMAGE.search(x) for x in fresh):
             self._on_damage = None
@@ -247,6 +257,7 @@ class Watchdog:
         for line in fresh:
             if FATAL.search(line):
                 self.damage_at, self.damage_line = now, line
+                self.oops_pid = oops_task(self._seen)
                 log.warning("suite: the guest kernel logged %r; a check still running in "
                             "%.0fs will be declared hung", line, DAMAGED_GRACE)  # fmt: skip
                 return
@@ -254,6 +265,9 @@ class Watchdog:
     def culprit(self, running: dict[str, float], owners: dict[str, int]) -> str | None:
         """The running check whose worker pid is a blocked task or its parent, or
         None (no report names one, or the worker is not known)."""
+        if self.oops_pid is not None:
+            hits = [n for n in running if owners.get(n) == self.oops_pid]
+            return min(hits, key=lambda n: running[n]) if hits else None
         if not HUNG_TASK.search(self.damage_line):
             return None
         pids = {t.pid for t in self.blocked.values()} | {
@@ -277,8 +291,13 @@ class Watchdog:
         named = self.culprit(running, owners or {})
         if named is not None:
             nodeid, t0 = named, running[named]
-        if now - max(t0, self.damage_at) > DAMAGED_GRACE:
-            whose = " (its worker is the blocked task)" if named is not None else ""
+        oops_named = named is not None and self.oops_pid is not None
+        grace = OOPS_NAMED_GRACE if oops_named else DAMAGED_GRACE
+        if now - max(t0, self.damage_at) > grace:
+            whose = ""
+            if named is not None:
+                whose = " (its worker is the task it names)" if oops_named else ""
+                whose = whose or " (its worker is the blocked task)"
             return nodeid, (
                 f"still running {now - self.damage_at:.0f}s after the kernel logged "
                 f"{self.damage_line!r}{whose}"

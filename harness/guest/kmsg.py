@@ -122,6 +122,29 @@ def blocked_tasks(lines: list[str]) -> dict[int, BlockedTask]:
     return found
 
 
+#: The task line of an oops or BUG report (lib/dump_stack.c dump_stack_print_info(),
+#: printed by show_regs() right after "Oops: ..." / "kernel BUG at ..." / "invalid
+#: opcode"): "CPU: 1 PID: 107 Comm: python3 Not tainted 5.10.223 #1".
+OOPS_TASK = re.compile(r"CPU: \d+ PID: (?P<pid>\d+) Comm: (?P<comm>\S+)")
+#: how many lines after the FATAL line the report's task line may come
+_OOPS_TASK_WITHIN = 4
+
+
+def oops_task(lines: list[str]) -> int | None:
+    """The pid of the task an oops or BUG report (not a hung-task report) in these
+    kernel lines names, from the report's first "CPU: N PID: P Comm: C" line within
+    a few lines of its FATAL line; None when there is no such report or its task
+    line has not arrived yet."""
+    for i, line in enumerate(lines):
+        if FATAL.search(line) and not HUNG_TASK.search(line):
+            for later in lines[i + 1 : i + 1 + _OOPS_TASK_WITHIN]:
+                m = OOPS_TASK.search(later)
+                if m:
+                    return int(m.group("pid"))
+            return None
+    return None
+
+
 def collapse_hung_reports(text: str) -> str:
     """The kernel log with each task's repeated hung-task reports collapsed into its
     first: the later reports of the same pid (INFO line, task line, stack,

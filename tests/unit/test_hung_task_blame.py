@@ -151,3 +151,70 @@ def test_repeated_reports_of_one_task_collapse_into_the_first() -> None:
         305: BlockedTask("mount", 305, 192),
     }
     assert collapse_hung_reports("no reports\n") == "no reports\n"
+
+
+def oops_report(stamp: float, pid: int, first: str = "Oops: 0000 [#1] SMP") -> str:
+    """What an oops (or, with first="kernel BUG at ..." and an "invalid opcode"
+    line) prints first on 5.10: the FATAL line, then show_regs()'s task line."""
+    extra = f"[{stamp:12.6f}] invalid opcode: 0000 [#1] SMP\n" if "BUG" in first else ""
+    return (
+        f"[{stamp:12.6f}] {first}\n{extra}"
+        f"[{stamp:12.6f}] CPU: 1 PID: {pid} Comm: python3 Not tainted 5.10.223 #1\n"
+        f"[{stamp:12.6f}] RIP: 0010:au_cpup_sio_test+0x12/0xb0 [aufs]\n"
+    )
+
+
+def test_an_oops_in_a_checks_worker_blames_that_check_within_seconds(tmp_path: Path) -> None:
+    """The oops names the task it happened in (CPU: N PID: P Comm: C): the check
+    whose worker it is will not end, so it is declared hung OOPS_NAMED_GRACE after
+    the oops, not DAMAGED_GRACE, and it is blamed over an older check."""
+    from harness.guest.kmsg import oops_task
+    from harness.guestsuite import DAMAGED_GRACE, OOPS_NAMED_GRACE
+
+    for first in ("Oops: 0000 [#1] SMP", "kernel BUG at fs/aufs/hfsnotify.c:173!"):
+        console = tmp_path / "console.log"
+        console.write_text("[    1.000000] Run /sbin/init\n")
+        dog = Watchdog(check_timeout=300, console=console)
+        running = {OLD: 900.0, STUCK: 990.0}
+        owners = {OLD: 191, STUCK: 192}
+        with open(console, "a") as f:
+            f.write(oops_report(44.2, pid=192, first=first))
+        dog.read_console(now=1000.0)
+        assert dog.oops_pid == 192 == oops_task(console.read_text().splitlines())
+        assert dog.hung(running, 1000.0 + OOPS_NAMED_GRACE - 1, owners) is None
+        nodeid, why = dog.hung(running, 1000.0 + OOPS_NAMED_GRACE + 1, owners) or ("", "")
+        assert nodeid == STUCK and "its worker is the task it names" in why, why
+        assert OOPS_NAMED_GRACE < DAMAGED_GRACE
+
+
+def test_an_oops_in_no_checks_worker_keeps_the_full_grace(tmp_path: Path) -> None:
+    """A task that is no worker (a kworker, a check's child process): the oldest
+    running check, after DAMAGED_GRACE, as before."""
+    from harness.guestsuite import DAMAGED_GRACE
+
+    console = tmp_path / "console.log"
+    console.write_text("")
+    dog = Watchdog(check_timeout=300, console=console)
+    running = {OLD: 900.0, STUCK: 990.0}
+    with open(console, "a") as f:
+        f.write(oops_report(44.2, pid=555))
+    dog.read_console(now=1000.0)
+    owners = {OLD: 191, STUCK: 192}
+    assert dog.hung(running, 1000.0 + DAMAGED_GRACE - 1, owners) is None
+    nodeid, why = dog.hung(running, 1000.0 + DAMAGED_GRACE + 1, owners) or ("", "")
+    assert nodeid == OLD and "names" not in why and "blocked task" not in why
+
+
+def test_the_oops_task_line_may_arrive_in_a_later_read(tmp_path: Path) -> None:
+    console = tmp_path / "console.log"
+    console.write_text("")
+    dog = Watchdog(check_timeout=300, console=console)
+    lines = oops_report(44.2, pid=192).splitlines(keepends=True)
+    with open(console, "a") as f:
+        f.write(lines[0])
+    dog.read_console(now=1000.0)
+    assert dog.damage_at == 1000.0 and dog.oops_pid is None
+    with open(console, "a") as f:
+        f.writelines(lines[1:])
+    dog.read_console(now=1001.0)
+    assert dog.oops_pid == 192
