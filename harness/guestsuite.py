@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 GUEST_PACKAGE = f"{guestenv.GUEST_ROOT}/harness/guest"
 GUEST_SUITE = f"{guestenv.GUEST_ROOT}/suite"
 PROGRESS_EVERY = 15.0
+WATCH_EVERY = 1.0  # how often the console and the check events are read
 CHECK_TIMEOUT = 300.0  # one check running longer than this is declared hung
 SLOW_CHECK = 60.0  # progress names a check running longer than this
 # Once the guest kernel has logged a FATAL line on its console, a check still
@@ -296,8 +297,8 @@ class Watchdog:
         if now - max(t0, self.damage_at) > grace:
             whose = ""
             if named is not None:
-                whose = " (its worker is the task it names)" if oops_named else ""
-                whose = whose or " (its worker is the blocked task)"
+                task = "the task it names" if oops_named else "the blocked task"
+                whose = f" (its worker is {task})"
             return nodeid, (
                 f"still running {now - self.damage_at:.0f}s after the kernel logged "
                 f"{self.damage_line!r}{whose}"
@@ -362,21 +363,25 @@ def _run_controller(
                 if deadline.expired():
                     kill_group(proc)
                     return None, True, None
-                time.sleep(0.5)
+                time.sleep(WATCH_EVERY)
+                # The console and the events are read at every tick, progress is
+                # logged every PROGRESS_EVERY: the watchdog's graces (and the VM
+                # booted ahead) start when the kernel logs damage, not up to a
+                # progress interval later.
+                events += parse_events(tail.new_lines())
+                running = running_in(events)
+                now = time.time()
+                watchdog.read_console(now)
                 if time.monotonic() - last >= PROGRESS_EVERY:
                     last = time.monotonic()
-                    events += parse_events(tail.new_lines())
                     checks, _ = fold_events(events)
-                    running = running_in(events)
                     total = total or collected_count(logfile)
-                    now = time.time()
                     log.info("suite: %s", _progress(checks, total, running, now))
-                    watchdog.read_console(now)
-                    hung = watchdog.hung(running, now, worker_pids(events, running))
-                    if hung is not None:
-                        log.error("suite: %s %s: declaring it hung", *hung)
-                        kill_group(proc)
-                        return None, True, hung
+                hung = watchdog.hung(running, now, worker_pids(events, running))
+                if hung is not None:
+                    log.error("suite: %s %s: declaring it hung", *hung)
+                    kill_group(proc)
+                    return None, True, hung
         except BaseException:
             kill_group(proc)
             raise
