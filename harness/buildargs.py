@@ -9,7 +9,7 @@ import os
 
 from harness import argcheck
 from harness.core.errors import UserError
-from kmod import aufs, build, config
+from kmod import aufs, build, config, source
 from kmod.pipeline import BuildSpec
 
 
@@ -86,13 +86,15 @@ def spec_from_args(args: argparse.Namespace) -> BuildSpec:
     """The BuildSpec the options of add_build_options describe (paths made
     absolute). Raises UserError naming the option at fault: --jobs below 1, a
     --fixup-dir or --config-fragment that does not exist, a malformed
-    --aufs-option or --branch-fs."""
+    --aufs-option or --branch-fs, a --kernel in no known form (so a refused run
+    leaves no results directory behind)."""
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: give a positive number of make jobs")
     for opt, path in (("--fixup-dir", args.fixup_dir), ("--config-fragment", args.config_fragment)):
         if path is not None and not path.exists():
             raise UserError(f"{opt} {path} does not exist: check the path")
     config.aufs_options(args.aufs_option)  # reject a malformed option before any work
+    source.provider_for(args.kernel)  # an unknown suite or form, before any work
     return BuildSpec(
         kernel=args.kernel,
         aufs_src=args.aufs_src,

@@ -187,3 +187,23 @@ def test_bad_matrix_or_baseline_file(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith(f"aufs-harness: usage error: {bad}: {said}"), err[0]
+
+
+@pytest.mark.parametrize(
+    ("kernel", "expected"),
+    [
+        ("debian:nosuch", "unknown Debian suite 'nosuch'"),
+        ("debian:bullseye=latest", "latest"),
+        ("linux-6.1", "unknown kernel source 'linux-6.1'"),
+        ("git+https://example.org/linux.git", "git+URL@REF"),
+    ],
+)
+def test_bad_kernel_is_refused_before_a_results_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, kernel: str, expected: str
+) -> None:
+    """A refused run leaves nothing under --results (it ran nothing to report)."""
+    assert main(["run", "--kernel", kernel, "--results", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("aufs-harness: usage error: "), err
+    assert expected in err[0]
+    assert not (tmp_path / "out").exists()

@@ -115,6 +115,10 @@ def test_aufs_cell_takes_the_environments_source_and_expands_variables(tmp_path:
             "include.0.kernel: 'linux-6.1' is not allowed; stock (the image's own",
         ),
         (
+            "version = 1\n[[include]]\nkernel = 'debian:buster'\n",
+            "include.0.kernel: 'debian:buster' is not allowed; stock (the image's own",
+        ),
+        (
             "version = 1\n[[include]]\ntimeouts = { check = 1 }\n",
             "include.0.timeouts.check: 1 is not allowed; seconds from 5 to 86400",
         ),
