@@ -136,8 +136,8 @@ def run_target(
 ) -> TargetReport:
     """Run one target. The report is appended to `sink` at once, so a caller
     interrupted mid-run (Ctrl-C, SIGTERM) still has it to write out. Raises
-    UserError for bad input and re-raises what interrupted the run; any other
-    failure is the report's verdict."""
+    UserError for bad input (the report then an error saying why) and
+    re-raises what interrupted the run; any other failure is the report's verdict."""
     report = TargetReport(target=target.label)
     if sink is not None:
         sink.append(report)
@@ -146,7 +146,8 @@ def run_target(
     deadline = Deadline(opts.run_timeout or run_budget(opts), "the run")
     try:
         _stages(target, opts, report, out, deadline)
-    except UserError:
+    except UserError as exc:  # found mid-run (a pin the mirror lacks): the report says so
+        report.verdict, report.reason = ERROR, str(exc).splitlines()[0]
         raise
     except TargetFailure as exc:
         report.verdict, report.reason = FAILED, str(exc).splitlines()[0]

@@ -11,7 +11,7 @@ import pytest
 
 from harness import runner
 from harness.core.deadline import Deadline
-from harness.core.errors import InfraError
+from harness.core.errors import InfraError, UserError
 from harness.guest.kmsg import CheckFacts
 from harness.results import (
     ERROR,
@@ -356,3 +356,21 @@ def test_build_failure_is_the_verdict(
     assert [(s.name, s.status) for s in report.stages] == [("build", "failed")]
     assert exit_code([report]) == 1
     assert report.target == "debian:bookworm aufs"
+
+
+def test_bad_input_found_mid_run_is_in_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pin the mirror lacks is known only once the build asks it: the run
+    still exits 2 (UserError), and the report written says it was refused."""
+
+    def unserved(spec: BuildSpec, deadline: Deadline) -> BuildResult:
+        raise UserError("Debian bookworm serves no linux-source version 9.9-1 (newest: 6.1.1-1)")
+
+    monkeypatch.setattr(pipeline, "run", unserved)
+    sink: list[TargetReport] = []
+    target = Target(build=BuildSpec(kernel="debian:bookworm=9.9-1", aufs_src="/nowhere"))
+    with pytest.raises(UserError):
+        run_target(target, RunOptions(results_dir=tmp_path), sink)
+    assert sink[0].verdict == "error"
+    assert sink[0].reason.startswith("Debian bookworm serves no linux-source version 9.9")
