@@ -85,6 +85,7 @@ BOOT_TIMEOUT = seconds(10.0, 4 * HOUR)
 SUITE_TIMEOUT = seconds(30.0, 2 * 24 * HOUR)
 CHECK_TIMEOUT = seconds(5.0, 24 * HOUR)
 BUILD_TIMEOUT = seconds(60.0, 2 * 24 * HOUR)
+COMMAND_TIMEOUT = seconds(1.0, 2 * 24 * HOUR)
 
 
 def existing_dir(text: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from harness import argcheck
@@ -45,6 +46,22 @@ def add_vm_options(p: argparse.ArgumentParser) -> None:
         default=180.0,
         metavar="S",
         help="seconds to wait for SSH (default: 180)",
+    )
+
+
+def add_timeout(
+    p: argparse.ArgumentParser,
+    default: float,
+    parse: Callable[[str], float] = argcheck.COMMAND_TIMEOUT,
+) -> None:
+    """--timeout S: the command's whole budget in seconds, checked by `parse`
+    (a finite number in its range: one usage line, exit 2, otherwise)."""
+    p.add_argument(
+        "--timeout",
+        type=parse,
+        default=default,
+        metavar="S",
+        help=f"give up after S seconds (default: {default:g})",
     )
 
 

@@ -12,6 +12,7 @@ import logging
 
 from harness import argcheck
 from harness.buildargs import add_build_options, spec_from_args
+from harness.commands.common import add_timeout
 from harness.core.deadline import Deadline
 from harness.core.errors import EXIT_FAILED, EXIT_OK
 from kmod.pipeline import BuildResult, run
@@ -35,13 +36,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "Exit 0 built, 1 patch-failed or build-failed, 2 usage or infrastructure error.",
     )
     add_build_options(p, kernel_required=True)
-    p.add_argument(
-        "--timeout",
-        type=argcheck.BUILD_TIMEOUT,
-        default=DEFAULT_TIMEOUT,
-        metavar="S",
-        help=f"give up after S seconds (default: {DEFAULT_TIMEOUT:.0f})",
-    )
+    add_timeout(p, DEFAULT_TIMEOUT, argcheck.BUILD_TIMEOUT)
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=cmd_build)
 

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from harness.buildargs import add_build_options, spec_from_args
+from harness.commands.common import add_timeout
 from harness.core.deadline import Deadline
 from harness.core.errors import EXIT_OK
 from kmod import fixup
@@ -35,7 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     add_build_options(p, kernel_required=True)
     p.add_argument("--fresh", action="store_true", help="discard an earlier prepared tree")
-    _timeout(p)
+    add_timeout(p, DEFAULT_TIMEOUT)
     p.set_defaults(func=cmd_prepare)
     f = sub.add_parser(
         "fixup",
@@ -51,18 +52,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="your fix-up directory (outside this repository); created if missing",
     )  # fmt: skip
     f.add_argument("--name", metavar="FILE", help="name of the additive fix-up patch")
-    _timeout(f)
+    add_timeout(f, DEFAULT_TIMEOUT)
     f.set_defaults(func=cmd_fixup)
-
-
-def _timeout(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        metavar="S",
-        help=f"give up after S seconds (default: {DEFAULT_TIMEOUT:.0f})",
-    )
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 
+from harness.commands.common import add_timeout
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
 from harness.core.procs import run
@@ -48,19 +49,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p.add_argument(
             "--expect-fs", metavar="NAME", help="filesystem the module registers (e.g. aufs)"
         )
-        p.add_argument(
-            "--timeout", type=float, default=30.0, metavar="S", help="seconds (default: 30)"
-        )
+        add_timeout(p, 30.0)
         p.add_argument("--json", action="store_true", help="print the full result as JSON")
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    _preflight("load", args.timeout)
+    _preflight("load")
     return _report(_loader(args, ["load", args.target, *args.params]), args.json)
 
 
 def cmd_unload(args: argparse.Namespace) -> int:
-    _preflight("unload", args.timeout)
+    _preflight("unload")
     extra = ["--modprobe"] if args.modprobe else []
     return _report(_loader(args, ["unload", *extra, args.name]), args.json)
 
@@ -85,9 +84,7 @@ def _loader(args: argparse.Namespace, action: list[str]) -> ModuleResult:
         ) from exc
 
 
-def _preflight(verb: str, timeout: float) -> None:
-    if timeout <= 0:
-        raise UserError(f"--timeout must be positive, not {timeout}")
+def _preflight(verb: str) -> None:
     if os.geteuid() != 0:
         raise UserError(f"kmod {verb} changes the running kernel: run it as root")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from harness.commands.common import add_timeout
 from harness.core.deadline import Deadline
 from harness.core.errors import EXIT_OK, UserError
 from kmod import source
@@ -28,13 +29,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "any listed version can be pinned with `--kernel debian:SUITE=VERSION`.",
     )
     p.add_argument("kernel", metavar="debian:SUITE", help="e.g. debian:bookworm")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        metavar="S",
-        help=f"give up after S seconds (default: {DEFAULT_TIMEOUT:.0f})",
-    )
+    add_timeout(p, DEFAULT_TIMEOUT)
     p.set_defaults(func=cmd_versions)
 
 

@@ -32,6 +32,16 @@ BAD_NUMBERS = [
     (["kmod", "build", "--kernel", "debian:bullseye", "-j", "abc"], "-j", "'abc'", "make jobs"),
     (["kmod", "build", "--kernel", "debian:bullseye", "--timeout", "1"], "--timeout", "1", "60"),
     (["kmod", "build", "--kernel", "debian:bullseye", "-j", "0"], "-j", "0", "1 to 1024"),
+    (["kmod", "versions", "debian:bookworm", "--timeout", "-5"], "--timeout", "-5", "from 1"),
+    (
+        ["kmod", "prepare", "--kernel", "debian:bullseye", "--timeout", "nan"],
+        "--timeout",
+        "nan",
+        "seconds from 1",
+    ),
+    (["kmod", "fixup", "--kernel", "x", "--to", "/tmp", "--timeout", "0"], "--timeout", "0", "1"),
+    (["kmod", "load", "aufs", "--timeout", "inf"], "--timeout", "inf", "seconds from 1"),
+    (["kmod", "unload", "aufs", "--timeout", "x"], "--timeout", "'x'", "not a number"),
 ]
 
 
