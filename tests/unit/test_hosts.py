@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -102,6 +103,9 @@ class FakeSession:
 
     behaviour: ClassVar[dict[str, str]] = {}
     ran: ClassVar[list[tuple[str, str]]] = []
+    # With a meeting, each host's first cell waits until every host has one, so
+    # that one fast host cannot take every cell before the other starts.
+    meeting: ClassVar[threading.Barrier | None] = None
 
     def __init__(self, h: Host) -> None:
         self.host = h
@@ -114,7 +118,10 @@ class FakeSession:
         pass
 
     def run_harness(self, args: list[str], base: str, deadline: Deadline) -> RemoteRun:
+        first = all(h != self.host.name for h, _ in self.ran)
         self.ran.append((self.host.name, base))
+        if first and self.meeting is not None:
+            self.meeting.wait(timeout=30)
         if self.behaviour.get(self.host.name) == "drops":
             raise InfraError("SSH connection dropped while running aufs-harness run")
         return RemoteRun(0, "", f"{base}/20250101-000000")
@@ -141,11 +148,12 @@ def host_run(tmp_path: Path, cells: tuple[Cell, ...], got: dict[str, TargetRepor
 @pytest.fixture
 def fake_hosts(monkeypatch: pytest.MonkeyPatch) -> type[FakeSession]:
     monkeypatch.setattr(placement, "HostSession", FakeSession)
-    FakeSession.behaviour, FakeSession.ran = {}, []
+    FakeSession.behaviour, FakeSession.ran, FakeSession.meeting = {}, [], None
     return FakeSession
 
 
 def test_cells_land_on_every_host(tmp_path: Path, fake_hosts: type[FakeSession]) -> None:
+    fake_hosts.meeting = threading.Barrier(2)
     got: dict[str, TargetReport] = {}
     cells = tuple(cell(f"c{i}") for i in range(4))
     down = placement.run_cells_on_hosts(host_run(tmp_path, cells, got), (host("a"), host("b")))
@@ -172,6 +180,7 @@ def test_a_host_that_drops_mid_cell_is_that_cells_error_with_evidence(
     tmp_path: Path, fake_hosts: type[FakeSession]
 ) -> None:
     fake_hosts.behaviour = {"a": "drops"}
+    fake_hosts.meeting = threading.Barrier(2)
     got: dict[str, TargetReport] = {}
     cells = tuple(cell(f"c{i}") for i in range(3))
     placement.run_cells_on_hosts(host_run(tmp_path, cells, got), (host("a"), host("b")))
