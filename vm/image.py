@@ -337,7 +337,7 @@ def build_image(recipe: ImageRecipe, deadline: Deadline) -> Image:
     found = store.lookup(key)
     if found is not None and not _complete(found):
         log.warning("image %s is incomplete in the cache: building it again", found.path)
-        store.discard(key)
+        store.discard(key, keep=_complete)
     logfile = store.root / "logs" / f"{key}.log"
     entry = store.get_or_build(inputs, _builder(recipe, logfile, deadline))
     image = _image_of(entry)

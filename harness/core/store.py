@@ -161,9 +161,14 @@ class Store:
             tmp.unlink(missing_ok=True)
             log.debug("could not seal %s: %s", final, exc)
 
-    def discard(self, key: str) -> None:
-        """Remove an entry (e.g. found incomplete), under its lock."""
+    def discard(self, key: str, keep: Callable[[Entry], bool] | None = None) -> None:
+        """Remove an entry (e.g. found incomplete), under its lock; with `keep`,
+        only when the entry seen under the lock still fails it: another run may
+        have replaced it with a good one while this one waited for the lock."""
         with self._locked(key):
+            found = self._checked(key, locked=True)
+            if found is not None and keep is not None and keep(found):
+                return
             shutil.rmtree(self.path(key), ignore_errors=True)
 
     def get_or_build(

@@ -160,3 +160,33 @@ def test_entry_from_before_checksums_is_sealed(tmp_path: Path) -> None:
     (entry.path / "meta.json").write_text(json.dumps(meta))
     assert store.lookup(entry.key) is not None
     assert "f" in json.loads((entry.path / "meta.json").read_text())["files"]
+
+
+def test_discard_keeps_an_entry_made_good_while_it_waited(tmp_path: Path) -> None:
+    """vm/image.py discards an entry it found incomplete; by the time it holds
+    the lock another run may have published a complete one, which stays."""
+    import threading
+
+    store = Store(tmp_path / "s")
+
+    def build(d: Path) -> None:
+        (d / "rootfs").write_bytes(b"x")
+
+    entry = store.get_or_build({"k": 4}, build)
+    held, done = threading.Event(), threading.Event()
+
+    def other_run() -> None:  # holds the lock while it completes the entry
+        with store._locked(entry.key):
+            held.set()
+            time.sleep(0.3)
+            (entry.path / "vmlinuz").write_bytes(b"k")
+            done.set()
+
+    t = threading.Thread(target=other_run)
+    t.start()
+    assert held.wait(10)
+    store.discard(entry.key, keep=lambda e: (e.path / "vmlinuz").is_file())
+    t.join(10)
+    assert done.is_set() and (entry.path / "vmlinuz").is_file()
+    store.discard(entry.key, keep=lambda e: (e.path / "missing").is_file())
+    assert not entry.path.exists()
