@@ -42,7 +42,9 @@ from harness.guest.kmsg import (
 from harness.resultlog import ENV as RESULTLOG_ENV
 from harness.results import ERROR, FAILED, HUNG, PASSED, SKIPPED, CheckResult
 from harness.resultsdir import VMDir
+from vm import qmp
 from vm.machine import Machine
+from vm.qmp import QmpError
 from vm.ssh import Guest
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,10 @@ DAMAGED_GRACE = 30.0
 # of a running check, the check is the culprit and is not going to end; the few
 # seconds left let the worker's own crash report arrive first (a better verdict).
 OOPS_NAMED_GRACE = 5.0
+# A guest silent this long (no check event, no console line) is asked about
+# through QEMU's monitor, at most once per interval: QEMU pauses a guest whose
+# disk overlay meets ENOSPC on the host, and a paused guest only looks hung.
+QUIET_PROBE = 15.0
 
 
 def guest_dir() -> Path:
@@ -91,6 +97,7 @@ class SuiteOutcome:
     hung_why: str = ""  # and why, e.g. "still running after 301s"
     collected: int | None = None  # how many checks the run had, when known
     kernel_died: str = ""  # the console line, when the guest kernel died under the checks
+    host_stop: str = ""  # why QEMU stopped the guest (a full disk on the host, say)
 
 
 def _first_error_line(text: str) -> str:
@@ -238,9 +245,10 @@ class Watchdog:
         # called once, on the first line showing the kernel damaged or dying
         self._on_damage = on_damage
 
-    def read_console(self, now: float) -> None:
+    def read_console(self, now: float) -> int:
+        """Read the console's new lines; returns how many there were."""
         if self._tail is None:
-            return
+            return 0
         fresh = [raw.strip() for raw in self._tail.new_lines()]
         # after a hung-task report, keep its task line (the parent pid) in view
         self._seen = (self._seen + fresh)[-200:]
@@ -254,14 +262,15 @@ class Watchdog:
             self._on_damage = None
             notify()
         if self.damage_at is not None:
-            return
+            return len(fresh)
         for line in fresh:
             if FATAL.search(line):
                 self.damage_at, self.damage_line = now, line
                 self.oops_pid = oops_task(self._seen)
                 log.warning("suite: the guest kernel logged %r; a check still running in "
                             "%.0fs will be declared hung", line, DAMAGED_GRACE)  # fmt: skip
-                return
+                break
+        return len(fresh)
 
     def culprit(self, running: dict[str, float], owners: dict[str, int]) -> str | None:
         """The running check whose worker pid is a blocked task or its parent, or
@@ -331,6 +340,17 @@ def worker_pids(events: Iterable[dict[str, Any]], running: Iterable[str]) -> dic
     return owners
 
 
+@dataclass
+class _Ended:
+    """How the controller ended: its exit code (None: killed), whether it was
+    stopped early, the check given up on and why, why QEMU stopped the guest."""
+
+    returncode: int | None
+    stopped: bool = False
+    hung: tuple[str, str] | None = None
+    host_stop: str = ""
+
+
 def _run_controller(
     argv: list[str],
     env: dict[str, str],
@@ -339,9 +359,12 @@ def _run_controller(
     resultlog: Path,
     deadline: Deadline,
     watchdog: Watchdog,
-) -> tuple[int | None, bool, tuple[str, str] | None]:
-    """Run the pytest controller, logging progress; kill it at the deadline, or
-    when the watchdog gives up on a check (returning that check and why)."""
+    host_stop: Callable[[], str] | None = None,
+) -> _Ended:
+    """Run the pytest controller, logging progress; kill it at the deadline, when
+    the watchdog gives up on a check, or when `host_stop()` (asked after
+    QUIET_PROBE s without a check event or a console line) says why QEMU
+    stopped the guest."""
     log.debug("suite argv: %s", argv)
     with open(logfile, "w") as out:
         proc = spawn(  # dies with the harness; its ssh children carry the owner token
@@ -358,20 +381,33 @@ def _run_controller(
         tail = LogTail(resultlog)
         events: list[dict[str, Any]] = []
         total: int | None = None
+        quiet_since = asked = time.monotonic()
         try:
             while proc.poll() is None:
                 if deadline.expired():
                     kill_group(proc)
-                    return None, True, None
+                    return _Ended(None, stopped=True)
                 time.sleep(WATCH_EVERY)
                 # The console and the events are read at every tick, progress is
                 # logged every PROGRESS_EVERY: the watchdog's graces (and the VM
                 # booted ahead) start when the kernel logs damage, not up to a
                 # progress interval later.
-                events += parse_events(tail.new_lines())
+                fresh = parse_events(tail.new_lines())
+                events += fresh
                 running = running_in(events)
                 now = time.time()
-                watchdog.read_console(now)
+                if watchdog.read_console(now) or fresh:
+                    quiet_since = time.monotonic()
+                elif (
+                    host_stop is not None
+                    and time.monotonic() - max(quiet_since, asked) >= QUIET_PROBE
+                ):
+                    asked = time.monotonic()
+                    why = host_stop()
+                    if why:
+                        log.error("suite: %s", why)
+                        kill_group(proc)
+                        return _Ended(None, stopped=True, host_stop=why)
                 if time.monotonic() - last >= PROGRESS_EVERY:
                     last = time.monotonic()
                     checks, _ = fold_events(events)
@@ -381,11 +417,11 @@ def _run_controller(
                 if hung is not None:
                     log.error("suite: %s %s: declaring it hung", *hung)
                     kill_group(proc)
-                    return None, True, hung
+                    return _Ended(None, stopped=True, hung=hung)
         except BaseException:
             kill_group(proc)
             raise
-    return proc.returncode, False, None
+    return _Ended(proc.returncode)
 
 
 def _run_pytest(
@@ -397,28 +433,29 @@ def _run_pytest(
     check_timeout: float = CHECK_TIMEOUT,
     console: Path | None = None,
     on_damage: Callable[[], None] | None = None,
+    host_stop: Callable[[], str] | None = None,
 ) -> SuiteOutcome:
     """Run pytest with the host-side result log and fold what it streamed;
     `console` is the guest's console log, watched for kernel damage
-    (`on_damage()` is called once, from this thread, when it first shows)."""
+    (`on_damage()` is called once, from this thread, when it first shows);
+    `host_stop()`: why QEMU stopped the guest, "" while it has not."""
     files = VMDir(results_dir.resolve())  # pytest may run in another directory
     resultlog, pytest_log = files.events, files.pytest_log
     resultlog.unlink(missing_ok=True)  # a previous run's events are not this run's
     env = {**env, "PYTEST_PLUGINS": "harness.resultlog", RESULTLOG_ENV: str(resultlog)}
     watchdog = Watchdog(check_timeout, console, on_damage)
-    code, timed_out, hung = _run_controller(
-        argv, env, cwd, pytest_log, resultlog, deadline, watchdog
-    )
+    ended = _run_controller(argv, env, cwd, pytest_log, resultlog, deadline, watchdog, host_stop)
     checks, down = parse_resultlog(resultlog)
     return SuiteOutcome(
         checks,
-        code,
+        ended.returncode,
         pytest_log,
         down,
-        timed_out,
-        hung[0] if hung else None,
-        hung[1] if hung else "",
+        ended.stopped,
+        ended.hung[0] if ended.hung else None,
+        ended.hung[1] if ended.hung else "",
         collected_count(pytest_log),
+        host_stop=ended.host_stop,
     )
 
 
@@ -484,9 +521,23 @@ def run_in_vm(
         with keep:
             outcome = _run_pytest(
                 argv, env, Path(tmp), results_dir, deadline, check_timeout,
-                machine.console_log(), on_damage,
+                machine.console_log(), on_damage, lambda: host_stop(machine),
             )  # fmt: skip
     return outcome
+
+
+def host_stop(machine: Machine) -> str:
+    """Why QEMU stopped this guest (vm.qmp.stop_reason), "" while it runs or when
+    its monitor does not answer (then the watchdog judges as before)."""
+    qemu = machine.qemu
+    if qemu is None:
+        return ""
+    try:
+        state = qmp.run_state(qemu.spec.qmp_socket, Deadline(5.0, "QMP query-status"))
+    except QmpError as exc:
+        log.debug("suite: no run state from QEMU: %s", exc)
+        return ""
+    return qmp.stop_reason(state, qemu.spec.disk)
 
 
 def run_local(

@@ -311,7 +311,7 @@ def _in_vm(run: TargetRun, plan: VMPlan, vm: SuiteVM, out: VMDir) -> guestsuite.
             args, workers = [*scenarios.DOCKER_SUITE_ARGS, *args], scenarios.DOCKER_WORKERS
         ahead = _boot_ahead(run, plan)
         outcome = vm.run_suite(out, args, plan.suite, workers, run.opts.check_timeout, ahead)
-        if ahead is not None and not guestsuite.ended_cleanly(outcome):
+        if ahead is not None and not guestsuite.ended_cleanly(outcome) and not outcome.host_stop:
             ahead()  # the next VM boots while this one is judged
         _judge_suite(run, vm, outcome, out)
         h.note(f"{len(outcome.checks)} checks; log {outcome.log}")
@@ -469,8 +469,12 @@ def blocked_tasks(evidence: str) -> str:
 
 
 def _judge_suite(run: TargetRun, vm: SuiteVM, outcome: guestsuite.SuiteOutcome, out: VMDir) -> None:
-    """Tell a failing check from a hung test, a hung kernel and a dead VM."""
+    """Tell a failing check from a hung test, a hung kernel, a dead VM and a VM
+    QEMU stopped."""
     report = run.report
+    if outcome.host_stop:
+        _judge_host_stop(report, outcome)
+        return
     alive = vm.alive()
     after = run.deadline.sub(ANSWER_TIMEOUT, "checking the guest after the suite")
     ssh_ok = alive and vm.answers(after)
@@ -497,6 +501,19 @@ def _judge_suite(run: TargetRun, vm: SuiteVM, outcome: guestsuite.SuiteOutcome, 
         report.reason = f"pytest exited {outcome.returncode} with no result (see {outcome.log})"
     if not ssh_ok and alive:
         report.verdict, report.reason = ERROR, "SSH to the guest dropped during the suite"
+
+
+def _judge_host_stop(report: TargetReport, outcome: guestsuite.SuiteOutcome) -> None:
+    """QEMU stopped the guest (its disk overlay met ENOSPC on the host, say): an
+    infrastructure error, not a finding. The checks in flight are errors saying
+    so, not hangs (so no fresh VM runs them again on the same full disk)."""
+    for c in outcome.checks:
+        if c.outcome == HUNG:
+            c.outcome, c.message = ERROR, f"not finished: {outcome.host_stop}"
+    not_run = (outcome.collected or 0) - len(outcome.checks)
+    report.verdict = ERROR
+    report.reason = f"infrastructure: {outcome.host_stop}"
+    report.reason += f"; {not_run} checks not run" if not_run > 0 else ""
 
 
 def _judge_hang(

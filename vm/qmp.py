@@ -10,6 +10,9 @@ directory (LaunchSpec.qmp_socket). Two uses:
   driver (i8042 + atkbd: Debian's kernels have them) and sysrq enabled for the
   keyboard (Machine boots kernels with `sysrq_always_enabled`).
 - quit_qemu(): an orderly `quit` before the SIGKILL of QemuProcess.kill().
+- run_state(): whether QEMU stopped the guest itself, and on which disk error
+  (query-status, query-block): a guest whose disk overlay met ENOSPC on the host
+  is paused (werror=enospc, QEMU's default), which from outside looks like a hang.
 
 Each call connects, does one thing and disconnects, within a Deadline;
 failures are QmpError (an InfraError) naming the socket and the command.
@@ -21,10 +24,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from qemu.qmp import QMPClient, QMPError
 
+from harness.core import paths
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError
 
@@ -69,6 +75,82 @@ def execute(
             raise QmpError(f"QMP {socket}: QEMU closed the monitor during {names}") from exc
     except (QMPError, OSError) as exc:
         raise QmpError(f"QMP {socket}: {names} failed: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class RunState:
+    """QEMU's view of the guest (QMP query-status, query-block).
+
+    status: RunState of qapi/run-state.json ("running", "paused", "io-error",
+    "internal-error", "shutdown", ...); io_errors: device -> io-status ("nospace"
+    or "failed") for each disk whose I/O stopped the guest."""
+
+    status: str
+    running: bool
+    io_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stopped_by_qemu(self) -> bool:
+        """The guest is not running because of the host, not of anything in it."""
+        return not self.running and self.status in ("io-error", "internal-error")
+
+
+async def _query(socket: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    client = QMPClient("aufs-harness")
+    try:
+        await client.connect(str(socket))
+        status = await client.execute("query-status")
+        block = await client.execute("query-block")
+    finally:
+        await client.disconnect()
+    if not isinstance(status, dict) or not isinstance(block, list):
+        raise QMPError(f"unexpected answers: {status!r}, {block!r}")
+    return status, block
+
+
+def run_state(socket: Path, deadline: Deadline) -> RunState:
+    """The guest's run state, with the disks whose I/O error stopped it.
+
+    Raises QmpError when QEMU's monitor does not answer."""
+    if not socket.exists():
+        raise QmpError(f"QMP socket {socket} does not exist (QEMU gone?): cannot query-status")
+    try:
+        status, block = asyncio.run(asyncio.wait_for(_query(socket), deadline.remaining() or 0.1))
+    except TimeoutError as exc:
+        raise QmpError(f"QMP {socket}: no answer to query-status within "
+                       f"{deadline.seconds:.0f}s") from exc  # fmt: skip
+    except (QMPError, OSError, EOFError) as exc:
+        raise QmpError(f"QMP {socket}: query-status failed: {exc}") from exc
+    return parse_run_state(status, block)
+
+
+def parse_run_state(status: dict[str, Any], block: list[dict[str, Any]]) -> RunState:
+    """RunState from the answers to query-status and query-block (qapi/block.json:
+    BlockInfo's io-status is "ok", "failed" or "nospace")."""
+    errors = {
+        str(b.get("device") or b.get("qdev") or "?"): str(b["io-status"])
+        for b in block
+        if b.get("io-status") not in (None, "ok")
+    }
+    return RunState(str(status.get("status", "")), bool(status.get("running")), errors)
+
+
+def stop_reason(state: RunState, disk: Path) -> str:
+    """One line for a guest QEMU stopped (state.stopped_by_qemu): which disk, what
+    its I/O met, where the overlay `disk` lives and the fix; "" for any other state."""
+    if not state.stopped_by_qemu:
+        return ""
+    if state.status != "io-error":
+        return f"QEMU stopped the guest ({state.status}): see console.log and QEMU's log"
+    errors = ", ".join(f"{dev}: {io}" for dev, io in sorted(state.io_errors.items())) or "?"
+    if "nospace" in state.io_errors.values():
+        return f"QEMU paused the guest on a disk error ({errors}): " + paths.disk_full(
+            disk, "no space left", kept=False
+        )
+    return (
+        f"QEMU paused the guest on a disk error ({errors}) writing {disk}: "
+        "check the host's disk and its kernel log (dmesg)"
+    )
 
 
 def sysrq_command(key: str) -> tuple[str, dict[str, object]]:

@@ -36,10 +36,11 @@ def data_dir() -> Path:
     return path
 
 
-def disk_full(target: Path, what: str, results: Path | None = None) -> str:
+def disk_full(target: Path, what: str, results: Path | None = None, kept: bool = True) -> str:
     """One line for a full disk: which of the harness's directories (cache,
     state, results) holds `target`, what is free there and the fix. `what`:
-    "no space left" or "quota exceeded"."""
+    "no space left" or "quota exceeded"; `kept`: say that nothing half-written
+    was kept (the harness removed it), False when the writer was not ours."""
     target = target.resolve()
     places = [("cache", cache_dir()), ("state", state_dir())]
     if results is not None:
@@ -56,7 +57,7 @@ def disk_full(target: Path, what: str, results: Path | None = None) -> str:
     return (
         f"{label} is full ({what}, {free} MB free) while writing {target}: "
         "free space there or point the harness elsewhere (AUFS_HARNESS_CACHE, "
-        "AUFS_HARNESS_STATE, --results); nothing half-written was kept"
+        "AUFS_HARNESS_STATE, --results)" + ("; nothing half-written was kept" if kept else "")
     )
 
 

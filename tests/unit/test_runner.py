@@ -374,3 +374,21 @@ def test_bad_input_found_mid_run_is_in_the_report(
         run_target(target, RunOptions(results_dir=tmp_path), sink)
     assert sink[0].verdict == "error"
     assert sink[0].reason.startswith("Debian bookworm serves no linux-source version 9.9")
+
+
+def test_a_guest_qemu_paused_on_a_full_disk_is_an_infrastructure_error(tmp_path: Path) -> None:
+    """QEMU paused the guest (its overlay met ENOSPC): the checks in flight are
+    errors saying so, not hangs, and no fresh VM follows on the same full disk."""
+    paused = outcome(c("ok", PASSED), c("writing", HUNG))
+    paused.host_stop = "QEMU paused the guest on a disk error (virtio0: nospace): the state ..."
+    paused.collected = 5
+    fake = fleet(tmp_path, paused, outcome(c("never", PASSED)))
+    report = run_vms(fake, tmp_path, Stop.DONE)
+    assert fake.booted == 1
+    assert [(x.name, x.outcome) for x in report.checks] == [("ok", PASSED), ("writing", ERROR)]
+    assert report.checks[1].message.startswith("not finished: QEMU paused the guest")
+    assert report.verdict == ERROR
+    assert report.reason == (
+        "infrastructure: QEMU paused the guest on a disk error (virtio0: nospace): the state ...; "
+        "3 checks not run"
+    )
