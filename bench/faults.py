@@ -7,7 +7,8 @@ SIGINT at image/boot/load/suite, SIGTERM at boot/suite), qemu (QEMU SIGKILLed
 from outside mid-suite x2), sshd (sshd killed in the guest x2), panic (the
 guest kernel panicked by a check through /proc/sysrq-trigger x2), store (a
 truncated wheel), full (a full cache tmpfs: pip meets ENOSPC; a 2 MB state
-tmpfs), two (one byte of the stored bookworm kernel flipped, then two runs of
+tmpfs; a 176 MB state tmpfs a check fills mid-suite, so QEMU pauses the
+guest), two (one byte of the stored bookworm kernel flipped, then two runs of
 that image at once: one rebuilds it, the other waits), build (SIGKILL and
 SIGINT while make runs: a kernel whose key misses, --aufs-option SHWH=n).
 
@@ -76,6 +77,17 @@ def test_panics_the_guest():
     with open("/proc/sysrq-trigger", "w") as f:
         f.write("c")
     time.sleep(120)
+"""
+
+FILL_SUITE = """
+import subprocess
+
+def test_first():
+    pass
+
+def test_fills_the_disk():
+    subprocess.run(["dd", "if=/dev/urandom", "of=/var/tmp/fill", "bs=1M", "count=400",
+                    "conv=fsync"], check=True)
 """
 
 # Runs the CLI with a tiny suite in place of the union suite (argv[1]: the
@@ -442,6 +454,26 @@ class Campaign:
         finally:
             subprocess.run(["umount", mnt], check=False)
 
+    def state_fills_mid_suite(self) -> None:
+        """The state dir has room to start (128 MB free) but a check writes more
+        through the guest's disk: QEMU pauses the guest on ENOSPC, the suite
+        asks QEMU why after 15 s of silence (tests/integration/test_hang.py)."""
+        mnt = self.work / "small-state-mid"
+        mnt.mkdir(exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=176m", "tmpfs", mnt], check=True)
+        try:
+            env = {**self.env, "AUFS_HARNESS_STATE": str(mnt)}
+            t0 = time.monotonic()
+            results = self.results()
+            argv = ["run", "--accel", "tcg", "--workers", "1", "--results", str(results)]
+            proc, errlog = self.start(argv, self.suite(FILL_SUITE), env=env)
+            self.finish(
+                "state dir fills mid-suite", proc, errlog, t0, results, True,
+                rf"QEMU paused the guest on a disk error .*{re.escape(str(mnt))}.* is full", env,
+            )  # fmt: skip
+        finally:
+            subprocess.run(["umount", "-l", mnt], check=False)
+
     def taken_port(self) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -592,6 +624,7 @@ def campaign(c: Campaign, only: str) -> None:
     if want("full"):
         c.full_dir("cache", "2500m")
         c.full_dir("state", "2m")
+        c.state_fills_mid_suite()
     if want("two"):
         c.corrupted_image_two_runs()
     if want("build"):

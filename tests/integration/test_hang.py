@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +162,51 @@ def test_a_check_that_panics_the_kernel_is_the_verdict_and_the_rest_run_on_a_fre
     assert report.reason.endswith("; 1 fresh VM(s) ran the checks left"), report.reason
     assert "Kernel panic" in (out / "console.log").read_text()
     fact.append(f"panicking check: {message[:160]}")
+
+
+def test_a_guest_paused_on_a_full_state_disk_is_an_infrastructure_error(
+    bookworm: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fact: list[str]
+) -> None:
+    """The VM's disk overlay meets ENOSPC on the host mid-suite: QEMU pauses the
+    guest (werror=enospc), which from outside looks like a hang. The run stops
+    once the guest has been silent QUIET_PROBE s and QEMU says why: an
+    infrastructure error naming the full directory, not a hung check."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs as the state directory needs root")
+    small = tmp_path / "small-state"
+    small.mkdir()
+    # 128 MB must be free before QEMU starts (vm.machine.MIN_STATE_FREE_MB); the
+    # check then writes more than is left through the guest's root disk.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=176M", "tmpfs", small], check=True)
+    try:
+        monkeypatch.setenv("AUFS_HARNESS_STATE", str(small))
+        t0 = time.monotonic()
+        report, _ = run_fake_suite(
+            tmp_path,
+            monkeypatch,
+            """
+            import subprocess
+
+            def test_before():
+                pass
+
+            def test_fills_the_disk():
+                subprocess.run(["dd", "if=/dev/urandom", "of=/var/tmp/fill", "bs=1M",
+                                "count=400", "conv=fsync"], check=True)
+            """,
+            workers=1,
+        )
+        seconds = time.monotonic() - t0
+    finally:
+        subprocess.run(["umount", "-l", small], check=False)
+    assert report.verdict == "error", report.reason
+    assert report.reason.startswith("infrastructure: QEMU paused the guest on a disk error ("), (
+        report.reason
+    )
+    assert f"the state directory {small.resolve()} is full (no space left" in report.reason
+    outcomes = {c.name: c for c in report.checks}
+    assert outcomes["test_before"].outcome == "passed"
+    assert outcomes["test_fills_the_disk"].outcome == "error"
+    assert outcomes["test_fills_the_disk"].message.startswith("not finished: QEMU paused")
+    assert [s.name for s in report.stages].count("boot") == 1  # no fresh VM on the full disk
+    fact.append(f"paused guest: {report.reason[:120]}... in {seconds:.0f}s")
