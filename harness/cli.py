@@ -14,7 +14,7 @@ from types import FrameType
 from typing import NoReturn
 
 from harness import __version__
-from harness.core import leftovers, paths
+from harness.core import paths
 from harness.core.errors import (
     EXIT_ERROR,
     HarnessError,
@@ -80,14 +80,6 @@ def _add_kmod(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     kmod_fixup.add_parsers(ksub)
 
 
-def _boots_or_builds(args: argparse.Namespace) -> bool:
-    if args.command in ("run", "suite", "repro"):
-        return True
-    if args.command == "vm":
-        return bool(args.vm_command == "up")
-    return args.command == "kmod" and args.kmod_command in ("build", "prepare")
-
-
 def disk_full(exc: OSError, args: argparse.Namespace) -> str:
     """One line for ENOSPC/EDQUOT: which of the harness's directories is full,
     the file it was writing and what is free there."""
@@ -139,8 +131,6 @@ def _sigterm_interrupts() -> Iterator[None]:
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the subcommand; HarnessErrors and a full disk become one line."""
     try:
-        if _boots_or_builds(args):
-            leftovers.sweep()  # what a killed run left: one log line if anything
         code: int = args.func(args)
         return code
     except HarnessError as exc:

@@ -540,12 +540,17 @@ def host_stop(machine: Machine) -> str:
     return qmp.stop_reason(state, qemu.spec.disk)
 
 
+def check_local_root() -> None:
+    """UserError unless root: the suite on this host mounts filesystems."""
+    if os.geteuid() != 0:
+        raise UserError("the suite mounts filesystems: run `aufs-harness suite --local` as root")
+
+
 def run_local(
     results_dir: Path, suite_args: Sequence[str], deadline: Deadline, workers: int = 0
 ) -> SuiteOutcome:
     """Run the suite on this host (root: it mounts filesystems)."""
-    if os.geteuid() != 0:
-        raise UserError("the suite mounts filesystems: run `aufs-harness suite --local` as root")
+    check_local_root()
     results_dir.mkdir(parents=True, exist_ok=True)
     argv = _pytest("--rootdir", str(suite_dir()), str(suite_dir()), *suite_args)
     if workers:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from harness.core import leftovers
 from harness.core.deadline import Deadline
 from harness.core.errors import DeadlineExceeded, InfraError, UserError
 from harness.core.paths import state_dir
@@ -190,7 +191,11 @@ def check_state_space(need_mb: int = MIN_STATE_FREE_MB) -> None:
 
 
 def preflight(ssh_port: int | None = None) -> None:
-    """Fail fast, before any long work, on what would stop a VM from starting."""
+    """Fail fast, before any long work, on what would stop a VM from starting;
+    first clean what a killed run left (harness.core.leftovers: one log line if
+    anything). Commands call it once their own inputs are checked, so a refused
+    command leaves everything as it was."""
+    leftovers.sweep()
     check_state_space()
     qemu_binary()
     qemu_img()

@@ -13,6 +13,7 @@ import logging
 from harness import argcheck
 from harness.buildargs import add_build_options, spec_from_args
 from harness.commands.common import add_timeout
+from harness.core import leftovers
 from harness.core.deadline import Deadline
 from harness.core.errors import EXIT_FAILED, EXIT_OK
 from kmod.pipeline import BuildResult, run
@@ -43,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def cmd_build(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    leftovers.sweep()  # what a killed build left (sub-makes, temporaries)
     result = run(spec, Deadline(args.timeout, "kmod build"))
     if args.json:
         print(json.dumps(result.to_json(), indent=2, default=str))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from harness.buildargs import add_build_options, spec_from_args
 from harness.commands.common import add_timeout
+from harness.core import leftovers
 from harness.core.deadline import Deadline
 from harness.core.errors import EXIT_OK
 from kmod import fixup
@@ -58,6 +59,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    leftovers.sweep()  # what a killed build left (sub-makes, temporaries)
     prepared = fixup.prepare(spec, Deadline(args.timeout, "kmod prepare"), fresh=args.fresh)
     print(format_prepared(prepared))
     return EXIT_OK

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from harness import argcheck, guestsuite
 from harness.commands.common import finish
+from harness.core import leftovers
 from harness.core.deadline import Deadline
 from harness.core.errors import UserError
 from harness.results import TargetReport
@@ -44,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def main(args: argparse.Namespace) -> int:
     if not args.local:
         raise UserError("only --local is supported here; use `aufs-harness run` for a VM")
+    guestsuite.check_local_root()  # before the results directory: a refused run leaves none
+    leftovers.sweep()  # the mounts and loop devices of a killed run's labs
     results = ResultsDir.new(args.results)
     files = results.target("local").vm(1)
     extra = [f"--driver={','.join(args.driver)}"] if args.driver else []
