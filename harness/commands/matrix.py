@@ -50,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="known failures (TOML); default: none, every failure counts",
     )  # fmt: skip
     r.add_argument(
-        "--results", type=Path, default=Path("results"), metavar="DIR",
+        "--results", type=argcheck.results_dir, default="results", metavar="DIR",
         help="where reports go (default: ./results/<timestamp>)",
     )  # fmt: skip
     r.add_argument(

@@ -217,3 +217,22 @@ def test_bad_kernel_is_refused_before_a_results_directory(
     assert len(err) == 1 and err[0].startswith("aufs-harness: usage error: "), err
     assert expected in err[0]
     assert not (tmp_path / "out").exists()
+
+
+# --results of every command that writes a results directory: checked by argparse,
+# so a file in the way is one line, not a NotADirectoryError traceback from mkdir.
+RESULTS_COMMANDS = [["run"], ["suite", "--local"], ["matrix", "run"]]
+
+
+@pytest.mark.parametrize("argv", RESULTS_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("under", ["", "out"], ids=["file", "under-file"])
+def test_results_that_is_or_is_under_a_file(
+    argv: list[str], under: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    results = afile / under if under else afile
+    assert main([*argv, "--results", str(results)]) == 2
+    line = one_error_line(capsys)
+    assert "--results" in line and "is not a directory" in line, line
+    assert afile.read_text() == "mine\n"
