@@ -116,6 +116,13 @@ def results_dir(text: str) -> Path:
     path = Path(text).expanduser()
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is not a directory: give a directory")
+    _creatable(text, path)
+    return path
+
+
+def _creatable(text: str, path: Path) -> None:
+    """Refuse `path` (given as `text`) unless its nearest existing parent is a
+    directory this user can write, so it (or what is under it) can be created."""
     probe = path
     while not probe.exists():
         if probe.parent == probe:
@@ -129,6 +136,22 @@ def results_dir(text: str) -> Path:
         raise argparse.ArgumentTypeError(
             f"{text}: {probe} is not writable: give a directory you can write"
         )
+
+
+def history_db(text: str) -> Path:
+    """A history database (--db): an existing regular file, or a new file
+    whose nearest existing parent is a writable directory (it is created).
+    Whether an existing file is a history database is harness.report.history's
+    check_db, which reads it."""
+    path = Path(text).expanduser()
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty: give a history database file")
+    if path.exists() and not path.is_file():
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a regular file: give a history database file"
+        )
+    if not path.exists():
+        _creatable(text, path)
     return path
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness import argcheck
 from harness.compare import load_reports
 from harness.core.errors import EXIT_FAILED, EXIT_OK
 from harness.report import diff, history
@@ -72,7 +73,7 @@ def add_diff_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _add_db(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument(
         "--db",
-        type=Path,
+        type=argcheck.history_db,
         default=None,
         metavar="PATH",
         help=f"{what} (default: {history.DB_NAME} in the user's data directory)",

@@ -70,7 +70,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     g.add_argument("--smp", type=argcheck.SMP, default=2, metavar="N", help="guest CPUs")
     h = r.add_argument_group("history")
     h.add_argument(
-        "--db", type=Path, metavar="PATH",
+        "--db", type=argcheck.history_db, metavar="PATH",
         help=f"the history database the run is recorded in (default: {history.default_db()})",
     )  # fmt: skip
     h.add_argument("--no-history", action="store_true", help="do not record the run")
@@ -82,6 +82,8 @@ def main(args: argparse.Namespace) -> int:
     matrix = spec.load(args.file or spec.default_matrix())
     baseline = baselines.load(args.baseline) if args.baseline else baselines.Baseline(None)
     hosts = load_inventory(args.hosts) if args.hosts else ()
+    if not args.no_history:  # recorded after every cell ran: refuse a bad --db now
+        history.check_db(args.db or history.default_db())
     if not hosts:
         preflight()  # with hosts, each host's own `run` checks its QEMU
     plain = args.quiet or not sys.stderr.isatty()

@@ -92,6 +92,23 @@ def connect(db: Path) -> Iterator[sqlite3.Connection]:
         raise UserError(f"{db}: not a history database ({exc}); give another --db") from exc
 
 
+def check_db(db: Path) -> None:
+    """Refuse `db` before a long run would record into it: UserError (one line)
+    when it exists and is not a history database (not SQLite, or SQLite without
+    its tables). A missing or empty file is fine: record creates the schema.
+    Only reads."""
+    if not db.exists() or (db.is_file() and db.stat().st_size == 0):
+        return
+    try:
+        uri = f"{db.resolve().as_uri()}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{db}: not a history database ({exc}); give another --db") from exc
+    if "runs" not in tables:
+        raise UserError(f"{db}: an SQLite database without the history's tables; give another --db")
+
+
 def record(results_dir: Path, db: Path) -> RunId:
     """Record the run in `results_dir` (its report.json) into `db`; returns its id.
 

@@ -219,6 +219,31 @@ def test_bad_kernel_is_refused_before_a_results_directory(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.fixture
+def nothing_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every slow step a command can reach (boot, build, clone, the suite, the
+    matrix) raises instead: a bad input the CLI lets through fails the test
+    rather than starting real work."""
+    from harness import guestsuite
+    from harness.commands import bundle, kmod_build, kmod_load, matrix, repro, run, vm
+    from kmod import fixup, pipeline, source
+
+    def slow(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a slow step started: the bad input was not refused up front")
+
+    for module, name in [
+        (run, "run_target"), (matrix, "run_matrix"), (guestsuite, "run_local"),
+        (repro, "rerun"), (vm, "boot_kept"), (pipeline, "run"), (vm, "resolve_boot"),
+        (vm, "stored_build"), (vm, "stored_image"), (kmod_build, "run"), (fixup, "prepare"),
+        (fixup, "make_fixups"), (bundle, "make_bundle"), (kmod_load, "run"),
+        (source.DebianSource, "offers"),
+    ]:  # fmt: skip
+        monkeypatch.setattr(module, name, slow)
+    for module in (run, matrix, repro, vm):
+        monkeypatch.setattr(module, "preflight", lambda *a: None)
+    monkeypatch.setattr("harness.core.leftovers.sweep", lambda: None)
+
+
 # --results of every command that writes a results directory: checked by argparse,
 # so a file in the way is one line, not a NotADirectoryError traceback from mkdir.
 RESULTS_COMMANDS = [["run"], ["suite", "--local"], ["matrix", "run"]]
@@ -226,6 +251,7 @@ RESULTS_COMMANDS = [["run"], ["suite", "--local"], ["matrix", "run"]]
 
 @pytest.mark.parametrize("argv", RESULTS_COMMANDS, ids=" ".join)
 @pytest.mark.parametrize("under", ["", "out"], ids=["file", "under-file"])
+@pytest.mark.usefixtures("nothing_slow")
 def test_results_that_is_or_is_under_a_file(
     argv: list[str], under: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -236,3 +262,78 @@ def test_results_that_is_or_is_under_a_file(
     line = one_error_line(capsys)
     assert "--results" in line and "is not a directory" in line, line
     assert afile.read_text() == "mine\n"
+
+
+# --db: a bad history database is refused before anything runs. matrix run
+# records only after every cell ran, so a --db it cannot write must fail first.
+def _db_case(tmp_path: Path, kind: str) -> Path:
+    if kind == "directory":
+        return tmp_path
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    if kind == "under a file":
+        return afile / "history.sqlite"
+    if kind == "other sqlite":
+        import sqlite3
+
+        other = tmp_path / "other.db"
+        with sqlite3.connect(other) as conn:
+            conn.execute("CREATE TABLE t (x)")
+        return other
+    return afile  # "not sqlite"
+
+
+DB_COMMANDS = [
+    ["matrix", "run"],
+    ["history", "record", "."],
+    ["history", "diff", "a", "b"],
+    ["report", "html", "."],
+]
+
+
+@pytest.mark.parametrize("argv", DB_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        ("directory", "is not a regular file"),
+        ("under a file", "is not a directory"),
+        ("empty", "the path is empty"),
+    ],
+)
+@pytest.mark.usefixtures("nothing_slow")
+def test_bad_db_path(
+    argv: list[str], kind: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = "" if kind == "empty" else str(_db_case(tmp_path, kind))
+    assert (
+        main(
+            [
+                *argv,
+                "--db",
+                db,
+                *(["--results", str(tmp_path / "r")] if argv[0] == "matrix" else []),
+            ]
+        )
+        == 2
+    )
+    line = one_error_line(capsys)
+    assert "--db" in line and said in line, line
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [("not sqlite", "not a history database"), ("other sqlite", "without the history's tables")],
+)
+@pytest.mark.usefixtures("nothing_slow")
+def test_matrix_run_refuses_a_db_that_is_not_a_history_before_any_cell(
+    kind: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = _db_case(tmp_path, kind)
+    before = db.read_bytes()
+    assert main(["matrix", "run", "--db", str(db), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("aufs-harness: usage error: "), err
+    assert said in err[0]
+    assert not (tmp_path / "r").exists()
+    assert db.read_bytes() == before
