@@ -155,6 +155,41 @@ def history_db(text: str) -> Path:
     return path
 
 
+TARBALL_SUFFIXES = (".tar.gz", ".tgz")
+
+
+def tarball_out(text: str) -> Path:
+    """Where `bundle --out` writes: an existing writable directory, or a
+    FILE.tar.gz (.tgz) in one. An existing tarball of that name is replaced; any
+    other existing file is refused, never overwritten (--out ~/.bashrc)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty: give a directory or a FILE.tar.gz")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(
+                f"{text} is not writable: give a directory you can write"
+            )
+        return path
+    if not path.name.endswith(TARBALL_SUFFIXES):
+        what = "an existing file" if path.exists() else "neither a directory nor a .tar.gz name"
+        raise argparse.ArgumentTypeError(
+            f"{text} is {what}: give a directory or a FILE.tar.gz (nothing else is overwritten)"
+        )
+    if path.exists() and not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is not a regular file: give a FILE.tar.gz")
+    parent = path.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text}: {parent} is not a directory: give a FILE.tar.gz in an existing directory"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(
+            f"{text}: {parent} is not writable: give a directory you can write"
+        )
+    return path
+
+
 def _is_url(text: str) -> bool:
     return "://" in text or re.match(r"^[\w.-]+@[\w.-]+:", text) is not None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness import argcheck
 from harness.bundle import make_bundle
 from harness.repro import find_cell
 
@@ -22,10 +23,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("cell", metavar="CELL", help="a target label or its directory name")
     p.add_argument(
         "--out",
-        type=Path,
+        type=argcheck.tarball_out,
         default=Path("."),
         metavar="PATH",
-        help="the tarball, or a directory for aufs-repro-<cell>.tar.gz (default: .)",
+        help="the tarball (FILE.tar.gz; no other file is overwritten), or a directory for "
+        "aufs-repro-<cell>.tar.gz (default: .)",
     )
     p.set_defaults(func=main)
 

@@ -337,3 +337,35 @@ def test_matrix_run_refuses_a_db_that_is_not_a_history_before_any_cell(
     assert said in err[0]
     assert not (tmp_path / "r").exists()
     assert db.read_bytes() == before
+
+
+# bundle --out: a directory or a FILE.tar.gz. Before, any existing file was
+# replaced by the tarball (--out /etc/passwd did that) and a missing directory
+# was a FileNotFoundError traceback after the bundle was assembled.
+@pytest.mark.usefixtures("nothing_slow")
+@pytest.mark.parametrize(
+    ("out", "said"),
+    [
+        ("afile", "is an existing file"),
+        ("afile/x.tar.gz", "afile is not a directory"),
+        ("no/such/x.tar.gz", "is not a directory"),
+        ("nodir", "neither a directory nor a .tar.gz name"),
+        ("", "the path is empty"),
+    ],
+)
+def test_bad_bundle_out(
+    out: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    where = str(tmp_path / out) if out else ""
+    assert main(["bundle", str(tmp_path), "cell", "--out", where]) == 2
+    line = one_error_line(capsys)
+    assert "--out" in line and said in line, line
+    assert afile.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("name", [".", "x.tar.gz", "x.tgz"])
+def test_bundle_out_takes_a_directory_or_a_tarball_name(tmp_path: Path, name: str) -> None:
+    (tmp_path / "x.tar.gz").write_bytes(b"\x1f\x8b old bundle")  # replaced: it is a tarball
+    assert argcheck.tarball_out(str(tmp_path / name)) == tmp_path / name
