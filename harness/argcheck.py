@@ -155,6 +155,17 @@ def history_db(text: str) -> Path:
     return path
 
 
+def patch_name(text: str) -> str:
+    """A fix-up patch's file name (`kmod fixup --name`): one plain name ending in
+    .patch, since the build applies only the fix-up directory's *.patch files."""
+    if not text.endswith(".patch") or "/" in text or text.startswith(".") or not text[:-6]:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a patch file name: give NAME.patch (no directory; the build "
+            "applies only *.patch files of the fix-up directory)"
+        )
+    return text
+
+
 TARBALL_SUFFIXES = (".tar.gz", ".tgz")
 
 

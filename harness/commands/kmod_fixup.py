@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
+from harness import argcheck
 from harness.buildargs import add_build_options, spec_from_args
 from harness.commands.common import add_timeout
 from harness.core import leftovers
@@ -49,10 +49,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     add_build_options(f, kernel_required=True)
     f.add_argument(
-        "--to", type=Path, required=True, metavar="DIR",
+        "--to", type=argcheck.results_dir, required=True, metavar="DIR",
         help="your fix-up directory (outside this repository); created if missing",
     )  # fmt: skip
-    f.add_argument("--name", metavar="FILE", help="name of the additive fix-up patch")
+    f.add_argument(
+        "--name", type=argcheck.patch_name, metavar="FILE.patch",
+        help="name of the additive fix-up patch",
+    )  # fmt: skip
     add_timeout(f, DEFAULT_TIMEOUT)
     f.set_defaults(func=cmd_fixup)
 

@@ -369,3 +369,31 @@ def test_bad_bundle_out(
 def test_bundle_out_takes_a_directory_or_a_tarball_name(tmp_path: Path, name: str) -> None:
     (tmp_path / "x.tar.gz").write_bytes(b"\x1f\x8b old bundle")  # replaced: it is a tarball
     assert argcheck.tarball_out(str(tmp_path / name)) == tmp_path / name
+
+
+# kmod fixup --to and --name: checked before the kernel and aufs sources are
+# fetched. Before, --to FILE was a FileExistsError traceback after that, and
+# --name wrote outside --to (../x.patch) or a file the build never applies (x).
+FIXUP = ["kmod", "fixup", "--kernel", "debian:bullseye"]
+
+
+@pytest.mark.usefixtures("nothing_slow")
+@pytest.mark.parametrize(
+    ("args", "option", "said"),
+    [
+        (["--to", "{tmp}/afile"], "--to", "is not a directory"),
+        (["--to", "{tmp}/afile/fixups"], "--to", "afile is not a directory"),
+        (["--to", "{tmp}", "--name", "../evil.patch"], "--name", "not a patch file name"),
+        (["--to", "{tmp}", "--name", "myfix"], "--name", "not a patch file name"),
+        (["--to", "{tmp}", "--name", ""], "--name", "not a patch file name"),
+        (["--to", "{tmp}", "--name", ".patch"], "--name", "not a patch file name"),
+    ],
+)
+def test_bad_fixup_destination(
+    args: list[str], option: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("mine\n")
+    assert main([*FIXUP, *(a.format(tmp=tmp_path) for a in args)]) == 2
+    line = one_error_line(capsys)
+    assert option in line and said in line, line
+    assert (tmp_path / "afile").read_text() == "mine\n"
