@@ -88,8 +88,16 @@ BUILD_TIMEOUT = seconds(60.0, 2 * 24 * HOUR)
 COMMAND_TIMEOUT = seconds(1.0, 2 * 24 * HOUR)
 
 
+def _not_empty(text: str, what: str) -> None:
+    """Refuse an empty path: Path("") is ".", so it would quietly mean the
+    current directory (--fixup-dir "" applied its *.patch, --results "" wrote there)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"the path is empty: give {what}")
+
+
 def existing_dir(text: str) -> Path:
     """A directory that exists (for --fixup-dir)."""
+    _not_empty(text, "a directory")
     path = Path(text).expanduser()
     if not path.exists():
         raise argparse.ArgumentTypeError(f"{text} does not exist: give an existing directory")
@@ -100,6 +108,7 @@ def existing_dir(text: str) -> Path:
 
 def existing_file(text: str) -> Path:
     """A regular file that exists and can be read (for --config-fragment)."""
+    _not_empty(text, "a file")
     path = Path(text).expanduser()
     if not path.exists():
         raise argparse.ArgumentTypeError(f"{text} does not exist: give an existing file")
@@ -113,6 +122,7 @@ def existing_file(text: str) -> Path:
 def results_dir(text: str) -> Path:
     """Where reports go: a directory, or a path whose nearest existing parent is a
     writable directory (it is created)."""
+    _not_empty(text, "a directory")
     path = Path(text).expanduser()
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is not a directory: give a directory")
@@ -144,8 +154,7 @@ def history_db(text: str) -> Path:
     Whether an existing file is a history database is harness.report.history's
     check_db, which reads it."""
     path = Path(text).expanduser()
-    if not text.strip():
-        raise argparse.ArgumentTypeError("the path is empty: give a history database file")
+    _not_empty(text, "a history database file")
     if path.exists() and not path.is_file():
         raise argparse.ArgumentTypeError(
             f"{text} is not a regular file: give a history database file"
@@ -173,8 +182,7 @@ def tarball_out(text: str) -> Path:
     """Where `bundle --out` writes: an existing writable directory, or a
     FILE.tar.gz (.tgz) in one. An existing tarball of that name is replaced; any
     other existing file is refused, never overwritten (--out ~/.bashrc)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("the path is empty: give a directory or a FILE.tar.gz")
+    _not_empty(text, "a directory or a FILE.tar.gz")
     path = Path(text).expanduser()
     if path.is_dir():
         if not os.access(path, os.W_OK | os.X_OK):
@@ -201,12 +209,26 @@ def tarball_out(text: str) -> Path:
     return path
 
 
+def kernel_spec(text: str) -> str:
+    """--kernel: not empty (an empty --kernel would quietly mean the stock
+    kernel to `run` and the current directory as a tree to `kmod build`), and a
+    path: form names a path; the form itself is kmod.source.provider_for's."""
+    if not text.strip() or text.strip() == "path:":
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names no kernel: give debian:SUITE[=VERSION], "
+            "https://.../linux-X.Y.Z.tar.xz, git+URL@REF or path:/a/kernel/tree "
+            "(leave --kernel out for the stock kernel)"
+        )
+    return text
+
+
 def _is_url(text: str) -> bool:
     return "://" in text or re.match(r"^[\w.-]+@[\w.-]+:", text) is not None
 
 
 def aufs_src(text: str) -> str:
     """A git URL (taken as is), or a local aufs-standalone clone that must exist."""
+    _not_empty(text, "an aufs-standalone clone, a git bundle or a git URL")
     if _is_url(text):
         return text
     path = Path(text).expanduser()
@@ -255,6 +277,7 @@ def disk_kind(head: bytes) -> str | None:
 def disk_image(text: str) -> Path:
     """A file that looks like a bootable disk: qcow2, or raw with a partition table
     or a filesystem superblock (disk_kind). Anything else is refused at once."""
+    _not_empty(text, "a disk image")
     path = Path(text).expanduser()
     if not path.exists():
         raise argparse.ArgumentTypeError(f"image {text} does not exist: give an existing image")

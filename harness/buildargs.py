@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import urllib.parse
+from pathlib import Path
 
 from harness import argcheck
 from harness.core.errors import UserError
@@ -18,6 +20,7 @@ def add_build_options(p: argparse._ActionsContainer, *, kernel_required: bool) -
     p.add_argument(
         "--kernel",
         required=kernel_required,
+        type=argcheck.kernel_spec,
         metavar="SPEC",
         help="kernel source: debian:bullseye|bookworm|trixie|sid[=VERSION], "
         "https://.../linux-X.Y.Z.tar.xz, git+URL@REF, path:/a/tree",
@@ -86,15 +89,21 @@ def spec_from_args(args: argparse.Namespace) -> BuildSpec:
     """The BuildSpec the options of add_build_options describe (paths made
     absolute). Raises UserError naming the option at fault: --jobs below 1, a
     --fixup-dir or --config-fragment that does not exist, a malformed
-    --aufs-option or --branch-fs, a --kernel in no known form (so a refused run
-    leaves no results directory behind)."""
+    --aufs-option or --branch-fs, a --kernel in no known form, a path: tree or
+    file:// tarball that is not there (so a refused run leaves no results
+    directory behind)."""
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: give a positive number of make jobs")
     for opt, path in (("--fixup-dir", args.fixup_dir), ("--config-fragment", args.config_fragment)):
         if path is not None and not path.exists():
             raise UserError(f"{opt} {path} does not exist: check the path")
     config.aufs_options(args.aufs_option)  # reject a malformed option before any work
-    source.provider_for(args.kernel)  # an unknown suite or form, before any work
+    provider = source.provider_for(args.kernel)  # an unknown suite or form, before any work
+    local = _local_source(provider)
+    if local is not None and not local.exists():
+        raise UserError(f"--kernel {args.kernel}: {local} does not exist: check the path")
+    if local is not None and local.is_dir() and not (local / "Makefile").is_file():
+        raise UserError(f"--kernel {args.kernel}: {local} has no Makefile: give a kernel tree")
     return BuildSpec(
         kernel=args.kernel,
         aufs_src=args.aufs_src,
@@ -107,3 +116,12 @@ def spec_from_args(args: argparse.Namespace) -> BuildSpec:
         loopback=args.loopback,
         jobs=args.jobs,
     )
+
+
+def _local_source(provider: source.Provider) -> Path | None:
+    """The local tree (path:) or tarball (file://) a kernel source reads, else None."""
+    if isinstance(provider, source.PathSource):
+        return provider.path.expanduser()
+    if isinstance(provider, source.TarballSource) and provider.url.startswith("file://"):
+        return Path(urllib.parse.urlparse(provider.url).path)
+    return None

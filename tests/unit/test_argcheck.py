@@ -397,3 +397,66 @@ def test_bad_fixup_destination(
     line = one_error_line(capsys)
     assert option in line and said in line, line
     assert (tmp_path / "afile").read_text() == "mine\n"
+
+
+# An empty path is Path("") == ".": every path option refuses it instead of
+# quietly taking the current directory (--fixup-dir "" applied its *.patch).
+EMPTY_PATHS = [
+    (["run", "--results", ""], "--results"),
+    (["suite", "--local", "--results", ""], "--results"),
+    (["matrix", "run", "--results", ""], "--results"),
+    (["repro", "r", "c", "--results", ""], "--results"),
+    (["run", "--image", ""], "--image"),
+    (["run", "--kernel", "debian:bullseye", "--fixup-dir", ""], "--fixup-dir"),
+    (["kmod", "build", "--kernel", "debian:bullseye", "--aufs-src", ""], "--aufs-src"),
+    (
+        ["kmod", "build", "--kernel", "debian:bullseye", "--config-fragment", ""],
+        "--config-fragment",
+    ),
+    (["kmod", "fixup", "--kernel", "debian:bullseye", "--to", ""], "--to"),
+]
+
+
+@pytest.mark.usefixtures("nothing_slow")
+@pytest.mark.parametrize(
+    ("argv", "option"), EMPTY_PATHS, ids=lambda a: " ".join(a) if isinstance(a, list) else a
+)
+def test_empty_path_is_refused(
+    argv: list[str], option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    assert option in line and "the path is empty" in line, line
+    assert list(cwd.iterdir()) == []
+
+
+# --kernel that names nothing, or a local tree or tarball that is not there: refused
+# before the results directory (an empty --kernel was the stock kernel to `run`).
+@pytest.mark.usefixtures("nothing_slow")
+@pytest.mark.parametrize(
+    ("kernel", "said"),
+    [
+        ("", "names no kernel"),
+        ("path:", "names no kernel"),
+        ("path:{tmp}/no-tree", "does not exist"),
+        ("file://{tmp}/linux-6.1.tar.xz", "does not exist"),
+        ("path:{tmp}", "has no Makefile"),
+    ],
+)
+@pytest.mark.parametrize("command", [["run"], ["kmod", "build"], ["vm", "up"]], ids=" ".join)
+def test_kernel_that_names_nothing_there(
+    command: list[str], kernel: str, said: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    argv = [*command, "--kernel", kernel.format(tmp=tmp_path)]
+    if command == ["run"]:
+        argv += ["--results", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("aufs-harness: "), err
+    assert "--kernel" in err[0] and said in err[0], err[0]
+    assert not (tmp_path / "out").exists()
