@@ -242,6 +242,11 @@ def select_checks(cell: Cell, check: str | None) -> list[CheckResult]:
     any part of one: "test_x[aufs-ext4-defaults]", else a word of a red check's
     message: "removexattr"), or every red check of the
     cell when `check` is None. Raises UserError when nothing matches."""
+    if check is not None and not check.strip():  # "" is in every node id: all checks
+        raise UserError(
+            "CHECK is empty (it would match every check): give a node id or part of one, "
+            "or leave it out for the cell's failed checks"
+        )
     if check is None:
         red = cell.red_checks()
         if not red:

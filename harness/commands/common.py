@@ -15,12 +15,14 @@ from harness.table import print_report
 from vm.accel import ACCELS
 from vm.image import SUITES
 
+DEFAULT_DISTRO = "bookworm"
+
 
 def add_vm_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("virtual machine")
     g.add_argument(
         "--distro",
-        default="bookworm",
+        default=DEFAULT_DISTRO,
         metavar="SUITE",
         help=f"Debian suite of the image: {', '.join(SUITES)} (default: bookworm)",
     )

@@ -17,9 +17,16 @@ from typing import Any
 from harness import argcheck
 from harness import scenario as scenarios
 from harness.bootspec import image_facts
-from harness.commands.common import add_vm_options
+from harness.commands.common import DEFAULT_DISTRO, add_vm_options
 from harness.core.deadline import Deadline
-from harness.core.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK, HarnessError, TargetFailure
+from harness.core.errors import (
+    EXIT_ERROR,
+    EXIT_FAILED,
+    EXIT_OK,
+    HarnessError,
+    TargetFailure,
+    UserError,
+)
 from harness.keptvm import claim, enter_lines, name_for
 from harness.repro import (
     Cell,
@@ -77,6 +84,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--aufs-src",
+        type=argcheck.aufs_src,
         metavar="URL|PATH",
         help="where the aufs commit is, if the kernel must be rebuilt and the recorded "
         "source is gone",
@@ -93,15 +101,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def main(args: argparse.Namespace) -> int:
+    refuse_ignored(args)
     cell = find_cell(args.results_dir, args.cell)
     checks = select_checks(cell, args.check)
-    if args.shell and len(checks) > 1:
-        log.info("--shell stops at one check: %s (of %d)", checks[0].nodeid, len(checks))
-        checks = checks[:1]
     name = None
     if args.shell:
         name = args.name or name_for(cell.label)
-        claim(name)
+        claim(name)  # a bad or taken name: refused before anything is said or done
+    if args.shell and len(checks) > 1:
+        log.info("--shell stops at one check: %s (of %d)", checks[0].nodeid, len(checks))
+        checks = checks[:1]
     preflight()
     opts = RunOptions(
         results_dir=ResultsDir.new(args.results).root,
@@ -127,6 +136,15 @@ def main(args: argparse.Namespace) -> int:
         assert isinstance(vm, MachineVM)
         print_labs(vm, name)
     return code
+
+
+def refuse_ignored(args: argparse.Namespace) -> None:
+    """UserError for an option repro would silently ignore: --name names the VM
+    --shell keeps; the image is the cell's own, so --image and --distro have no say."""
+    if args.name is not None and not args.shell:
+        raise UserError("--name names the VM --shell keeps: add --shell or drop --name")
+    if args.image is not None or args.distro != DEFAULT_DISTRO:
+        raise UserError("repro boots the image the cell ran: drop --image and --distro")
 
 
 def rerun(

@@ -8,7 +8,7 @@ from pathlib import Path
 from harness import argcheck, multivm
 from harness import scenario as scenarios
 from harness.buildargs import add_build_options, spec_from_args
-from harness.commands.common import add_vm_options, finish
+from harness.commands.common import DEFAULT_DISTRO, add_vm_options, finish
 from harness.core.errors import UserError
 from harness.core.procs import tie_to_stdin
 from harness.keptvm import enter_lines
@@ -18,8 +18,6 @@ from harness.runner import FRESH_VMS, RunOptions, run_target
 from harness.targets import Target
 from kmod import config
 from vm.machine import preflight
-
-DEFAULT_DISTRO = "bookworm"  # add_vm_options' default: the docker scenario means bullseye then
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

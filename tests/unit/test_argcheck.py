@@ -460,3 +460,30 @@ def test_kernel_that_names_nothing_there(
     assert len(err) == 1 and err[0].startswith("aufs-harness: "), err
     assert "--kernel" in err[0] and said in err[0], err[0]
     assert not (tmp_path / "out").exists()
+
+
+# repro: options it would ignore, and a CHECK that matches everything, are one
+# line before anything runs; --shell with a bad --name says only the error.
+@pytest.mark.usefixtures("nothing_slow")
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["test_x", "--name", "mine"], "--name names the VM --shell keeps"),
+        (["test_x", "--distro", "trixie"], "drop --image and --distro"),
+        ([""], "CHECK is empty"),
+        (["--shell", "--name", "Bad Name"], "bad VM name 'Bad Name'"),
+        (["--aufs-src", "{tmp}/no-aufs"], "--aufs-src"),
+    ],
+)
+def test_bad_repro_input(
+    extra: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.unit.test_repro import _report, _results
+
+    where = _results(tmp_path, _report())
+    argv = ["repro", str(where), "debian:bullseye aufs", *(a.format(tmp=tmp_path) for a in extra)]
+    assert main([*argv, "--results", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("aufs-harness: "), err
+    assert said in err[0], err[0]
+    assert not (tmp_path / "out").exists()
