@@ -118,6 +118,27 @@ def spec_from_args(args: argparse.Namespace) -> BuildSpec:
     )
 
 
+def refuse_unused_build_options(
+    args: argparse.Namespace, why: str, used: tuple[str, ...] = ()
+) -> None:
+    """UserError naming the first aufs-build option given (other than those in
+    `used`) when nothing is built with it: `why` says why and what to do, e.g.
+    "without --kernel nothing is built: add --kernel or drop it". --aufs-src,
+    --jobs and --branch-fs are not judged (their defaults cannot be told from a
+    given value; --branch-fs also picks the suite's filesystems)."""
+    given = {
+        "--aufs-option": bool(args.aufs_option),
+        "--aufs-ref": args.aufs_ref is not None,
+        "--fixup-dir": args.fixup_dir is not None,
+        "--config-fragment": args.config_fragment is not None,
+        "--config-base": args.config_base != "allnoconfig",
+        "--loopback": bool(args.loopback),
+    }
+    for option, is_given in given.items():
+        if is_given and option not in used:
+            raise UserError(f"{option} {why}")
+
+
 def _local_source(provider: source.Provider) -> Path | None:
     """The local tree (path:) or tarball (file://) a kernel source reads, else None."""
     if isinstance(provider, source.PathSource):

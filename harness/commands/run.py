@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness import argcheck, multivm
 from harness import scenario as scenarios
-from harness.buildargs import add_build_options, spec_from_args
+from harness.buildargs import add_build_options, refuse_unused_build_options, spec_from_args
 from harness.commands.common import DEFAULT_DISTRO, add_vm_options, finish
 from harness.core.errors import UserError
 from harness.core.procs import tie_to_stdin
@@ -117,6 +117,8 @@ def suite_args_for(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def main(args: argparse.Namespace) -> int:
+    if not args.kernel:
+        refuse_unused_build_options(args, "builds an aufs kernel: add --kernel SPEC or drop it")
     suite_args = suite_args_for(args)
     build = spec_from_args(args) if args.kernel else None
     distro, memory = args.distro, scenarios.guest_memory(args.scenario, args.memory)

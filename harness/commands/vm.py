@@ -12,7 +12,8 @@ from pathlib import Path
 from harness import argcheck
 from harness import scenario as scenarios
 from harness.bootspec import IMAGE_TIMEOUT, resolve_boot
-from harness.buildargs import spec_from_args
+from harness.buildargs import refuse_unused_build_options, spec_from_args
+from harness.commands.common import DEFAULT_DISTRO
 from harness.core.deadline import Deadline
 from harness.core.errors import TargetFailure, UserError
 from harness.core.procs import which
@@ -125,8 +126,11 @@ def _what_to_boot(args: argparse.Namespace) -> tuple[BootSpec, list[Needed], str
     the image's stock kernel (nothing loaded)."""
     handle = StageHandle(Stage("image", "ok"))
     if args.from_cell:
-        if args.kernel or args.image:
-            raise UserError("--from boots what the cell ran: drop --kernel and --image")
+        if args.kernel or args.image or args.distro != DEFAULT_DISTRO:
+            raise UserError("--from boots what the cell ran: drop --kernel, --image and --distro")
+        refuse_unused_build_options(
+            args, "is the cell's own with --from: drop it", used=("--fixup-dir",)
+        )
         cell = find_cell(Path(args.from_cell[0]), args.from_cell[1])
         deadline = Deadline(BUILD_TIMEOUT + IMAGE_TIMEOUT, f"preparing {cell.label}")
         build = None
@@ -137,6 +141,8 @@ def _what_to_boot(args: argparse.Namespace) -> tuple[BootSpec, list[Needed], str
         image, line = stored_image(cell, deadline)
         print(line)
         return boot_spec(cell, image, build), cell.target().modules(build), cell.scenario
+    if not args.kernel:
+        refuse_unused_build_options(args, "builds an aufs kernel: add --kernel SPEC or drop it")
     spec = spec_from_args(args) if args.kernel else None
     target = Target(distro=args.distro, image=args.image, build=spec)
     build = None

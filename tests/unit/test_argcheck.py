@@ -487,3 +487,54 @@ def test_bad_repro_input(
     assert len(err) == 1 and err[0].startswith("aufs-harness: "), err
     assert said in err[0], err[0]
     assert not (tmp_path / "out").exists()
+
+
+# Options that only shape an aufs build, given when nothing is built: refused
+# instead of ignored (run --aufs-option SHWH=n tested the stock kernel).
+@pytest.mark.usefixtures("nothing_slow")
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--aufs-option", "SHWH=n"],
+        ["--aufs-ref", "aufs5.10"],
+        ["--loopback"],
+        ["--config-base", "defconfig"],
+        ["--fixup-dir", "{tmp}"],
+        ["--config-fragment", "{tmp}/frag.config"],
+    ],
+    ids=lambda a: a[0],
+)
+@pytest.mark.parametrize("command", [["run"], ["vm", "up"]], ids=" ".join)
+def test_build_option_without_kernel(
+    command: list[str], extra: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "frag.config").write_text("CONFIG_XFS_FS=y\n")
+    argv = [*command, *(a.format(tmp=tmp_path) for a in extra)]
+    if command == ["run"]:
+        argv += ["--results", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("aufs-harness: usage error: "), err
+    assert f"{extra[0]} builds an aufs kernel: add --kernel" in err[0], err[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("nothing_slow")
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--distro", "trixie"], "drop --kernel, --image and --distro"),
+        (["--aufs-option", "SHWH=n"], "--aufs-option is the cell's own with --from"),
+        (["--loopback"], "--loopback is the cell's own with --from"),
+    ],
+)
+def test_vm_up_from_refuses_what_the_cell_decides(
+    extra: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.unit.test_repro import _report, _results
+
+    where = _results(tmp_path, _report())
+    argv = ["vm", "up", "--name", "x", "--from", str(where), "debian:bullseye aufs", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and said in err[0], err
