@@ -77,7 +77,7 @@ def load_inventory(path: Path) -> tuple[Host, ...]:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
         raise UserError(f"{path}: cannot read the host inventory: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from exc
     raw_hosts = data.get("host")
     if set(data) != {"host"} or not isinstance(raw_hosts, list) or not raw_hosts:

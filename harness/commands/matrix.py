@@ -9,11 +9,12 @@ from pathlib import Path
 
 from harness import argcheck
 from harness.commands.history import add_diff_parser
+from harness.core.errors import UserError
 from harness.hosts import load_inventory
 from harness.matrix import baseline as baselines
 from harness.matrix import spec
 from harness.matrix.reporter import Reporter
-from harness.matrix.run import MachineOptions, run_matrix
+from harness.matrix.run import MachineOptions, run_matrix, vm_group
 from harness.matrix.verdict import matrix_exit_code
 from harness.report import history
 from harness.report.html import write_html
@@ -86,10 +87,15 @@ def main(args: argparse.Namespace) -> int:
         history.check_db(args.db or history.default_db())
     if not hosts:
         preflight()  # with hosts, each host's own `run` checks its QEMU
+    machine = MachineOptions(accel=args.accel, memory_mb=args.memory, smp=args.smp)
+    for cell in matrix.cells:  # a cell's impossible VM layout, before the first cell runs
+        try:
+            vm_group(cell, machine)
+        except UserError as exc:
+            raise UserError(f"{matrix.path}: {exc}") from None
     plain = args.quiet or not sys.stderr.isatty()
     _quiet_logging(args.verbose)
     results = ResultsDir.new(args.results)
-    machine = MachineOptions(accel=args.accel, memory_mb=args.memory, smp=args.smp)
     reports = run_matrix(matrix, baseline, results, Reporter(plain=plain), machine, hosts)
     page = build_page(reports, results.root)
     if not args.no_history:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import re
 import tomllib
@@ -141,7 +142,11 @@ def load(path: Path, env: dict[str, str] | None = None) -> Matrix:
     skip = data.get("aufs_src_missing", "error") == "skip"
     cells: list[Cell] = []
     left_out: list[str] = []
-    for index, raw in enumerate(expand(data)):
+    try:
+        expanded = expand(data)
+    except UserError as exc:  # a cell name's placeholder: say which file
+        raise UserError(f"{path}: {exc}") from None
+    for index, raw in enumerate(expanded):
         where = f"{path}: include[{index}]" if "name" not in raw else f"{path}: cell {raw['name']}"
         why = _resolve_paths(raw, env)
         if why and skip:
@@ -159,13 +164,37 @@ def read_toml(path: Path) -> dict[str, Any]:
     """The TOML document at `path`; UserError when missing or not TOML."""
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data = tomllib.load(fh)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file: give an existing TOML file") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a directory: give a TOML file") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:  # not a directory on the way, unreadable
+        raise UserError(f"{path}: cannot read it ({exc.strerror}): give a TOML file") from None
+    where = _nan_at(data)
+    if where is not None:  # TOML has nan; the schema's bounds cannot catch it (nan < 10 is False)
+        raise UserError(f"{path}: {where or '(top level)'}: nan is not a number: give a number")
+    return data
+
+
+def _nan_at(value: Any, at: str = "") -> str | None:
+    """The dotted key of the first NaN in a TOML document, None when there is none."""
+    if isinstance(value, float) and math.isnan(value):
+        return at
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        found = _nan_at(item, f"{at}.{key}" if at else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def expand(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -201,8 +230,9 @@ def cell_name(raw: dict[str, Any]) -> str:
     try:
         name = template.format(**words)
     except (KeyError, IndexError, ValueError) as exc:
+        what = f"unknown placeholder {exc}" if isinstance(exc, KeyError) else f"bad braces ({exc})"
         raise UserError(
-            f"name {template!r}: unknown placeholder {exc}; use axis names such as "
+            f"name {template!r}: {what}; use axis names such as "
             "{distro}, {kernel}, {aufs_ref}, {branch_fs}, {drivers}"
         ) from None
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-")

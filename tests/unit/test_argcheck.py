@@ -175,19 +175,35 @@ def test_full_disk_is_one_line(
 
 # The matrix and baseline files of bench/faults.py's bad inputs: checked against
 # their schemas before any cell starts.
+STOCK = 'version = 1\n[[include]]\nkernel = "stock"\n'
 BAD_FILES = [
     ("matrix", '[[cell]]\nname = "x"\n', "cell: unknown key; allowed keys:"),
     ("matrix", "not toml [\n", "not valid TOML"),
     ("baseline", "[[known]]\ncheck = 5\n", "version: required"),
+    # nan passes the schema's bounds (nan < 10 is False): it reached the cells
+    ("matrix", STOCK + "timeouts = { boot = nan }\n", "include.0.timeouts.boot: nan is not"),
+    # bytes that are not UTF-8: a UnicodeDecodeError traceback from tomllib
+    ("matrix", "\udcff\udcfe", "not valid TOML"),
+    ("baseline", "\udcff\udcfe", "not valid TOML"),
+    # a cell name's placeholder: the line did not name the file
+    ("matrix", STOCK + 'name = "{nosuch}"\n', "name '{nosuch}': unknown placeholder"),
+    ("matrix", STOCK + 'name = "{distro"\n', "name '{distro': bad braces"),
+    # refused by the runner only when that cell's turn came, after the cells before it
+    (
+        "matrix",
+        STOCK + 'vms = 2\nscenario = "docker"\n',
+        "cell bookworm-stock-overlay: scenario docker runs",
+    ),
 ]
 
 
+@pytest.mark.usefixtures("nothing_slow")
 @pytest.mark.parametrize(("kind", "text", "said"), BAD_FILES)
 def test_bad_matrix_or_baseline_file(
     kind: str, text: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / f"{kind}.toml"
-    bad.write_text(text)
+    bad.write_bytes(text.encode(errors="surrogateescape"))
     argv = (
         ["matrix", "run", str(bad)]
         if kind == "matrix"
@@ -538,3 +554,18 @@ def test_vm_up_from_refuses_what_the_cell_decides(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and said in err[0], err
+
+
+@pytest.mark.usefixtures("nothing_slow")
+@pytest.mark.parametrize("option", ["--hosts", "--baseline", None])
+def test_toml_file_that_is_not_utf8_or_under_a_file(
+    option: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"[[host]]\xff\n")
+    for path in (binary, binary / "x.toml"):
+        argv = ["matrix", "run", *([option, str(path)] if option else [str(path)])]
+        assert main([*argv, "--results", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("aufs-harness: usage error: "), err
+        assert str(path) in err[0]
