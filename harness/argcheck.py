@@ -222,14 +222,15 @@ def kernel_spec(text: str) -> str:
     return text
 
 
-def _is_url(text: str) -> bool:
+def is_url(text: str) -> bool:
+    """Whether an aufs source is a git URL (scheme:// or user@host:path), not a local path."""
     return "://" in text or re.match(r"^[\w.-]+@[\w.-]+:", text) is not None
 
 
 def aufs_src(text: str) -> str:
     """A git URL (taken as is), or a local aufs-standalone clone that must exist."""
     _not_empty(text, "an aufs-standalone clone, a git bundle or a git URL")
-    if _is_url(text):
+    if is_url(text):
         return text
     path = Path(text).expanduser()
     if not path.exists():

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import urllib.parse
-from pathlib import Path
 
 from harness import argcheck
 from harness.core.errors import UserError
@@ -98,12 +96,9 @@ def spec_from_args(args: argparse.Namespace) -> BuildSpec:
         if path is not None and not path.exists():
             raise UserError(f"{opt} {path} does not exist: check the path")
     config.aufs_options(args.aufs_option)  # reject a malformed option before any work
-    provider = source.provider_for(args.kernel)  # an unknown suite or form, before any work
-    local = _local_source(provider)
-    if local is not None and not local.exists():
-        raise UserError(f"--kernel {args.kernel}: {local} does not exist: check the path")
-    if local is not None and local.is_dir() and not (local / "Makefile").is_file():
-        raise UserError(f"--kernel {args.kernel}: {local} has no Makefile: give a kernel tree")
+    problem = source.local_problem(args.kernel)  # an unknown form, a tree that is not there
+    if problem is not None:
+        raise UserError(f"--kernel {args.kernel}: {problem}")
     return BuildSpec(
         kernel=args.kernel,
         aufs_src=args.aufs_src,
@@ -137,12 +132,3 @@ def refuse_unused_build_options(
     for option, is_given in given.items():
         if is_given and option not in used:
             raise UserError(f"{option} {why}")
-
-
-def _local_source(provider: source.Provider) -> Path | None:
-    """The local tree (path:) or tarball (file://) a kernel source reads, else None."""
-    if isinstance(provider, source.PathSource):
-        return provider.path.expanduser()
-    if isinstance(provider, source.TarballSource) and provider.url.startswith("file://"):
-        return Path(urllib.parse.urlparse(provider.url).path)
-    return None

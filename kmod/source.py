@@ -26,6 +26,7 @@ import re
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,24 @@ def provider_for(spec: str) -> Provider:
         f"unknown kernel source {spec!r}: use debian:{'|'.join(DEBIAN_SUITES)}, "
         "https://.../linux-X.Y.Z.tar.xz, git+URL@REF or path:/a/kernel/tree"
     )
+
+
+def local_problem(spec: str) -> str | None:
+    """Why the local tree (path:, a bare directory) or tarball (file://) `spec`
+    names cannot be read, None when it can or the source is not local: a cheap
+    check before any work. UserError for a spec in no known form."""
+    provider = provider_for(spec)
+    if isinstance(provider, PathSource):
+        tree = provider.path.expanduser()
+        if not tree.exists():
+            return f"{tree} does not exist: check the path"
+        if not (tree / "Makefile").is_file():
+            return f"{tree} has no Makefile: give a kernel tree"
+    if isinstance(provider, TarballSource) and provider.url.startswith("file://"):
+        local = Path(urllib.parse.urlparse(provider.url).path)
+        if not local.is_file():
+            return f"{local} does not exist: check the path"
+    return None
 
 
 def fetch(spec: str, deadline: Deadline) -> KernelSource:

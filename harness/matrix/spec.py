@@ -31,9 +31,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from harness import argcheck
 from harness.core.errors import UserError
 from harness.matrix import schema
 from harness.runner import FRESH_VMS
+from kmod import source
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +284,16 @@ def _cell(raw: dict[str, Any], where: str) -> Cell:
     fixup = raw.get("fixup_dir")
     if fixup is not None and not Path(fixup).is_dir():
         raise UserError(f"{where}: fixup_dir: {fixup} is not a directory: give one of *.patch")
+    if raw["kernel"] != STOCK:  # what a cell reads from this machine must be here
+        problem = source.local_problem(raw["kernel"])
+        if problem is not None:
+            raise UserError(f"{where}: kernel: {problem}")
+        aufs_src = str(raw.get("aufs_src") or "")
+        if not argcheck.is_url(aufs_src) and not Path(aufs_src).expanduser().exists():
+            raise UserError(
+                f"{where}: aufs_src: {aufs_src} does not exist: give an aufs-standalone clone, "
+                "a git bundle or a git URL"
+            )
     sets = raw.get("option_sets")
     return Cell(
         name=raw["name"],

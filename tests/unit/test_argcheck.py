@@ -194,6 +194,17 @@ BAD_FILES = [
         STOCK + 'vms = 2\nscenario = "docker"\n',
         "cell bookworm-stock-overlay: scenario docker runs",
     ),
+    # what an aufs cell reads from this machine, missing: it failed inside the cell
+    (
+        "matrix",
+        'version = 1\n[[include]]\nname = "c"\nkernel = "debian:bullseye"\naufs_src = "/no/aufs"\n',
+        "cell c: aufs_src: /no/aufs does not exist",
+    ),
+    (
+        "matrix",
+        'version = 1\n[[include]]\nname = "c"\nkernel = "path:/no/tree"\naufs_src = "https://x/a.git"\n',
+        "cell c: kernel: /no/tree does not exist",
+    ),
 ]
 
 

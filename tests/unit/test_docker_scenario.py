@@ -178,7 +178,7 @@ def test_a_matrix_cell_of_the_docker_scenario(tmp_path: Path) -> None:
     path = tmp_path / "m.toml"
     path.write_text(
         'version = 1\n[[include]]\nname = "bullseye-docker"\nscenario = "docker"\n'
-        'distro = "bullseye"\nkernel = "debian:bullseye=5.10.223-1"\naufs_src = "/src/aufs"\n'
+        'distro = "bullseye"\nkernel = "debian:bullseye=5.10.223-1"\naufs_src = "https://example.org/aufs-standalone.git"\n'
     )
     cell = spec.load(path, env={}).cells[0]
     assert cell.scenario == "docker" and cell.axes()["scenario"] == "docker"

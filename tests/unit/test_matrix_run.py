@@ -31,7 +31,7 @@ MATRIX = """
     [[include]]
     name = "aufs"
     kernel = "debian:bullseye=5.10.223-1"
-    aufs_src = "/src/aufs"
+    aufs_src = "https://example.org/aufs-standalone.git"
     drivers = ["aufs"]
     suite_args = ["-k", "copy_up"]
     kernel_cmdline = ["panic=1"]

@@ -11,7 +11,7 @@ import pytest
 from harness.core.errors import UserError
 from harness.matrix import spec
 
-AUFS_ENV = {"AUFS_HARNESS_AUFS_SRC": "/src/aufs"}
+AUFS_ENV = {"AUFS_HARNESS_AUFS_SRC": "https://example.org/aufs-standalone.git"}
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -89,7 +89,7 @@ def test_aufs_cell_takes_the_environments_source_and_expands_variables(tmp_path:
     """)  # fmt: skip
     (cell,) = spec.load(path, env={**AUFS_ENV, "FIX": str(tmp_path / "fix")}).cells
     assert (cell.name, cell.aufs_src, cell.fixup_dir) == (
-        "b-aufs5.10.140", "/src/aufs", str(tmp_path / "fix"),
+        "b-aufs5.10.140", "https://example.org/aufs-standalone.git", str(tmp_path / "fix"),
     )  # fmt: skip
     assert cell.axes()["drivers"] == ["aufs", "overlay"]
 
