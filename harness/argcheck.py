@@ -138,13 +138,17 @@ def _creatable(text: str, path: Path) -> None:
         if probe.parent == probe:
             break
         probe = probe.parent
-    if not probe.is_dir():
+    _writable_dir(text, probe, "a path under a directory")
+
+
+def _writable_dir(text: str, where: Path, fix: str) -> None:
+    """Refuse `where` (the directory `text` would be written in) unless it is a
+    directory this user can write; `fix` says what to give instead."""
+    if not where.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {where} is not a directory: give {fix}")
+    if not os.access(where, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(
-            f"{text}: {probe} is not a directory: give a path under a directory"
-        )
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(
-            f"{text}: {probe} is not writable: give a directory you can write"
+            f"{text}: {where} is not writable: give a directory you can write"
         )
 
 
@@ -197,15 +201,7 @@ def tarball_out(text: str) -> Path:
         )
     if path.exists() and not path.is_file():
         raise argparse.ArgumentTypeError(f"{text} is not a regular file: give a FILE.tar.gz")
-    parent = path.parent
-    if not parent.is_dir():
-        raise argparse.ArgumentTypeError(
-            f"{text}: {parent} is not a directory: give a FILE.tar.gz in an existing directory"
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(
-            f"{text}: {parent} is not writable: give a directory you can write"
-        )
+    _writable_dir(text, path.parent, "a FILE.tar.gz in an existing directory")
     return path
 
 
