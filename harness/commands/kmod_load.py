@@ -13,12 +13,13 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from harness.commands.common import add_timeout
 from harness.core.deadline import Deadline
 from harness.core.errors import InfraError, UserError
 from harness.core.procs import run
-from harness.guest.records import ERROR, ModuleResult, result_from_json, summary
+from harness.guest.records import ERROR, ModuleResult, is_ko_path, result_from_json, summary
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    if not args.target.strip():
+        raise UserError("kmod load: the module is empty: give a .ko path or a module name")
+    if is_ko_path(args.target) and not Path(args.target).is_file():
+        raise UserError(
+            f"kmod load: {args.target} is not a file: give a .ko path (kmod build prints "
+            "aufs.ko's) or a module name for modprobe"
+        )
     _preflight("load")
     return _report(_loader(args, ["load", args.target, *args.params]), args.json)
 
 
 def cmd_unload(args: argparse.Namespace) -> int:
+    if not args.name.strip():
+        raise UserError("kmod unload: the module name is empty: give one, e.g. aufs")
     _preflight("unload")
     extra = ["--modprobe"] if args.modprobe else []
     return _report(_loader(args, ["unload", *extra, args.name]), args.json)

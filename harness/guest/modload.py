@@ -44,6 +44,7 @@ from typing import Any, Protocol
 from harness.guest.kmsg import KmsgReader, Taint, decode_taint
 from harness.guest.records import (
     ERROR,
+    KO_SUFFIXES,
     LOAD_FAILED,
     LOADED,
     UNLOAD_FAILED,
@@ -52,12 +53,12 @@ from harness.guest.records import (
     LoadResult,
     ModuleResult,
     UnloadResult,
+    is_ko_path,
     summary,
 )
 
 log = logging.getLogger("harness.guest.modload")
 
-KO_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 MAX_DMESG_LINES = 400
 
 
@@ -259,10 +260,6 @@ def wait_for_uevent(
                 return round(time.monotonic() - since, 3)
         if clock.remaining() <= 0:
             return None
-
-
-def is_ko_path(target: str) -> bool:
-    return "/" in target or target.endswith(KO_SUFFIXES)
 
 
 def module_name_from_path(path: str) -> str:

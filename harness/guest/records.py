@@ -27,6 +27,15 @@ ERROR = "error"
 EXIT_CODES = {LOADED: 0, UNLOADED: 0, LOAD_FAILED: 1, UNLOAD_FAILED: 1, ERROR: 2}
 
 
+# What a module file is called; a target with one of these or a "/" is a file
+# to insmod, anything else a name for modprobe (the loader and `kmod load`).
+KO_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+
+
+def is_ko_path(target: str) -> bool:
+    return "/" in target or target.endswith(KO_SUFFIXES)
+
+
 @dataclass
 class CommandRun:
     argv: list[str] = field(default_factory=list)

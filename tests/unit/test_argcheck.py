@@ -580,3 +580,24 @@ def test_toml_file_that_is_not_utf8_or_under_a_file(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("aufs-harness: usage error: "), err
         assert str(path) in err[0]
+
+
+# kmod load/unload: a .ko that is not there or an empty name is bad input (exit 2),
+# said before the root check and the loader; it was a load failure (exit 1).
+@pytest.mark.usefixtures("nothing_slow")
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["kmod", "load", "{tmp}/aufs.ko"], "aufs.ko is not a file"),
+        (["kmod", "load", "{tmp}"], "is not a file"),
+        (["kmod", "load", ""], "the module is empty"),
+        (["kmod", "unload", ""], "the module name is empty"),
+    ],
+)
+def test_bad_module(
+    argv: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("aufs-harness: usage error: "), err
+    assert said in err[0], err[0]
