@@ -53,12 +53,20 @@ def load_reports(path: Path) -> list[TargetReport]:
     report = path / "report.json" if path.is_dir() else path
     try:
         return read_json(report)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise UserError(
             f"{report}: no such report: give a results directory or its report.json"
         ) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{report}: not an aufs-harness report ({exc})") from exc
+    except OSError as exc:  # a directory named report.json, unreadable
+        raise UserError(f"{report}: cannot read it ({exc.strerror}): give a report.json") from None
+    except KeyError as exc:
+        raise UserError(
+            f"{report}: not an aufs-harness report (no {exc} key): give a report.json a run wrote"
+        ) from None
+    except (ValueError, TypeError) as exc:
+        raise UserError(
+            f"{report}: not an aufs-harness report ({exc}): give a report.json a run wrote"
+        ) from None
 
 
 def compare(a: list[TargetReport], b: list[TargetReport]) -> Comparison:

@@ -601,3 +601,30 @@ def test_bad_module(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("aufs-harness: usage error: "), err
     assert said in err[0], err[0]
+
+
+# Commands that read a run's report.json: a path under a file or a directory
+# named report.json were NotADirectoryError/IsADirectoryError tracebacks.
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "compare", "{where}", "{where}"],
+        ["report", "html", "{where}"],
+        ["history", "record", "{where}"],
+        ["history", "diff", "{where}", "{where}"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [("afile/x", "no such"), ("run", "cannot read it (Is a directory)")],
+)
+def test_unreadable_report(
+    argv: list[str], where: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("mine\n")
+    (tmp_path / "run" / "report.json").mkdir(parents=True)
+    assert main([a.format(where=tmp_path / where) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("aufs-harness: usage error: "), err
+    assert said in err[0], err[0]
