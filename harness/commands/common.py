@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import argcheck
+from harness.core.errors import UserError
 from harness.report.html import write_html
 from harness.report.model import build_page
 from harness.results import TargetReport, exit_code
@@ -49,6 +50,15 @@ def add_vm_options(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds to wait for SSH (default: 180)",
     )
+
+
+def refuse_distro_with_image(args: argparse.Namespace) -> None:
+    """UserError when --distro is given with --image: the image brings its own
+    userland, so the suite would be silently ignored."""
+    if args.image is not None and args.distro != DEFAULT_DISTRO:
+        raise UserError(
+            f"--distro {args.distro} picks the harness's image; --image boots yours: drop one"
+        )
 
 
 def add_timeout(

@@ -8,7 +8,12 @@ from pathlib import Path
 from harness import argcheck, multivm
 from harness import scenario as scenarios
 from harness.buildargs import add_build_options, refuse_unused_build_options, spec_from_args
-from harness.commands.common import DEFAULT_DISTRO, add_vm_options, finish
+from harness.commands.common import (
+    DEFAULT_DISTRO,
+    add_vm_options,
+    finish,
+    refuse_distro_with_image,
+)
 from harness.core.errors import UserError
 from harness.core.procs import tie_to_stdin
 from harness.keptvm import enter_lines
@@ -117,6 +122,7 @@ def suite_args_for(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def main(args: argparse.Namespace) -> int:
+    refuse_distro_with_image(args)
     if not args.kernel:
         refuse_unused_build_options(args, "builds an aufs kernel: add --kernel SPEC or drop it")
     suite_args = suite_args_for(args)

@@ -13,7 +13,7 @@ from harness import argcheck
 from harness import scenario as scenarios
 from harness.bootspec import IMAGE_TIMEOUT, resolve_boot
 from harness.buildargs import refuse_unused_build_options, spec_from_args
-from harness.commands.common import DEFAULT_DISTRO
+from harness.commands.common import DEFAULT_DISTRO, refuse_distro_with_image
 from harness.core.deadline import Deadline
 from harness.core.errors import TargetFailure, UserError
 from harness.core.procs import which
@@ -141,6 +141,7 @@ def _what_to_boot(args: argparse.Namespace) -> tuple[BootSpec, list[Needed], str
         image, line = stored_image(cell, deadline)
         print(line)
         return boot_spec(cell, image, build), cell.target().modules(build), cell.scenario
+    refuse_distro_with_image(args)
     if not args.kernel:
         refuse_unused_build_options(args, "builds an aufs kernel: add --kernel SPEC or drop it")
     spec = spec_from_args(args) if args.kernel else None

@@ -628,3 +628,19 @@ def test_unreadable_report(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("aufs-harness: usage error: "), err
     assert said in err[0], err[0]
+
+
+@pytest.mark.usefixtures("nothing_slow")
+@pytest.mark.parametrize("command", [["run"], ["vm", "up"]], ids=" ".join)
+def test_distro_with_own_image(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--distro was silently ignored next to --image (the image has its own userland)."""
+    image = _image(tmp_path, 0, b"QFI\xfb" + struct.pack(">I", 3))
+    argv = [*command, "--image", str(image), "--distro", "trixie"]
+    if command == ["run"]:
+        argv += ["--results", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--distro trixie picks the harness's image" in err[0], err
+    assert not (tmp_path / "out").exists()
