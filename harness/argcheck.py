@@ -218,6 +218,17 @@ def kernel_spec(text: str) -> str:
     return text
 
 
+def git_ref(text: str) -> str:
+    """A git branch, tag or commit (--aufs-ref): not empty (that meant "choose
+    for me" without a word), no whitespace, not an option ("-...")."""
+    if not text.strip() or text.startswith("-") or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a git ref: give a branch, tag or commit such as aufs5.10.140 "
+            "(leave --aufs-ref out to choose one from the kernel version)"
+        )
+    return text
+
+
 def is_url(text: str) -> bool:
     """Whether an aufs source is a git URL (scheme:// or user@host:path), not a local path."""
     return "://" in text or re.match(r"^[\w.-]+@[\w.-]+:", text) is not None

@@ -33,6 +33,7 @@ def add_build_options(p: argparse._ActionsContainer, *, kernel_required: bool) -
     )
     p.add_argument(
         "--aufs-ref",
+        type=argcheck.git_ref,
         metavar="REF",
         help="aufs branch, tag or commit (default: chosen from the kernel version)",
     )

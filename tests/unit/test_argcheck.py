@@ -644,3 +644,12 @@ def test_distro_with_own_image(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--distro trixie picks the harness's image" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("nothing_slow")
+@pytest.mark.parametrize("ref", ["", "--upload-pack=x", "aufs 5.10"])
+def test_bad_aufs_ref(ref: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty --aufs-ref silently chose one from the kernel version."""
+    assert main(["kmod", "build", "--kernel", "debian:bullseye", f"--aufs-ref={ref}"]) == 2
+    line = one_error_line(capsys)
+    assert "--aufs-ref" in line and "is not a git ref" in line, line
