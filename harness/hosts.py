@@ -102,6 +102,11 @@ def _host(path: Path, index: int, raw: dict[str, Any]) -> Host:
         value = raw.get(key, 22)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise UserError(f"{where}: {key}: {value!r} is not a positive integer")
+    if raw.get("port", 22) > 65535:
+        raise UserError(f"{where}: port: {raw['port']} is not a TCP port: give 1 to 65535")
+    for key in ("name", "address", "user"):
+        if key in raw and (not isinstance(raw[key], str) or not raw[key].strip()):
+            raise UserError(f"{where}: {key}: {raw[key]!r} is not a non-empty string")
     harness = raw["harness"]
     if not isinstance(harness, list) or not harness or not all(isinstance(a, str) for a in harness):
         raise UserError(f"{where}: harness: give the command as a list of strings (argv)")
@@ -111,7 +116,8 @@ def _host(path: Path, index: int, raw: dict[str, Any]) -> Host:
         raise UserError(f"{where}: workdir: {raw['workdir']!r} is not an absolute path")
     key_path = Path(str(raw["key"])).expanduser()
     if not key_path.is_file():
-        raise UserError(f"{where}: key: {key_path} does not exist")
+        what = "is not a file" if key_path.exists() else "does not exist"
+        raise UserError(f"{where}: key: {key_path} {what}: give the SSH private key's path")
     return Host(
         name=str(raw["name"]), address=str(raw["address"]), key=key_path,
         host_key=str(raw["host_key"]), cores=raw["cores"], memory_mb=raw["memory_mb"],

@@ -13,6 +13,7 @@ from harness.core.errors import UserError
 from harness.hosts import load_inventory
 from harness.matrix import baseline as baselines
 from harness.matrix import spec
+from harness.matrix.placement import place
 from harness.matrix.reporter import Reporter
 from harness.matrix.run import MachineOptions, run_matrix, vm_group
 from harness.matrix.verdict import matrix_exit_code
@@ -88,6 +89,8 @@ def main(args: argparse.Namespace) -> int:
     if not hosts:
         preflight()  # with hosts, each host's own `run` checks its QEMU
     machine = MachineOptions(accel=args.accel, memory_mb=args.memory, smp=args.smp)
+    if hosts:  # no host can carry the VM: said now, not after the results directory
+        place(matrix.cells, hosts, machine.smp, machine.memory_mb)
     for cell in matrix.cells:  # a cell's impossible VM layout, before the first cell runs
         try:
             vm_group(cell, machine)

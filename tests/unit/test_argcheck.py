@@ -653,3 +653,43 @@ def test_bad_aufs_ref(ref: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["kmod", "build", "--kernel", "debian:bullseye", f"--aufs-ref={ref}"]) == 2
     line = one_error_line(capsys)
     assert "--aufs-ref" in line and "is not a git ref" in line, line
+
+
+HOST = """[[host]]
+name = "h"
+address = "127.0.0.1"
+key = "{key}"
+host_key = "ssh-ed25519 AAAA"
+cores = 2
+memory_mb = 4096
+harness = ["aufs-harness"]
+workdir = "/var/tmp/cells"
+"""
+
+
+@pytest.mark.usefixtures("nothing_slow")
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (("", "port = 70000\n"), "port: 70000 is not a TCP port"),
+        (("", 'user = ""\n'), "user: '' is not a non-empty string"),
+        (('address = "127.0.0.1"', 'address = ""'), "address: '' is not a non-empty string"),
+        (('key = "{key}"', 'key = "{tmp}"'), "is not a file"),
+        # too small for any VM: said after the results directory was made
+        (("memory_mb = 4096", "memory_mb = 100"), "no host can run a VM of 2 CPUs"),
+    ],
+)
+def test_bad_host_inventory(
+    change: tuple[str, str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "key").write_text("not a real key\n")
+    old, new = change
+    text = HOST.replace(old, new) if old else HOST + new
+    inventory = tmp_path / "hosts.toml"
+    inventory.write_text(text.format(key=tmp_path / "key", tmp=tmp_path))
+    argv = ["matrix", "run", "--hosts", str(inventory), "--results", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("aufs-harness: usage error: "), err
+    assert said in err[0], err[0]
+    assert not (tmp_path / "out").exists()
