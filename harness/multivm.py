@@ -65,6 +65,9 @@ class VMGroup:
     dist: str = "load"
 
 
+MAX_CPUS = 64  # as --smp (harness.argcheck.SMP)
+
+
 def parse_vms(text: str, cpus: int, memory_mb: int) -> tuple[Shape, ...]:
     """`--vms` (or a matrix cell's `vms`): "3" (three VMs of --smp CPUs and
     --memory MB) or "CPUSxMB,..." ("1x512,2x1024"), one shape per VM.
@@ -78,10 +81,13 @@ def parse_vms(text: str, cpus: int, memory_mb: int) -> tuple[Shape, ...]:
     shapes = []
     for item in text.split(","):
         cpus_s, _, mb_s = item.strip().partition("x")
-        if not (cpus_s.isdigit() and mb_s.isdigit() and int(cpus_s) >= 1 and int(mb_s) >= 256):
+        if not (
+            cpus_s.isdigit() and mb_s.isdigit() and 1 <= int(cpus_s) <= MAX_CPUS
+            and int(mb_s) >= 256
+        ):  # fmt: skip
             raise UserError(
-                f"--vms {text}: {item.strip()!r} is not CPUSxMB (e.g. 2x1024, at least 1 CPU "
-                "and 256 MB): give a count or a comma-separated list of CPUSxMB"
+                f"--vms {text}: {item.strip()!r} is not CPUSxMB (e.g. 2x1024, 1 to {MAX_CPUS} "
+                "CPUs and at least 256 MB): give a count or a comma-separated list of CPUSxMB"
             )
         shapes.append(Shape(int(cpus_s), int(mb_s)))
     if len(shapes) > 16:

@@ -163,6 +163,13 @@ def vm_group(args: argparse.Namespace, memory_mb: int) -> multivm.VMGroup | None
     """--vms/--dist as a VMGroup; None for one VM (the runner's own loop).
     Raises UserError for a bad --vms or a combination that cannot work."""
     shapes = multivm.parse_vms(args.vms, args.smp, memory_mb)
+    most = argcheck.host_memory_mb()  # as --memory: no VM asks for more than this host has
+    for shape in shapes:
+        if shape.memory_mb > most:
+            raise UserError(
+                f"--vms {args.vms}: {shape.memory_mb} MB is more than this host's {most} MB: "
+                "give each VM less"
+            )
     if len(shapes) == 1 and args.dist == "load":
         return None
     if args.keep_vm:

@@ -693,3 +693,18 @@ def test_bad_host_inventory(
     assert len(err) == 1 and err[0].startswith("aufs-harness: usage error: "), err
     assert said in err[0], err[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("nothing_slow")
+@pytest.mark.parametrize(
+    ("vms", "said"),
+    [("1x99999999", "is more than this host's"), ("999x512", "1 to 64 CPUs")],
+)
+def test_vm_shape_beyond_what_smp_and_memory_allow(
+    vms: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--memory and --smp were bounded; the same VM given as --vms CPUSxMB was not."""
+    assert main(["run", "--vms", vms, "--results", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--vms {vms}" in err[0] and said in err[0], err
+    assert not (tmp_path / "out").exists()
