@@ -21,7 +21,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,8 @@ class Member:
     ssh_config: Path  # rendered per VM (vm.machine)
     host: str  # the Host alias in ssh_config
     console: Path  # its serial console log, watched for kernel damage
+    # why QEMU stopped this VM ("" while it runs): asked when the VM goes quiet
+    host_stop: Callable[[], str] | None = None
 
 
 @dataclass
@@ -171,19 +173,43 @@ class GroupWatch:
         self.members = members
         self.dogs = [guestsuite.Watchdog(check_timeout, m.console) for m in members]
         self.hung: dict[int, tuple[str, str]] = {}  # member -> (nodeid, why)
+        self.host_stop: dict[int, str] = {}  # member -> why QEMU stopped it
+        start = time.monotonic()
+        self._heard = [(0, start) for _ in members]  # (events seen, when it last said anything)
+        self._asked = [start for _ in members]
 
     def check(self, events: Sequence[dict[str, Any]], now: float) -> list[int]:
-        """Members newly given up on (their check hung, or their kernel died under it)."""
+        """Members newly given up on (their check hung, their kernel died under it,
+        or QEMU stopped the VM: asked, as guestsuite does, once it is quiet for
+        guestsuite.QUIET_PROBE s)."""
         newly = []
         for i, evs in enumerate(split_events(events, self.members)):
-            if i in self.hung:
+            if i in self.hung or i in self.host_stop:
                 continue
-            self.dogs[i].read_console(now)
+            if self._stopped_by_host(i, self.dogs[i].read_console(now) > 0, len(evs)):
+                newly.append(i)
+                continue
             verdict = self.dogs[i].hung(guestsuite.running_in(evs), now)
             if verdict is not None:
                 self.hung[i] = verdict
                 newly.append(i)
         return newly
+
+    def _stopped_by_host(self, i: int, console: bool, events: int) -> bool:
+        """`console`: the VM's console had new lines; `events`: its event count."""
+        seen, since = self._heard[i]
+        mono = time.monotonic()
+        if console or events != seen:
+            self._heard[i] = (events, mono)
+            return False
+        ask = self.members[i].host_stop
+        if ask is None or mono - max(since, self._asked[i]) < guestsuite.QUIET_PROBE:
+            return False
+        self._asked[i] = mono
+        why = ask()
+        if why:
+            self.host_stop[i] = why
+        return bool(why)
 
 
 def gateway_pids(pgid: int, ssh_config: Path) -> list[int]:
@@ -240,9 +266,14 @@ def _watch(run: _Run, members: Sequence[Member], deadline: Deadline, logfile: Pa
         running = guestsuite.running_in(run.events)
         log.info("suite: %s", guestsuite.progress_line(checks, total, running, time.time()))
         for i in run.watch.check(run.events, time.time()):
-            nodeid, why = run.watch.hung[i]
-            log.error("suite: %s on %s %s: declaring it hung; cutting that VM off, the others "
-                      "finish what they were sent", nodeid, members[i].tag, why)  # fmt: skip
+            if i in run.watch.host_stop:
+                log.error("suite: %s: %s; cutting that VM off, the others finish what they "
+                          "were sent", members[i].tag, run.watch.host_stop[i])  # fmt: skip
+            else:
+                nodeid, why = run.watch.hung[i]
+                log.error("suite: %s on %s %s: declaring it hung; cutting that VM off, the "
+                          "others finish what they were sent", nodeid, members[i].tag,
+                          why)  # fmt: skip
             cut_member(run.proc, members[i])
             cut_at = cut_at or time.monotonic()
 
@@ -295,16 +326,18 @@ def _per_member(
     for i, evs in enumerate(split_events(events, members)):
         checks, down = guestsuite.fold_events(evs)
         hung = run.watch.hung.get(i)
+        host_stop = run.watch.host_stop.get(i, "")
         outcomes.append(
             guestsuite.SuiteOutcome(
                 checks,
-                None if hung else code,
+                None if hung or host_stop else code,
                 logfile,
                 down,
-                timed_out=run.timed_out or hung is not None,
+                timed_out=run.timed_out or hung is not None or bool(host_stop),
                 hung_check=hung[0] if hung else None,
                 hung_why=hung[1] if hung else "",
                 collected=collected,
+                host_stop=host_stop,
             )
         )
     return outcomes

@@ -196,7 +196,10 @@ class MachineVM:
     def member(self, tag: str, deadline: Deadline) -> multivm.Member:
         guestsuite.ship(self._guest(), deadline)
         m = self.machine
-        return multivm.Member(tag, m.workdir / "ssh_config", m.name, m.console_log())
+        return multivm.Member(
+            tag, m.workdir / "ssh_config", m.name, m.console_log(),
+            lambda: guestsuite.host_stop(m),
+        )  # fmt: skip
 
     def ship(self, deadline: Deadline) -> None:
         guestsuite.ship(self._guest(), deadline)

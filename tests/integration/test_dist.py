@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -85,3 +86,39 @@ def test_dist_each_runs_every_check_on_every_vm(
     assert keyed == expected, keyed
     assert report.extra["vm_group"]["vms"] == {"vm1": "1x512", "vm2": "2x768"}
     fact.append(f"--dist each over 1x512 and 2x768: {keyed}")
+
+
+def test_a_vm_qemu_paused_on_a_full_state_disk_is_cut_off_not_hung(
+    bookworm: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fact: list[str]
+) -> None:
+    """As test_hang.py's paused guest, over two VMs: the VM whose overlay met
+    ENOSPC is asked about once quiet and given up as an infrastructure error
+    (the other VM, sharing the full directory, may meet it too); no check is
+    called hung and no fresh VM is booted onto the full disk."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs as the state directory needs root")
+    small = tmp_path / "small-state"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=224M", "tmpfs", small], check=True)
+    fill = (
+        "import subprocess, time\n\ndef test_fills_the_disk():\n"
+        "    subprocess.run(['dd', 'if=/dev/urandom', 'of=/var/tmp/fill', 'bs=1M', 'count=400',"
+        " 'conv=fsync'], check=True)\n"
+    )
+    quick = "".join(f"\ndef test_quick_{i}():\n    time.sleep(1)\n" for i in range(4))
+    try:
+        monkeypatch.setenv("AUFS_HARNESS_STATE", str(small))
+        report, _ = run_fake_suite(
+            tmp_path, monkeypatch, fill + quick, workers=1, memory_mb=768, smp=1,
+            fresh_vms=2, group=TWO,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["umount", "-l", small], check=False)
+    outcomes = {c.name: c for c in report.checks}
+    assert report.verdict == "error", report.reason
+    assert "infrastructure: QEMU paused the guest on a disk error (" in report.reason
+    assert outcomes["test_fills_the_disk"].outcome == "error"
+    assert outcomes["test_fills_the_disk"].message.startswith("not finished: QEMU paused")
+    assert not [c.name for c in report.checks if c.outcome == "hung"]
+    assert report.extra["vm_group"]["fresh_vms"] == 0
+    fact.append(f"paused VM of 2: {report.reason[:100]}...; {len(report.checks)} checks")

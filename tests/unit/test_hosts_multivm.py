@@ -62,3 +62,38 @@ def test_controller_argv(dist: str) -> None:
 def test_bad_dist_is_one_line() -> None:
     with pytest.raises(UserError, match="--dist loadfile: use one of load, each"):
         multivm.controller_argv("loadfile", ["T"], [])
+
+
+def test_a_quiet_vm_qemu_stopped_is_cut_off_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A VM silent for QUIET_PROBE s is asked why (QMP through Member.host_stop);
+    QEMU's answer gives that VM up, the talkative one is not asked."""
+    from harness import guestsuite
+
+    monkeypatch.setattr(guestsuite, "QUIET_PROBE", 0.0)
+    asked: list[str] = []
+
+    def paused() -> str:
+        asked.append("vm1")
+        return "QEMU paused the guest on a disk error (virtio0: nospace): ..."
+
+    def running() -> str:
+        asked.append("vm2")
+        return ""
+
+    members = [
+        multivm.Member("vm1", Path("/s/vm1/ssh_config"), "vm1", tmp_path / "c1", paused),
+        multivm.Member("vm2", Path("/s/vm2/ssh_config"), "vm2", tmp_path / "c2", running),
+    ]
+    watch = multivm.GroupWatch(members, check_timeout=100.0)
+    events = [{"event": "start", "nodeid": "t::fill", "worker": "vm1w1", "t": 990.0}]
+    busy = [
+        {"event": "start", "nodeid": f"t::{i}", "worker": "vm2w1", "t": 990.0} for i in range(2)
+    ]
+    assert watch.check(events + busy[:1], 1000.0) == [] and asked == []  # both had news
+    assert watch.check(events + busy, 1001.0) == [0]  # vm1 quiet, asked; vm2 had news
+    assert watch.host_stop == {0: "QEMU paused the guest on a disk error (virtio0: nospace): ..."}
+    assert watch.hung == {} and asked == ["vm1"]
+    assert watch.check(events + busy, 1002.0) == []  # vm1 not given up twice; vm2 quiet: asked
+    assert asked == ["vm1", "vm2"]
