@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,16 +58,23 @@ def test_sigkill_of_run_kills_qemu_and_next_start_cleans(
     proc.wait()
     assert _gone(str(workdir)), "QEMU outlived the SIGKILLed harness"
     assert workdir.exists(), "nothing to clean: the test proves nothing"
-    # the next start (any booting command; this one then stops at its bad distro)
-    nxt = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--distro", "nosuch"],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        check=False,
-        timeout=120,
-    )
-    assert nxt.returncode == 2
+    # The next start: a booting command whose inputs are good sweeps first (a
+    # refused one changes nothing); this one then stops at its taken SSH port.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        nxt = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "vm", "up", "--name", "next",
+             "--ssh-port", str(port)],
+            capture_output=True,
+            text=True,
+            env=os.environ.copy(),
+            check=False,
+            timeout=120,
+        )  # fmt: skip
+    assert nxt.returncode == 2, nxt.stderr
+    assert f"SSH port {port} on 127.0.0.1 is already taken" in nxt.stderr
     assert "cleaned what a dead run left" in nxt.stderr and "VM state dir" in nxt.stderr
     assert not workdir.exists()
     fact.append(
