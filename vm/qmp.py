@@ -1,7 +1,7 @@
 """QMP, through the qemu.qmp library: what SSH cannot do once the guest stops answering.
 
 Every QEMU the harness starts listens for QMP on `qmp.sock` in its state
-directory (LaunchSpec.qmp_socket). Two uses:
+directory (LaunchSpec.qmp_socket). Three uses:
 
 - sysrq(): press Alt+SysRq+KEY on the guest's keyboard (send-key), so the
   guest kernel dumps blocked tasks (w), all tasks (t) or registers (p) onto the
@@ -43,20 +43,23 @@ class QmpError(InfraError):
     """QMP did not answer or refused a command."""
 
 
-async def _execute(socket: Path, commands: Sequence[tuple[str, dict[str, object]]]) -> None:
+async def _execute(socket: Path, commands: Sequence[tuple[str, dict[str, object]]]) -> list[object]:
     client = QMPClient("aufs-harness")
+    answers: list[object] = []
     try:
         await client.connect(str(socket))
         for cmd, arguments in commands:
-            await client.execute(cmd, arguments or None)
+            answers.append(await client.execute(cmd, arguments or None))
     finally:
         await client.disconnect()
+    return answers
 
 
 def execute(
     socket: Path, commands: Sequence[tuple[str, dict[str, object]]], deadline: Deadline
-) -> None:
-    """Run QMP `commands` (name, arguments) in order on `socket` within `deadline`.
+) -> list[object]:
+    """Run QMP `commands` (name, arguments) in order on `socket` within `deadline`;
+    their answers, in order ([] after `quit`).
 
     Raises QmpError when the socket is missing, QEMU does not answer in time or
     a command fails.
@@ -65,7 +68,9 @@ def execute(
     if not socket.exists():
         raise QmpError(f"QMP socket {socket} does not exist (QEMU gone?): cannot send {names}")
     try:
-        asyncio.run(asyncio.wait_for(_execute(socket, commands), deadline.remaining() or 0.1))
+        return asyncio.run(
+            asyncio.wait_for(_execute(socket, commands), deadline.remaining() or 0.1)
+        )
     except TimeoutError as exc:
         raise QmpError(
             f"QMP {socket}: no answer to {names} within {deadline.seconds:.0f}s"
@@ -73,6 +78,7 @@ def execute(
     except EOFError as exc:  # QEMU closed the monitor: after `quit`, that is success
         if names != "quit":
             raise QmpError(f"QMP {socket}: QEMU closed the monitor during {names}") from exc
+        return []
     except (QMPError, OSError) as exc:
         raise QmpError(f"QMP {socket}: {names} failed: {exc}") from exc
 
@@ -95,32 +101,13 @@ class RunState:
         return not self.running and self.status in ("io-error", "internal-error")
 
 
-async def _query(socket: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    client = QMPClient("aufs-harness")
-    try:
-        await client.connect(str(socket))
-        status = await client.execute("query-status")
-        block = await client.execute("query-block")
-    finally:
-        await client.disconnect()
-    if not isinstance(status, dict) or not isinstance(block, list):
-        raise QMPError(f"unexpected answers: {status!r}, {block!r}")
-    return status, block
-
-
 def run_state(socket: Path, deadline: Deadline) -> RunState:
     """The guest's run state, with the disks whose I/O error stopped it.
 
     Raises QmpError when QEMU's monitor does not answer."""
-    if not socket.exists():
-        raise QmpError(f"QMP socket {socket} does not exist (QEMU gone?): cannot query-status")
-    try:
-        status, block = asyncio.run(asyncio.wait_for(_query(socket), deadline.remaining() or 0.1))
-    except TimeoutError as exc:
-        raise QmpError(f"QMP {socket}: no answer to query-status within "
-                       f"{deadline.seconds:.0f}s") from exc  # fmt: skip
-    except (QMPError, OSError, EOFError) as exc:
-        raise QmpError(f"QMP {socket}: query-status failed: {exc}") from exc
+    status, block = execute(socket, [("query-status", {}), ("query-block", {})], deadline)
+    if not isinstance(status, dict) or not isinstance(block, list):
+        raise QmpError(f"QMP {socket}: unexpected answers {status!r}, {block!r}")
     return parse_run_state(status, block)
 
 
