@@ -340,6 +340,28 @@ def worker_pids(events: Iterable[dict[str, Any]], running: Iterable[str]) -> dic
     return owners
 
 
+class QuietProbe:
+    """Asks `ask()` why QEMU stopped a guest once the guest has said nothing (no
+    check event, no console line) for QUIET_PROBE s, and at most once per
+    QUIET_PROBE s after that; `ask()` returns "" while the guest runs."""
+
+    def __init__(self, ask: Callable[[], str]) -> None:
+        self._ask = ask
+        self._since = self._asked = time.monotonic()
+
+    def __call__(self, news: bool) -> str:
+        """`news`: the guest said something since the last call. Returns why
+        QEMU stopped the guest, "" when it did not (or it was not asked)."""
+        now = time.monotonic()
+        if news:
+            self._since = now
+            return ""
+        if now - max(self._since, self._asked) < QUIET_PROBE:
+            return ""
+        self._asked = now
+        return self._ask()
+
+
 @dataclass
 class _Ended:
     """How the controller ended: its exit code (None: killed), whether it was
@@ -381,7 +403,7 @@ def _run_controller(
         tail = LogTail(resultlog)
         events: list[dict[str, Any]] = []
         total: int | None = None
-        quiet_since = asked = time.monotonic()
+        probe = QuietProbe(host_stop) if host_stop is not None else None
         try:
             while proc.poll() is None:
                 if deadline.expired():
@@ -396,18 +418,12 @@ def _run_controller(
                 events += fresh
                 running = running_in(events)
                 now = time.time()
-                if watchdog.read_console(now) or fresh:
-                    quiet_since = time.monotonic()
-                elif (
-                    host_stop is not None
-                    and time.monotonic() - max(quiet_since, asked) >= QUIET_PROBE
-                ):
-                    asked = time.monotonic()
-                    why = host_stop()
-                    if why:
-                        log.error("suite: %s", why)
-                        kill_group(proc)
-                        return _Ended(None, stopped=True, host_stop=why)
+                news = watchdog.read_console(now) > 0 or bool(fresh)
+                why = probe(news) if probe is not None else ""
+                if why:
+                    log.error("suite: %s", why)
+                    kill_group(proc)
+                    return _Ended(None, stopped=True, host_stop=why)
                 if time.monotonic() - last >= PROGRESS_EVERY:
                     last = time.monotonic()
                     checks, _ = fold_events(events)

@@ -174,9 +174,9 @@ class GroupWatch:
         self.dogs = [guestsuite.Watchdog(check_timeout, m.console) for m in members]
         self.hung: dict[int, tuple[str, str]] = {}  # member -> (nodeid, why)
         self.host_stop: dict[int, str] = {}  # member -> why QEMU stopped it
-        start = time.monotonic()
-        self._heard = [(0, start) for _ in members]  # (events seen, when it last said anything)
-        self._asked = [start for _ in members]
+        self._probes = [guestsuite.QuietProbe(m.host_stop) if m.host_stop else None
+                        for m in members]  # fmt: skip
+        self._events_seen = [0 for _ in members]
 
     def check(self, events: Sequence[dict[str, Any]], now: float) -> list[int]:
         """Members newly given up on (their check hung, their kernel died under it,
@@ -186,7 +186,12 @@ class GroupWatch:
         for i, evs in enumerate(split_events(events, self.members)):
             if i in self.hung or i in self.host_stop:
                 continue
-            if self._stopped_by_host(i, self.dogs[i].read_console(now) > 0, len(evs)):
+            news = self.dogs[i].read_console(now) > 0 or len(evs) != self._events_seen[i]
+            self._events_seen[i] = len(evs)
+            probe = self._probes[i]
+            why = probe(news) if probe is not None else ""
+            if why:
+                self.host_stop[i] = why
                 newly.append(i)
                 continue
             verdict = self.dogs[i].hung(guestsuite.running_in(evs), now)
@@ -194,22 +199,6 @@ class GroupWatch:
                 self.hung[i] = verdict
                 newly.append(i)
         return newly
-
-    def _stopped_by_host(self, i: int, console: bool, events: int) -> bool:
-        """`console`: the VM's console had new lines; `events`: its event count."""
-        seen, since = self._heard[i]
-        mono = time.monotonic()
-        if console or events != seen:
-            self._heard[i] = (events, mono)
-            return False
-        ask = self.members[i].host_stop
-        if ask is None or mono - max(since, self._asked[i]) < guestsuite.QUIET_PROBE:
-            return False
-        self._asked[i] = mono
-        why = ask()
-        if why:
-            self.host_stop[i] = why
-        return bool(why)
 
 
 def gateway_pids(pgid: int, ssh_config: Path) -> list[int]:
