@@ -189,10 +189,7 @@ def tarball_out(text: str) -> Path:
     _not_empty(text, "a directory or a FILE.tar.gz")
     path = Path(text).expanduser()
     if path.is_dir():
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise argparse.ArgumentTypeError(
-                f"{text} is not writable: give a directory you can write"
-            )
+        _writable_dir(text, path, "a directory you can write")
         return path
     if not path.name.endswith(TARBALL_SUFFIXES):
         what = "an existing file" if path.exists() else "neither a directory nor a .tar.gz name"

@@ -70,8 +70,9 @@ def add_build_options(p: argparse._ActionsContainer, *, kernel_required: bool) -
     p.add_argument(
         "--config-base",
         choices=config.BASES,
-        default="allnoconfig",
-        help="what the fragment is merged onto (default: allnoconfig, the fastest build)",
+        default=config.DEFAULT_BASE,
+        help=f"what the fragment is merged onto (default: {config.DEFAULT_BASE}, the fastest "
+        "build)",
     )
     p.add_argument("--loopback", action="store_true", help="also apply aufsN-loopback.patch")
     p.add_argument(
@@ -127,7 +128,7 @@ def refuse_unused_build_options(
         "--aufs-ref": args.aufs_ref is not None,
         "--fixup-dir": args.fixup_dir is not None,
         "--config-fragment": args.config_fragment is not None,
-        "--config-base": args.config_base != "allnoconfig",
+        "--config-base": args.config_base != config.DEFAULT_BASE,
         "--loopback": bool(args.loopback),
     }
     for option, is_given in given.items():

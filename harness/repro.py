@@ -195,7 +195,7 @@ def spec_from_reproducer(line: str) -> BuildSpec:
     p.add_argument("--config-fragment", type=Path)
     p.add_argument("--aufs-option", action="append", default=[])
     p.add_argument("--branch-fs", default=",".join(config.ALWAYS_BRANCH_FS))
-    p.add_argument("--config-base", default="allnoconfig")
+    p.add_argument("--config-base", default=config.DEFAULT_BASE)
     p.add_argument("--loopback", action="store_true")
     try:
         ns, rest = p.parse_known_args(argv[3:])

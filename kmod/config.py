@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 Base = Literal["allnoconfig", "defconfig"]
 BASES: tuple[Base, ...] = ("allnoconfig", "defconfig")
+DEFAULT_BASE: Base = "allnoconfig"
 TEMPLATE = "guest.config.j2"
 
 # What a target gets unless it says otherwise (--aufs-option NAME=y|n).
@@ -115,7 +116,7 @@ def branch_filesystems(spec: str) -> tuple[str, ...]:
 
 def render_fragment(
     options: Mapping[str, bool],
-    base: Base = "allnoconfig",
+    base: Base = DEFAULT_BASE,
     extra: str | None = None,
     filesystems: Sequence[str] = ALWAYS_BRANCH_FS,
     kernel: tuple[int, int] = (5, 10),
